@@ -1,1 +1,43 @@
-fn main() {}
+//! `podiam`: one binary, one file per verb. Logic lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod exit;
+mod policy;
+
+#[derive(Parser)]
+#[command(name = "podiam", version, about = "AWS IAM identities for Kubernetes workloads, on any cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with IAM policy documents offline: simulate and validate.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

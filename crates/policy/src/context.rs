@@ -34,6 +34,16 @@ impl ContextKeyType {
     }
 }
 
+/// One entry of AWS's `ContextEntries` list, as `SimulatePrincipalPolicy` takes it:
+/// `{"ContextKeyName": "aws:SourceIp", "ContextKeyValues": ["10.0.0.1"], "ContextKeyType": "ip"}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ContextEntry {
+    pub context_key_name: String,
+    pub context_key_values: Vec<String>,
+    pub context_key_type: ContextKeyType,
+}
+
 /// The values of one condition key in a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContextValue {
@@ -85,6 +95,19 @@ impl Context {
             Err(i) => self.entries.insert(i, (lower, value)),
         }
         self
+    }
+
+    /// Builds a context from AWS's `ContextEntries`. A `…List` type makes the key multivalued.
+    pub fn from_entries(entries: &[ContextEntry]) -> Context {
+        let mut ctx = Context::new();
+        for e in entries {
+            ctx.set(
+                &e.context_key_name,
+                e.context_key_values.clone(),
+                e.context_key_type.is_list(),
+            );
+        }
+        ctx
     }
 
     pub fn remove(&mut self, key: &str) {
