@@ -8,7 +8,11 @@ mod exit;
 mod policy;
 
 #[derive(Parser)]
-#[command(name = "podiam", version, about = "AWS IAM identities for Kubernetes workloads, on any cluster")]
+#[command(
+    name = "podiam",
+    version,
+    about = "AWS IAM identities for Kubernetes workloads, on any cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,11 +25,28 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
+/// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -49,6 +49,17 @@ impl ArnPattern {
         }
     }
 
+    /// The pattern with its variables resolved, for traces; `None` if one has no value.
+    pub fn resolved(&self, vars: &dyn Resolve) -> Option<String> {
+        match &self.form {
+            Form::Whole(p) => p.resolved(vars),
+            Form::Components(c) => {
+                let parts: Option<Vec<String>> = c.iter().map(|p| p.resolved(vars)).collect();
+                Some(parts?.join(":"))
+            }
+        }
+    }
+
     pub fn matches(&self, arn: &str, vars: &dyn Resolve) -> bool {
         let components = match &self.form {
             Form::Whole(p) => return p.matches(arn, false, vars),

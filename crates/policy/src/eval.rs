@@ -556,7 +556,11 @@ fn check(statement: &Statement, request: &Request<'_>, explain: bool) -> Checked
                     patterns: resource
                         .patterns
                         .iter()
-                        .map(|p| p.as_str().to_string())
+                        .map(|p| match (p.has_variables(), p.resolved(ctx)) {
+                            (false, _) => p.as_str().to_string(),
+                            (true, Some(r)) => format!("{} (= {r})", p.as_str()),
+                            (true, None) => format!("{} (a variable has no value)", p.as_str()),
+                        })
                         .collect(),
                     negated: resource.negated,
                 }
