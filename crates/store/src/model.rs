@@ -1,0 +1,191 @@
+//! The entities podiam keeps, in AWS's words. Times are milliseconds since the Unix epoch.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub role_name: String,
+    pub path: String,
+    /// `AROA…`, 21 characters.
+    pub role_id: String,
+    pub arn: String,
+    pub create_date: i64,
+    /// The trust policy, as the caller sent it (AWS returns it URL-encoded).
+    pub assume_role_policy_document: String,
+    pub description: Option<String>,
+    /// Seconds, 3,600–43,200.
+    pub max_session_duration: u32,
+    pub permissions_boundary_arn: Option<String>,
+    pub tags: Vec<Tag>,
+    /// Inline policies by name, in the order they were put.
+    pub inline_policies: BTreeMap<String, String>,
+    pub attached_policy_arns: Vec<String>,
+    pub last_used: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// `v1`, `v2`, …
+    pub version_id: String,
+    pub document: String,
+    pub create_date: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedPolicy {
+    pub policy_name: String,
+    pub path: String,
+    /// `ANPA…`.
+    pub policy_id: String,
+    pub arn: String,
+    pub description: Option<String>,
+    pub create_date: i64,
+    pub update_date: i64,
+    pub default_version_id: String,
+    /// At most five; AWS makes the caller delete one before creating a sixth.
+    pub versions: Vec<PolicyVersion>,
+    /// The next version number to hand out (`v{n}`), never reused.
+    pub next_version: u32,
+    pub tags: Vec<Tag>,
+    /// Shipped AWS managed policy (`arn:aws:iam::aws:policy/…`): read-only.
+    pub aws_managed: bool,
+}
+
+impl ManagedPolicy {
+    pub fn default_version(&self) -> Option<&PolicyVersion> {
+        self.versions
+            .iter()
+            .find(|v| v.version_id == self.default_version_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcProvider {
+    /// `arn:aws:iam::ACCOUNT:oidc-provider/host/path`.
+    pub arn: String,
+    /// The issuer URL as registered (`https://host/path`).
+    pub url: String,
+    pub client_ids: Vec<String>,
+    pub thumbprints: Vec<String>,
+    pub create_date: i64,
+    pub tags: Vec<Tag>,
+    /// A podiam extension: the issuer's JWKS given at creation, for clusters whose issuer is not
+    /// reachable (the content of kube-apiserver's `/openid/v1/jwks`).
+    pub static_jwks: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub user_name: String,
+    pub path: String,
+    /// `AIDA…`.
+    pub user_id: String,
+    pub arn: String,
+    pub create_date: i64,
+    pub tags: Vec<Tag>,
+    pub inline_policies: BTreeMap<String, String>,
+    pub attached_policy_arns: Vec<String>,
+    /// podiam's bootstrap administrator: may do everything, as an account's root user.
+    pub admin: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    /// `AKIA…`.
+    pub access_key_id: String,
+    /// Kept to verify SigV4 signatures, which need the secret itself.
+    pub secret_access_key: String,
+    pub user_name: String,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    pub create_date: i64,
+}
+
+/// A key of the built-in OIDC issuer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// PKCS#8 DER, base64.
+    pub private_key_pkcs8: String,
+    pub created: i64,
+    /// Set when a newer key took over: still published until then, so tokens it signed verify.
+    pub retire_after: Option<i64>,
+}
+
+/// A key that seals session tokens (AES-256-GCM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealingKey {
+    pub id: String,
+    /// 32 bytes, base64.
+    pub key: String,
+    pub created: i64,
+    pub retire_after: Option<i64>,
+}
+
+/// Everything the server keeps, loaded into memory at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// By lowercased role name: AWS role names are unique regardless of case.
+    pub roles: BTreeMap<String, Role>,
+    /// By ARN.
+    pub policies: BTreeMap<String, ManagedPolicy>,
+    /// By ARN.
+    pub oidc_providers: BTreeMap<String, OidcProvider>,
+    /// By lowercased user name.
+    pub users: BTreeMap<String, User>,
+    /// By access key ID.
+    pub access_keys: BTreeMap<String, AccessKey>,
+    /// By key ID.
+    pub signing_keys: BTreeMap<String, SigningKey>,
+    /// By key ID.
+    pub sealing_keys: BTreeMap<String, SealingKey>,
+    /// Account ID, region, issuer URL and other settings fixed at first start.
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One write: the new value of an entity, or `None` to delete it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Role(String, Option<Role>),
+    Policy(String, Option<ManagedPolicy>),
+    OidcProvider(String, Option<OidcProvider>),
+    User(String, Option<User>),
+    AccessKey(String, Option<AccessKey>),
+    SigningKey(String, Option<SigningKey>),
+    SealingKey(String, Option<SealingKey>),
+    Setting(String, Option<String>),
+}
+
+impl State {
+    /// Applies a change to the in-memory state, as the store applies it to disk.
+    pub fn apply(&mut self, change: &Change) {
+        fn put<T: Clone>(map: &mut BTreeMap<String, T>, key: &str, value: &Option<T>) {
+            match value {
+                Some(v) => {
+                    map.insert(key.to_string(), v.clone());
+                }
+                None => {
+                    map.remove(key);
+                }
+            }
+        }
+        match change {
+            Change::Role(k, v) => put(&mut self.roles, k, v),
+            Change::Policy(k, v) => put(&mut self.policies, k, v),
+            Change::OidcProvider(k, v) => put(&mut self.oidc_providers, k, v),
+            Change::User(k, v) => put(&mut self.users, k, v),
+            Change::AccessKey(k, v) => put(&mut self.access_keys, k, v),
+            Change::SigningKey(k, v) => put(&mut self.signing_keys, k, v),
+            Change::SealingKey(k, v) => put(&mut self.sealing_keys, k, v),
+            Change::Setting(k, v) => put(&mut self.settings, k, v),
+        }
+    }
+}
