@@ -338,6 +338,7 @@ fn run<'p>(
     let mut boundary = Layer::default();
     let mut session = Layer::default();
     let mut resource_named: Option<Named> = None;
+    let has_boundary = set.permissions_boundary.is_some();
 
     let mut visit = |policy: &'p Policy,
                      policy_type: PolicyType,
@@ -345,7 +346,7 @@ fn run<'p>(
                      resource_named: &mut Option<Named>| {
         let mut layer = layer;
         for (index, statement) in policy.statements.iter().enumerate() {
-            let outcome = check(statement, request, trace.is_some());
+            let outcome = check(statement, request, has_boundary, trace.is_some());
             if let (Some(t), Some(outcome)) = (trace.as_deref_mut(), outcome.detail) {
                 t.statements.push(StatementTrace {
                     source_policy_id: policy.source_id.clone(),
@@ -486,7 +487,12 @@ struct Checked {
 
 /// Whether a statement applies to the request. With `explain`, also says why (allocating);
 /// without, allocates nothing.
-fn check(statement: &Statement, request: &Request<'_>, explain: bool) -> Checked {
+fn check(
+    statement: &Statement,
+    request: &Request<'_>,
+    has_boundary: bool,
+    explain: bool,
+) -> Checked {
     let ctx = request.context;
     let miss = |detail: Option<StatementOutcome>| Checked {
         applies: false,
@@ -500,9 +506,18 @@ fn check(statement: &Statement, request: &Request<'_>, explain: bool) -> Checked
             _ => None,
         };
         let applies = if spec.negated {
-            !request
-                .principal
-                .is_some_and(|p| excluded_by_not_principal(spec, p))
+            // AWS: "The NotPrincipal element with a Deny effect will always deny any IAM
+            // principal that has a permissions boundary policy attached, regardless of the
+            // values specified in the NotPrincipal element."
+            let boundary_override = statement.effect == Effect::Deny
+                && has_boundary
+                && request
+                    .principal
+                    .is_some_and(|p| p.kind == PrincipalKind::Aws);
+            boundary_override
+                || !request
+                    .principal
+                    .is_some_and(|p| excluded_by_not_principal(spec, p))
         } else {
             m.is_some()
         };

@@ -307,7 +307,18 @@ fn compile_statement(
             }
         };
         match key {
-            "Sid" => sid = Some(path.with("Sid", |p| string(p, &m.value))?.to_string()),
+            "Sid" => {
+                let v = path.with("Sid", |p| string(p, &m.value))?;
+                // AWS: IAM's own policies (identity and trust) take only ASCII letters and digits
+                // in a Sid; other services' resource policies accept more.
+                if kind != PolicyKind::Resource && !v.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    return Err(path.err(
+                        at,
+                        format!("`Sid` `{v}` may contain only ASCII letters and digits"),
+                    ));
+                }
+                sid = Some(v.to_string());
+            }
             "Effect" => {
                 effect = Some(match path.with("Effect", |p| string(p, &m.value))? {
                     "Allow" => Effect::Allow,
@@ -335,6 +346,11 @@ fn compile_statement(
                         at,
                         format!("an identity-based policy must not specify `{key}`"),
                     ));
+                }
+                // AWS: "You cannot use the NotPrincipal element in an IAM identity-based policy
+                // nor in an IAM role trust policy."
+                if kind == PolicyKind::Trust && key == "NotPrincipal" {
+                    return Err(path.err(at, "a trust policy must not use `NotPrincipal`: name the principals in `Principal`"));
                 }
                 principal = Some(path.with(key, |p| {
                     compile_principal(p, &m.value, key == "NotPrincipal")

@@ -125,14 +125,6 @@ fn lint(policy: &Policy, out: &mut Vec<Finding>) {
                 message,
             });
         };
-        if let Some(sid) = &s.sid
-            && !sid.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            warn(
-                "sid-characters",
-                format!("`Sid` `{sid}`: IAM policies accept only letters and digits in a Sid"),
-            );
-        }
         if s.effect == Effect::Allow
             && s.action.negated
             && s.resource

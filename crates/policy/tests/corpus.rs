@@ -9,7 +9,7 @@ use podiam_policy::{
     evaluate_trust, evaluate_with_trace,
 };
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,18 +28,18 @@ struct Case {
 struct Policies {
     /// Identity-based policies (inline and managed) of the caller.
     #[serde(default)]
-    identity: Vec<Value>,
+    identity: Vec<Box<RawValue>>,
     #[serde(default)]
-    permissions_boundary: Option<Value>,
+    permissions_boundary: Option<Box<RawValue>>,
     /// Session policies; absent means no session policy was passed.
     #[serde(default)]
-    session: Option<Vec<Value>>,
+    session: Option<Vec<Box<RawValue>>>,
     /// A resource-based policy (bucket policy, queue policy, …).
     #[serde(default)]
-    resource: Option<Value>,
+    resource: Option<Box<RawValue>>,
     /// A role trust policy: the request is then an `sts:AssumeRole*`/`sts:TagSession` decision.
     #[serde(default)]
-    trust: Option<Value>,
+    trust: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -88,11 +88,14 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
-fn compile(doc: &Value, kind: PolicyKind, id: String) -> Result<Policy, String> {
-    let text = match doc {
-        // A string holds a document verbatim (for malformed-JSON cases).
-        Value::String(s) => s.clone(),
-        other => serde_json::to_string_pretty(other).map_err(|e| e.to_string())?,
+/// Documents are taken as written in the case file (key order, positions and duplicate keys
+/// intact); a JSON string holds a document verbatim (for malformed-JSON cases).
+fn compile(doc: &RawValue, kind: PolicyKind, id: String) -> Result<Policy, String> {
+    let raw = doc.get();
+    let text = if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).map_err(|e| e.to_string())?
+    } else {
+        raw.to_string()
     };
     Policy::parse(&text, kind)
         .map(|p| p.with_source_id(id))
@@ -109,7 +112,7 @@ fn run_case(path: &Path) -> Result<(), String> {
         );
     }
     let p = &case.policies;
-    let mut docs: Vec<(&Value, PolicyKind, String)> = Vec::new();
+    let mut docs: Vec<(&RawValue, PolicyKind, String)> = Vec::new();
     for (i, d) in p.identity.iter().enumerate() {
         docs.push((d, PolicyKind::Identity, format!("identity{i}")));
     }
