@@ -99,6 +99,10 @@ fn context() -> Context {
     ctx
 }
 
+#[expect(
+    clippy::unwrap_used,
+    reason = "a fixture that does not parse fails the test"
+)]
 fn parse(document: &str, kind: PolicyKind) -> Policy {
     Policy::parse(document, kind).unwrap()
 }

@@ -6,6 +6,11 @@
 //! Generated values come from small alphabets so that patterns, actions and resources collide
 //! often; otherwise almost every case would be a trivial non-match.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "generators and helpers fail the test on a fixture that does not parse"
+)]
+
 use podiam_policy::arn::ArnPattern;
 use podiam_policy::pattern::{NoVariables, Pattern, Syntax};
 use podiam_policy::{
@@ -507,6 +512,10 @@ proptest! {
 
 /// Pattern characters: ASCII letters in both cases, regex metacharacters that must stay literal,
 /// and non-ASCII letters of 2, 3 and 4 bytes with simple case pairs.
+///
+/// Left out on purpose: characters where per-character lowercasing (the engine) and Unicode simple
+/// case folding (the oracle) disagree, such as `ς`/`Σ`, `ſ`/`s`, the Kelvin sign and `İ`; which of
+/// the two AWS follows is not documented.
 const PATTERN_CHARS: &[char] = &[
     'a', 'A', 'b', 'B', '.', '$', '(', '/', 'é', 'É', 'ß', 'ẞ', 'ω', 'Ω', '日', '𝔸', '*', '?',
 ];
