@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod exit;
 mod policy;
+mod webhook;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +24,9 @@ enum Command {
     /// Work with IAM policy documents offline: simulate and validate.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the admission webhook that gives pods AWS identities (IRSA and EKS Pod Identity),
+    /// or print its Kubernetes manifests.
+    Webhook(Box<webhook::WebhookArgs>),
 }
 
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Webhook(args) => webhook::run(*args),
     };
     match result {
         Ok(code) => code,

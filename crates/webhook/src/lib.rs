@@ -9,6 +9,7 @@
 //!   watches, Prometheus.
 //! - [`manifests`]: the Kubernetes objects to deploy it.
 
+pub mod flags;
 pub mod identity;
 pub mod manifests;
 pub mod metrics;

@@ -2,7 +2,10 @@
 //! 127.0.0.1 with a self-signed certificate made here, against a stand-in Kubernetes API server
 //! that speaks list/watch/get for ServiceAccounts. Every wait is a bounded poll.
 
-#![expect(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod support;
 
