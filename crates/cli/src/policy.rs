@@ -167,7 +167,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         None => Context::new(),
     };
-    let principal = args.caller_arn.as_deref().map(caller_principal);
+    let principal = args.caller_arn.as_deref().map(RequestPrincipal::from_arn);
 
     let identity_refs: Vec<&Policy> = identity.iter().collect();
     let session_refs: Vec<&Policy> = session.iter().collect();
@@ -224,21 +224,6 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         exit::DENIED
     }))
-}
-
-/// A role session's ARN also names its role (`assumed-role/R/S` → `role/R`), which a resource
-/// policy may name instead of the session.
-fn caller_principal(arn: &str) -> RequestPrincipal {
-    let role = arn.strip_prefix("arn:").and_then(|rest| {
-        let (partition, rest) = rest.split_once(":sts::")?;
-        let (account, rest) = rest.split_once(":assumed-role/")?;
-        let (role, _session) = rest.split_once('/')?;
-        Some(format!("arn:{partition}:iam::{account}:role/{role}"))
-    });
-    match role {
-        Some(role) => RequestPrincipal::role_session(arn, role),
-        None => RequestPrincipal::aws(arn),
-    }
 }
 
 /// Condition keys the policies test that the context does not supply, as AWS's simulator

@@ -77,6 +77,22 @@ impl RequestPrincipal {
         }
     }
 
+    /// The principal an ARN names; a role session's ARN (`…:assumed-role/R/S`) also names its
+    /// role (`…:role/R`: the session ARN carries no path), which a policy may name instead.
+    pub fn from_arn(arn: &str) -> RequestPrincipal {
+        let role = arn.strip_prefix("arn:").and_then(|rest| {
+            let (partition, rest) = rest.split_once(":sts::")?;
+            let (account, rest) = rest.split_once(":assumed-role/")?;
+            let (role, _session) = rest.split_once('/')?;
+            Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+        });
+        RequestPrincipal {
+            kind: PrincipalKind::Aws,
+            id: arn.to_string(),
+            role_arn: role,
+        }
+    }
+
     fn account(&self) -> Option<&str> {
         Arn::parse(&self.id)
             .map(|a| a.account)

@@ -1,0 +1,578 @@
+//! podiam's STS + IAM server (awsQuery over HTTP, XML out) with the built-in OIDC issuer.
+//!
+//! `start` opens the store, bootstraps it on first start (account, administrator key, issuer
+//! and session keys, the issuer's own OIDC provider, AWS managed policies), and serves:
+//! - `POST /` and `GET /?Action=…`: STS (Version 2011-06-15) and IAM (Version 2010-05-08);
+//! - `GET /.well-known/openid-configuration` and `GET /openid/v1/jwks`: the built-in issuer;
+//! - `GET /healthz`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use podiam_identity::{
+    AccessKeyKind, HttpRequest, SigV4Auth, SigV4Error, SystemClock, VerifyOptions,
+};
+use podiam_store::{Change, State, Store, User};
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod iam;
+mod ids;
+pub mod issuer;
+mod managed;
+pub mod query;
+mod simulate;
+pub mod state;
+pub mod sts;
+pub mod xml;
+
+use audit::Audit;
+use auth::{Caller, RequestFacts};
+use error::AwsError;
+use query::Params;
+use state::{Config, Shared};
+
+/// What one request handler sees.
+pub struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub caller: Option<Caller>,
+    pub facts: RequestFacts,
+    pub request_id: &'a str,
+    pub audit: &'a Audit,
+}
+
+impl Ctx<'_> {
+    /// The authenticated caller; unsigned requests get `MissingAuthenticationToken`.
+    pub fn signed_caller(&self) -> Result<&Caller, AwsError> {
+        self.caller.as_ref().ok_or_else(missing_authentication)
+    }
+}
+
+fn missing_authentication() -> AwsError {
+    AwsError::new(
+        "MissingAuthenticationToken",
+        StatusCode::FORBIDDEN,
+        "Request is missing Authentication Token",
+    )
+}
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Fixed at first start; later starts keep the stored one.
+    pub account_id: String,
+    pub region: String,
+    /// The built-in issuer's URL; by default the server's own URL at first start.
+    pub issuer_url: Option<String>,
+    pub explain_denials: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory `{path}`: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] podiam_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keys(#[from] issuer::KeyError),
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the account ID must be 12 digits, not `{0}`")]
+    AccountId(String),
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub first_start: bool,
+    pub aws_config_file: PathBuf,
+    pub aws_credentials_file: PathBuf,
+    pub account_id: String,
+    pub shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Serves until the process ends or the serving task fails.
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const ADMIN_USER: &str = "podiam-admin";
+
+pub async fn start(options: Options) -> Result<Server, StartError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir.join("aws")).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::open_sqlite(&dir.join("podiam.db")).await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: options.listen,
+        source,
+    })?;
+    let endpoint = format!("http://{addr}");
+
+    let mut state = store.load().await?;
+    let first_start = !state.settings.contains_key("account_id");
+    if first_start {
+        let changes = bootstrap(&options, &endpoint)?;
+        store.apply(&changes).await?;
+        for c in &changes {
+            state.apply(c);
+        }
+    }
+    // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
+    let partition = "aws".to_string();
+    let missing: Vec<Change> = managed::aws_managed(&partition)
+        .into_iter()
+        .filter(|p| !state.policies.contains_key(&p.arn))
+        .map(|p| Change::Policy(p.arn.clone(), Some(p)))
+        .collect();
+    if !missing.is_empty() {
+        store.apply(&missing).await?;
+        for c in &missing {
+            state.apply(c);
+        }
+    }
+    let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
+    let config = Config {
+        account_id: setting("account_id"),
+        region: setting("region"),
+        partition,
+        explain_denials: options.explain_denials,
+        limits: podiam_policy::Limits::default(),
+        issuer_url: setting("issuer_url"),
+    };
+    let (config_file, credentials_file) = write_aws_files(dir, &state, &config, &endpoint)?;
+    let account_id = config.account_id.clone();
+    let shared = Arc::new(Shared::new(config, store, state)?);
+    let audit = Audit::start(dir.join("audit.log"));
+    let app = router(Arc::clone(&shared), audit);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    Ok(Server {
+        addr,
+        endpoint,
+        first_start,
+        aws_config_file: config_file,
+        aws_credentials_file: credentials_file,
+        account_id,
+        shared,
+        task,
+    })
+}
+
+/// First start: the account, an administrator with an access key, issuer and session keys, and
+/// the built-in issuer registered as an OIDC provider for `sts.amazonaws.com`.
+fn bootstrap(options: &Options, endpoint: &str) -> Result<Vec<Change>, StartError> {
+    let account = &options.account_id;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StartError::AccountId(account.clone()));
+    }
+    let now = now_ms();
+    let issuer_url = options
+        .issuer_url
+        .clone()
+        .unwrap_or_else(|| endpoint.to_string());
+    let id_err = |e: AwsError| StartError::Keys(issuer::KeyError::Generate(e.message));
+    let (key_id, secret) = ids::access_key().map_err(id_err)?;
+    let admin = User {
+        user_name: ADMIN_USER.into(),
+        path: "/".into(),
+        user_id: ids::unique("AIDA").map_err(id_err)?,
+        arn: format!("arn:aws:iam::{account}:user/{ADMIN_USER}"),
+        create_date: now,
+        tags: Vec::new(),
+        inline_policies: Default::default(),
+        attached_policy_arns: Vec::new(),
+        admin: true,
+    };
+    let signing = issuer::new_signing_key(now)?;
+    let sealing = issuer::new_sealing_key(1, now)?;
+    let provider_host = iam::provider_id(&issuer_url).unwrap_or_default();
+    let provider = podiam_store::OidcProvider {
+        arn: format!("arn:aws:iam::{account}:oidc-provider/{provider_host}"),
+        url: issuer_url.clone(),
+        client_ids: vec!["sts.amazonaws.com".into()],
+        thumbprints: Vec::new(),
+        create_date: now,
+        tags: Vec::new(),
+        static_jwks: None,
+    };
+    Ok(vec![
+        Change::Setting("account_id".into(), Some(account.clone())),
+        Change::Setting("region".into(), Some(options.region.clone())),
+        Change::Setting("issuer_url".into(), Some(issuer_url)),
+        Change::Setting("admin_access_key_id".into(), Some(key_id.clone())),
+        Change::User(ADMIN_USER.into(), Some(admin)),
+        Change::AccessKey(
+            key_id.clone(),
+            Some(podiam_store::AccessKey {
+                access_key_id: key_id,
+                secret_access_key: secret,
+                user_name: ADMIN_USER.into(),
+                status: "Active".into(),
+                create_date: now,
+            }),
+        ),
+        Change::SigningKey(signing.kid.clone(), Some(signing)),
+        Change::SealingKey(sealing.id.clone(), Some(sealing)),
+        Change::OidcProvider(provider.arn.clone(), Some(provider)),
+    ])
+}
+
+/// `DIR/aws/config` (rewritten every start: the port may change) and `DIR/aws/credentials`
+/// (the administrator's key; only the owner may read it).
+fn write_aws_files(
+    dir: &Path,
+    state: &State,
+    config: &Config,
+    endpoint: &str,
+) -> Result<(PathBuf, PathBuf), StartError> {
+    let config_path = dir.join("aws").join("config");
+    let credentials_path = dir.join("aws").join("credentials");
+    let write = |path: &Path, text: &str| -> Result<(), StartError> {
+        let err = |source| StartError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)
+    };
+    write(
+        &config_path,
+        &format!(
+            "[profile podiam]\nregion = {}\nendpoint_url = {endpoint}\noutput = json\n",
+            config.region
+        ),
+    )?;
+    let admin_key = state
+        .settings
+        .get("admin_access_key_id")
+        .and_then(|id| state.access_keys.get(id));
+    if let Some(key) = admin_key
+        && (!credentials_path.exists()
+            || std::fs::read_to_string(&credentials_path)
+                .map_or(true, |t| !t.contains(&key.access_key_id)))
+    {
+        write(
+            &credentials_path,
+            &format!(
+                "[podiam]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                key.access_key_id, key.secret_access_key
+            ),
+        )?;
+    }
+    Ok((config_path, credentials_path))
+}
+
+// === HTTP ===
+
+#[derive(Clone)]
+struct App {
+    shared: Arc<Shared>,
+    audit: Audit,
+}
+
+/// Policy documents are at most a few KiB; form bodies larger than this are refused.
+const MAX_BODY: usize = 256 * 1024;
+
+fn router(shared: Arc<Shared>, audit: Audit) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/openid/v1/jwks", get(jwks))
+        .route("/", get(aws_query).post(aws_query))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(App { shared, audit })
+}
+
+async fn discovery(AxumState(app): AxumState<App>) -> Response {
+    let doc = podiam_identity::OidcDiscovery::for_issuer(&app.shared.config.issuer_url);
+    json_response(&doc)
+}
+
+async fn jwks(AxumState(app): AxumState<App>) -> Response {
+    let doc = app.shared.keys().issuer.jwks(SystemTime::now());
+    json_response(&doc)
+}
+
+fn json_response(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn request_id() -> String {
+    podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
+        .unwrap_or_else(|_| "00000000-0000-4000-8000-000000000000".into())
+}
+
+fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response {
+    let mut r = (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+async fn aws_query(
+    AxumState(app): AxumState<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rid = request_id();
+    let query = uri.query().unwrap_or("");
+    let mut params = Params::parse(query.as_bytes());
+    if method == Method::POST {
+        params.extend(Params::parse(&body));
+    }
+    // STS and IAM share the endpoint; the Version (or, without one, the action) says which.
+    let action = params.get("Action").unwrap_or("").to_string();
+    let is_sts = match params.get("Version") {
+        Some("2011-06-15") => true,
+        Some("2010-05-08") => false,
+        _ => matches!(
+            action.as_str(),
+            "AssumeRole" | "AssumeRoleWithWebIdentity" | "GetCallerIdentity"
+        ),
+    };
+    let ns = if is_sts { sts::NS } else { iam::NS };
+    let facts = RequestFacts {
+        source_ip: Some(peer.ip().to_string()),
+        secure_transport: false,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        now: now_ms(),
+    };
+    let result = async {
+        if action.is_empty() {
+            return Err(AwsError::new(
+                "MissingAction",
+                StatusCode::BAD_REQUEST,
+                "Missing Action",
+            ));
+        }
+        // AssumeRoleWithWebIdentity is unsigned on AWS: the token is the credential.
+        let caller = if is_sts && action == "AssumeRoleWithWebIdentity" {
+            None
+        } else {
+            Some(authenticate(
+                &app.shared,
+                &method,
+                &uri,
+                &headers,
+                &body,
+                facts.now,
+            )?)
+        };
+        let ctx = Ctx {
+            shared: &app.shared,
+            caller,
+            facts,
+            request_id: &rid,
+            audit: &app.audit,
+        };
+        if is_sts {
+            sts::handle(&ctx, &action, &params).await
+        } else {
+            let r = iam::handle(&ctx, &action, &params).await;
+            if let Err(e) = &r
+                && e.code == "AccessDenied"
+            {
+                let mut ev = audit::Event::new(&ctx, &action);
+                ev.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
+                ev.finish(&r);
+                app.audit.record(ev);
+            }
+            r
+        }
+    }
+    .await;
+    match result {
+        Ok(body) => xml_response(StatusCode::OK, body, &rid),
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::error!(code = e.code, message = %e.message, request_id = %rid, "request failed");
+            }
+            let body = xml::Xml::error(ns, e.fault(), e.code, &e.message, &rid);
+            xml_response(e.status, body, &rid)
+        }
+    }
+}
+
+fn sigv4_error(e: &SigV4Error) -> AwsError {
+    match e {
+        SigV4Error::MissingAuthentication => missing_authentication(),
+        SigV4Error::SignatureDoesNotMatch => AwsError::new(
+            "SignatureDoesNotMatch",
+            StatusCode::FORBIDDEN,
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+        ),
+        SigV4Error::RequestExpired { .. }
+        | SigV4Error::RequestNotYetValid { .. }
+        | SigV4Error::PresignedExpired { .. } => AwsError::new(
+            "RequestExpired",
+            StatusCode::BAD_REQUEST,
+            format!("Request has expired: {e}"),
+        ),
+        _ => AwsError::new(
+            "IncompleteSignature",
+            StatusCode::BAD_REQUEST,
+            e.to_string(),
+        ),
+    }
+}
+
+fn invalid_client_token(message: &str) -> AwsError {
+    AwsError::new("InvalidClientTokenId", StatusCode::FORBIDDEN, message)
+}
+
+/// SigV4: the access key names the secret (the store for `AKIA…`, the sealed session token for
+/// `ASIA…`), then the signature is checked in constant time.
+fn authenticate(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    _now: i64,
+) -> Result<Caller, AwsError> {
+    let header_pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let request = HttpRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &header_pairs,
+        body,
+    };
+    let auth = SigV4Auth::parse(&request).map_err(|e| sigv4_error(&e))?;
+    let options = VerifyOptions {
+        region: None,
+        services: vec!["sts".into(), "iam".into()],
+        ..VerifyOptions::default()
+    };
+    let state = shared.snapshot();
+    match auth.access_key_id.kind() {
+        AccessKeyKind::LongTerm => {
+            let key = state
+                .access_keys
+                .get(auth.access_key_id.as_str())
+                .filter(|k| k.status == "Active")
+                .ok_or_else(|| {
+                    invalid_client_token("The security token included in the request is invalid.")
+                })?;
+            let user = state
+                .users
+                .get(&key.user_name.to_ascii_lowercase())
+                .ok_or_else(|| {
+                    invalid_client_token("The security token included in the request is invalid.")
+                })?;
+            auth.verify(
+                &request,
+                &podiam_identity::SecretAccessKey::new(key.secret_access_key.clone()),
+                &options,
+                &SystemClock,
+            )
+            .map_err(|e| sigv4_error(&e))?;
+            Ok(Caller::User(user.clone()))
+        }
+        AccessKeyKind::Temporary => {
+            let token = auth.security_token.as_deref().ok_or_else(|| {
+                invalid_client_token("The security token included in the request is invalid.")
+            })?;
+            let session =
+                shared
+                    .keys()
+                    .sessions
+                    .open(token, &SystemClock)
+                    .map_err(|e| match e {
+                        podiam_identity::OpenError::Expired { .. } => AwsError::new(
+                            "ExpiredToken",
+                            StatusCode::FORBIDDEN,
+                            "The security token included in the request is expired",
+                        ),
+                        _ => invalid_client_token(
+                            "The security token included in the request is invalid.",
+                        ),
+                    })?;
+            // AWS: the token must belong to the key that signed.
+            if session.access_key_id != auth.access_key_id {
+                return Err(invalid_client_token(
+                    "The security token included in the request is invalid.",
+                ));
+            }
+            auth.verify(&request, &session.secret_access_key, &options, &SystemClock)
+                .map_err(|e| sigv4_error(&e))?;
+            Ok(Caller::Session(Box::new(session)))
+        }
+        AccessKeyKind::Unknown => Err(invalid_client_token(
+            "The security token included in the request is invalid.",
+        )),
+    }
+}

@@ -1,0 +1,163 @@
+//! The server's state: everything in memory for reads, written through to the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use podiam_policy::{Policy, PolicyKind};
+use podiam_store::{Change, State, Store};
+
+use crate::error::AwsError;
+use crate::issuer::{KeyError, Keys};
+
+/// Fixed settings of one server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub account_id: String,
+    pub region: String,
+    pub partition: String,
+    /// Put the failed check into AccessDenied messages (always in the audit log).
+    pub explain_denials: bool,
+    pub limits: podiam_policy::Limits,
+    /// The built-in issuer's URL (`iss` of the tokens it signs).
+    pub issuer_url: String,
+}
+
+pub struct Shared {
+    pub config: Config,
+    store: Store,
+    state: RwLock<Arc<State>>,
+    writer: tokio::sync::Mutex<()>,
+    compiled: RwLock<HashMap<(PolicyKindKey, Arc<str>), Arc<Policy>>>,
+    keys: RwLock<Arc<Keys>>,
+}
+
+/// `PolicyKind` as a map key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PolicyKindKey {
+    Identity,
+    Resource,
+    Trust,
+}
+
+impl From<PolicyKind> for PolicyKindKey {
+    fn from(k: PolicyKind) -> Self {
+        match k {
+            PolicyKind::Identity => PolicyKindKey::Identity,
+            PolicyKind::Resource => PolicyKindKey::Resource,
+            PolicyKind::Trust => PolicyKindKey::Trust,
+        }
+    }
+}
+
+/// Bound on cached compiled documents; past it the cache starts over (documents are re-parsed on
+/// the next use, nothing is lost).
+const COMPILED_CACHE_MAX: usize = 20_000;
+
+impl Shared {
+    pub fn new(config: Config, store: Store, state: State) -> Result<Shared, KeyError> {
+        let keys = Keys::from_state(&state)?;
+        Ok(Shared {
+            config,
+            store,
+            state: RwLock::new(Arc::new(state)),
+            writer: tokio::sync::Mutex::new(()),
+            compiled: RwLock::new(HashMap::new()),
+            keys: RwLock::new(Arc::new(keys)),
+        })
+    }
+
+    /// The issuer and session key rings.
+    pub fn keys(&self) -> Arc<Keys> {
+        match self.keys.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Rebuilds the key rings after keys changed in the state.
+    pub fn reload_keys(&self) -> Result<(), KeyError> {
+        let keys = Arc::new(Keys::from_state(&self.snapshot())?);
+        match self.keys.write() {
+            Ok(mut g) => *g = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+        Ok(())
+    }
+
+    pub fn is_own_issuer(&self, url: &str) -> bool {
+        url.trim_end_matches('/') == self.config.issuer_url.trim_end_matches('/')
+    }
+
+    /// The published keys of a remote issuer (OIDC discovery, then `jwks_uri`).
+    pub async fn remote_jwks(
+        &self,
+        issuer: &str,
+        _refresh: bool,
+    ) -> Result<Arc<podiam_identity::Jwks>, AwsError> {
+        Err(AwsError::new(
+            "IDPCommunicationError",
+            axum::http::StatusCode::BAD_REQUEST,
+            format!(
+                "podiam could not fetch the keys of {issuer}: register the provider with its JWKS \
+                 (`podiam cluster create --jwks-file …`, the output of `kubectl get --raw /openid/v1/jwks`)"
+            ),
+        ))
+    }
+
+    /// A consistent snapshot of the whole state.
+    pub fn snapshot(&self) -> Arc<State> {
+        match self.state.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Runs one write: `decide` sees the current state and returns the changes and a result.
+    /// Writes are serialised; the store is written before memory, so what a client is told
+    /// succeeded survives a restart.
+    pub async fn write<T>(
+        &self,
+        decide: impl FnOnce(&State) -> Result<(Vec<Change>, T), AwsError>,
+    ) -> Result<T, AwsError> {
+        let _guard = self.writer.lock().await;
+        let current = self.snapshot();
+        let (changes, out) = decide(&current)?;
+        if changes.is_empty() {
+            return Ok(out);
+        }
+        self.store.apply(&changes).await?;
+        let mut next = (*current).clone();
+        for c in &changes {
+            next.apply(c);
+        }
+        match self.state.write() {
+            Ok(mut g) => *g = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        Ok(out)
+    }
+
+    /// Parses a stored document once and keeps the compiled form.
+    pub fn compiled(
+        &self,
+        document: &str,
+        kind: PolicyKind,
+        source_id: &str,
+    ) -> Result<Arc<Policy>, AwsError> {
+        let key = (PolicyKindKey::from(kind), Arc::<str>::from(document));
+        if let Ok(cache) = self.compiled.read()
+            && let Some(p) = cache.get(&key)
+            && p.source_id == source_id
+        {
+            return Ok(Arc::clone(p));
+        }
+        let policy = Arc::new(Policy::parse(document, kind)?.with_source_id(source_id));
+        if let Ok(mut cache) = self.compiled.write() {
+            if cache.len() >= COMPILED_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(key, Arc::clone(&policy));
+        }
+        Ok(policy)
+    }
+}

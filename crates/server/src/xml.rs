@@ -1,0 +1,114 @@
+//! A small writer for awsQuery XML responses: `<OpResponse xmlns=…><OpResult>…</OpResult>
+//! <ResponseMetadata><RequestId>…</RequestId></ResponseMetadata></OpResponse>`.
+
+use std::fmt::Write as _;
+
+pub struct Xml {
+    out: String,
+    stack: Vec<&'static str>,
+}
+
+pub fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+}
+
+impl Xml {
+    /// Starts `<{action}Response xmlns="{ns}"><{action}Result>`.
+    pub fn response(action: &str, ns: &str) -> Xml {
+        let mut out = String::with_capacity(1024);
+        let _ = write!(out, "<{action}Response xmlns=\"{ns}\">\n  <{action}Result>");
+        Xml {
+            out,
+            stack: Vec::new(),
+        }
+    }
+
+    pub fn start(&mut self, name: &'static str) -> &mut Self {
+        let _ = write!(self.out, "<{name}>");
+        self.stack.push(name);
+        self
+    }
+
+    pub fn end(&mut self) -> &mut Self {
+        if let Some(name) = self.stack.pop() {
+            let _ = write!(self.out, "</{name}>");
+        }
+        self
+    }
+
+    pub fn text(&mut self, name: &str, value: &str) -> &mut Self {
+        let _ = write!(self.out, "<{name}>");
+        escape(value, &mut self.out);
+        let _ = write!(self.out, "</{name}>");
+        self
+    }
+
+    pub fn opt(&mut self, name: &str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.text(name, v);
+        }
+        self
+    }
+
+    pub fn num(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
+        let _ = write!(self.out, "<{name}>{value}</{name}>");
+        self
+    }
+
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut Self {
+        self.num(name, value)
+    }
+
+    /// Closes the result and adds the request ID.
+    pub fn finish(mut self, action: &str, request_id: &str) -> String {
+        while !self.stack.is_empty() {
+            self.end();
+        }
+        let _ = write!(
+            self.out,
+            "</{action}Result>\n  <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\n</{action}Response>\n"
+        );
+        self.out
+    }
+
+    /// A response with no result element (`DeleteRole` and other writes).
+    pub fn empty(action: &str, ns: &str, request_id: &str) -> String {
+        format!(
+            "<{action}Response xmlns=\"{ns}\">\n  <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\n</{action}Response>\n"
+        )
+    }
+
+    pub fn error(ns: &str, fault: &str, code: &str, message: &str, request_id: &str) -> String {
+        let mut m = String::new();
+        escape(message, &mut m);
+        format!(
+            "<ErrorResponse xmlns=\"{ns}\">\n  <Error>\n    <Type>{fault}</Type>\n    <Code>{code}</Code>\n    <Message>{m}</Message>\n  </Error>\n  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_nests() {
+        let mut x = Xml::response("GetRole", "ns");
+        x.start("Role")
+            .text("RoleName", "a<b&\"c\"")
+            .num("MaxSessionDuration", 3600);
+        let s = x.finish("GetRole", "rid");
+        assert!(s.contains("<Role><RoleName>a&lt;b&amp;&quot;c&quot;</RoleName><MaxSessionDuration>3600</MaxSessionDuration></Role></GetRoleResult>"), "{s}");
+        assert!(s.contains("<RequestId>rid</RequestId>"));
+    }
+}
