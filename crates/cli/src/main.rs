@@ -4,8 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+mod create;
 mod exit;
+mod issuer;
 mod policy;
+mod token;
+mod up;
 mod webhook;
 
 #[derive(Parser)]
@@ -21,6 +26,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run STS, IAM and the built-in OIDC issuer on this machine (SQLite in the data directory).
+    Up(up::UpArgs),
+    /// Create resources: `podiam create iamserviceaccount`.
+    #[command(subcommand)]
+    Create(create::CreateCommand),
+    /// ServiceAccount tokens from the built-in issuer.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The built-in OIDC issuer's keys.
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCommand),
+    /// Who assumed which role, and what was refused and why.
+    Audit(audit::AuditArgs),
     /// Work with IAM policy documents offline: simulate and validate.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -42,6 +60,16 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Logs to stderr; `RUST_LOG` sets the level (default `info`). Never logs secrets or tokens.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -56,6 +84,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Create(cmd) => create::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Issuer(cmd) => issuer::run(cmd),
+        Command::Audit(args) => audit::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),
     };

@@ -282,6 +282,7 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let opts = options(args.serve)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()

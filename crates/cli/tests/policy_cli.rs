@@ -1,5 +1,8 @@
 //! `podiam policy …` as a user runs it: the real binary, real files, exit codes and output.
-#![allow(clippy::unwrap_used, reason = "test helpers fail the test on unexpected errors")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test on unexpected errors"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -243,10 +243,7 @@ fn policy_xml(x: &mut Xml, state: &State, p: &ManagedPolicy, full: bool) {
 }
 
 /// `Marker`/`MaxItems` pagination. The marker is the key of the first item of the next page.
-fn paginate<'a, T>(
-    items: Vec<(&'a str, T)>,
-    p: &Params,
-) -> Result<(Vec<T>, Option<String>), AwsError> {
+fn paginate<T>(items: Vec<(&str, T)>, p: &Params) -> Result<(Vec<T>, Option<String>), AwsError> {
     let max = p.int("MaxItems")?.unwrap_or(100);
     if !(1..=1000).contains(&max) {
         return Err(AwsError::validation(format!(

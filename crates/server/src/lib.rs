@@ -28,6 +28,7 @@ pub mod error;
 pub mod iam;
 mod ids;
 pub mod issuer;
+pub mod local;
 mod managed;
 pub mod query;
 mod simulate;
@@ -192,6 +193,7 @@ pub async fn start(options: Options) -> Result<Server, StartError> {
     let account_id = config.account_id.clone();
     let shared = Arc::new(Shared::new(config, store, state)?);
     let audit = Audit::start(dir.join("audit.log"));
+    tokio::spawn(watch_store(Arc::clone(&shared)));
     let app = router(Arc::clone(&shared), audit);
     let task = tokio::spawn(async move {
         axum::serve(
@@ -210,6 +212,27 @@ pub async fn start(options: Options) -> Result<Server, StartError> {
         shared,
         task,
     })
+}
+
+/// How often to look for writes made by other processes (`podiam create iamserviceaccount`,
+/// `podiam issuer rotate`, another replica).
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn watch_store(shared: Arc<Shared>) {
+    let mut last = shared.store().version().await.ok();
+    let mut tick = tokio::time::interval(STORE_POLL);
+    loop {
+        tick.tick().await;
+        let Ok(v) = shared.store().version().await else {
+            continue;
+        };
+        if Some(v) != last {
+            last = Some(v);
+            if let Err(e) = shared.refresh().await {
+                tracing::error!(error = %e.message, "cannot reload the state");
+            }
+        }
+    }
 }
 
 /// First start: the account, an administrator with an access key, issuer and session keys, and

@@ -124,7 +124,6 @@ pub fn principal(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     run(
         ctx,
         p,
-        &state,
         identity,
         boundary,
         "SimulatePrincipalPolicy",
@@ -147,25 +146,12 @@ pub fn custom(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     if inputs.is_empty() {
         return Err(AwsError::missing("PolicyInputList"));
     }
-    run(
-        ctx,
-        p,
-        &state,
-        Vec::new(),
-        None,
-        "SimulateCustomPolicy",
-        None,
-    )
+    run(ctx, p, Vec::new(), None, "SimulateCustomPolicy", None)
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per simulator operation"
-)]
 fn run(
     ctx: &Ctx<'_>,
     p: &Params,
-    _state: &State,
     mut identity: Vec<Source>,
     mut boundary: Option<Source>,
     op: &str,

@@ -27,9 +27,12 @@ pub struct Shared {
     store: Store,
     state: RwLock<Arc<State>>,
     writer: tokio::sync::Mutex<()>,
-    compiled: RwLock<HashMap<(PolicyKindKey, Arc<str>), Arc<Policy>>>,
+    compiled: RwLock<CompiledCache>,
     keys: RwLock<Arc<Keys>>,
 }
+
+/// Compiled documents by kind and text.
+type CompiledCache = HashMap<(PolicyKindKey, Arc<str>), Arc<Policy>>;
 
 /// `PolicyKind` as a map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +67,25 @@ impl Shared {
             compiled: RwLock::new(HashMap::new()),
             keys: RwLock::new(Arc::new(keys)),
         })
+    }
+
+    /// Re-reads the whole state from the store (another process wrote to it).
+    pub async fn refresh(&self) -> Result<(), AwsError> {
+        let _guard = self.writer.lock().await;
+        let fresh = self.store.load().await?;
+        if *self.snapshot() == fresh {
+            return Ok(());
+        }
+        match self.state.write() {
+            Ok(mut g) => *g = Arc::new(fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
+        }
+        self.reload_keys()
+            .map_err(|e| AwsError::service_failure(e.to_string()))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The issuer and session key rings.

@@ -146,38 +146,40 @@ struct Minted {
     token: String,
 }
 
-fn mint(
-    ctx: &Ctx<'_>,
-    role: &Role,
-    session_name: &str,
+/// What a new session is made of.
+struct NewSession<'a> {
+    role: &'a Role,
+    session_name: &'a str,
     duration: Duration,
     tags: Vec<SessionTag>,
     transitive: Vec<String>,
-    policies: &SessionPolicies,
+    policies: &'a SessionPolicies,
     source_identity: Option<String>,
     source: SessionSource,
-) -> Result<Minted, AwsError> {
+}
+
+fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
     let now =
         SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ctx.facts.now).unwrap_or(0));
-    let creds = mint_temporary_credentials(&SystemRng, now, duration)
+    let creds = mint_temporary_credentials(&SystemRng, now, s.duration)
         .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
     let claims = SessionClaims {
         access_key_id: creds.access_key_id,
         secret_access_key: creds.secret_access_key,
         account_id: ctx.shared.config.account_id.clone(),
-        assumed_role_arn: assumed_role_arn(&role.arn, session_name)
+        assumed_role_arn: assumed_role_arn(&s.role.arn, s.session_name)
             .ok_or_else(|| AwsError::internal("role ARN is not an IAM role ARN"))?,
-        role_arn: role.arn.clone(),
-        role_id: role.role_id.clone(),
-        role_session_name: session_name.to_string(),
-        session_tags: tags,
-        transitive_tag_keys: transitive,
-        session_policy: policies.inline.clone(),
-        session_policy_arns: policies.arns.clone(),
-        source_identity,
+        role_arn: s.role.arn.clone(),
+        role_id: s.role.role_id.clone(),
+        role_session_name: s.session_name.to_string(),
+        session_tags: s.tags,
+        transitive_tag_keys: s.transitive,
+        session_policy: s.policies.inline.clone(),
+        session_policy_arns: s.policies.arns.clone(),
+        source_identity: s.source_identity,
         issued_at: creds.issued_at,
         expires_at: creds.expiration,
-        source,
+        source: s.source,
     };
     let token = ctx
         .shared
@@ -364,19 +366,22 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         let policies = session_policies(ctx, &state, p)?;
         let minted = mint(
             ctx,
-            &role,
-            session_name,
-            duration,
-            tags.into_iter()
-                .map(|(key, value)| SessionTag { key, value })
-                .collect(),
-            transitive,
-            &policies,
-            source_identity.clone(),
-            SessionSource::WebIdentity {
-                issuer: iss.clone(),
-                subject: sub.clone(),
-                audience: aud.clone(),
+            NewSession {
+                role: &role,
+                session_name,
+                duration,
+                tags: tags
+                    .into_iter()
+                    .map(|(key, value)| SessionTag { key, value })
+                    .collect(),
+                transitive,
+                policies: &policies,
+                source_identity: source_identity.clone(),
+                source: SessionSource::WebIdentity {
+                    issuer: iss.clone(),
+                    subject: sub.clone(),
+                    audience: aud.clone(),
+                },
             },
         )?;
         let mut x = Xml::response("AssumeRoleWithWebIdentity", NS);
@@ -535,15 +540,17 @@ async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
         let policies = session_policies(ctx, &state, p)?;
         let minted = mint(
             ctx,
-            &role,
-            session_name,
-            duration,
-            tags.into_iter().map(|(key, value)| SessionTag { key, value }).collect(),
-            transitive,
-            &policies,
-            source_identity.clone(),
-            SessionSource::AssumeRole {
-                caller_arn: caller.arn().to_string(),
+            NewSession {
+                role: &role,
+                session_name,
+                duration,
+                tags: tags.into_iter().map(|(key, value)| SessionTag { key, value }).collect(),
+                transitive,
+                policies: &policies,
+                source_identity: source_identity.clone(),
+                source: SessionSource::AssumeRole {
+                    caller_arn: caller.arn().to_string(),
+                },
             },
         )?;
         let mut x = Xml::response("AssumeRole", NS);

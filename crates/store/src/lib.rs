@@ -172,6 +172,19 @@ impl Store {
         Ok(())
     }
 
+    /// Changes whenever any entity is written or deleted: other processes (a second server, the
+    /// CLI) poll it to notice writes they did not make.
+    pub async fn version(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(updated_at), 0), COUNT(*) FROM entities")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("reading the state version"))?;
+        Ok((
+            row.try_get(0).map_err(db("reading the state version"))?,
+            row.try_get(1).map_err(db("reading the state version"))?,
+        ))
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -1,0 +1,151 @@
+//! `podiam create iamserviceaccount`: the `eksctl create iamserviceaccount` of podiam. Creates the
+//! role with an IRSA trust policy for one ServiceAccount, attaches policies, and prints the
+//! ServiceAccount manifest with its `eks.amazonaws.com/role-arn` annotation.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use podiam_server::local::{LocalError, iam_as_admin};
+
+use crate::exit;
+
+#[derive(Subcommand)]
+pub enum CreateCommand {
+    /// An IAM role for a Kubernetes ServiceAccount (IRSA), and the ServiceAccount manifest.
+    Iamserviceaccount(IamServiceAccountArgs),
+}
+
+#[derive(Args)]
+pub struct IamServiceAccountArgs {
+    #[arg(long, env = "PODIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The ServiceAccount's name.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    namespace: String,
+    /// Policies to attach to the role.
+    #[arg(long = "attach-policy-arn", value_name = "ARN")]
+    attach_policy_arns: Vec<String>,
+    /// The role's name; by default `NAMESPACE-NAME`.
+    #[arg(long)]
+    role_name: Option<String>,
+    /// The cluster's OIDC issuer URL (its IAM OIDC provider must exist); by default podiam's
+    /// built-in issuer.
+    #[arg(long)]
+    issuer: Option<String>,
+}
+
+pub fn role_trust_policy(account: &str, provider: &str, namespace: &str, name: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{account}:oidc-provider/{provider}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{provider}:sub"): format!("system:serviceaccount:{namespace}:{name}"),
+                format!("{provider}:aud"): "sts.amazonaws.com",
+            }}
+        }]
+    })
+    .to_string()
+}
+
+pub fn run(cmd: CreateCommand) -> anyhow::Result<ExitCode> {
+    let CreateCommand::Iamserviceaccount(args) = cmd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(create(args))
+}
+
+async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = crate::up::data_dir(args.data_dir);
+    let settings = podiam_server::local::settings(&data_dir).await?;
+    let account = settings.get("account_id").cloned().unwrap_or_default();
+    let issuer = args
+        .issuer
+        .or_else(|| settings.get("issuer_url").cloned())
+        .unwrap_or_default();
+    let Some(provider) = podiam_server::iam::provider_id(&issuer) else {
+        bail!("`{issuer}` is not an issuer URL");
+    };
+    let provider_arn = format!("arn:aws:iam::{account}:oidc-provider/{provider}");
+    match iam_as_admin(
+        &data_dir,
+        "GetOpenIDConnectProvider",
+        &[("OpenIDConnectProviderArn", &provider_arn)],
+    )
+    .await
+    {
+        Err(LocalError::Aws {
+            code: "NoSuchEntity",
+            ..
+        }) => bail!(
+            "there is no IAM OIDC provider for `{issuer}`: create it first with\n  aws iam create-open-id-connect-provider --url {issuer} --client-id-list sts.amazonaws.com"
+        ),
+        other => {
+            other?;
+        }
+    }
+    let mut role_name = args
+        .role_name
+        .unwrap_or_else(|| format!("{}-{}", args.namespace, args.name));
+    role_name.truncate(64);
+    let trust = role_trust_policy(&account, &provider, &args.namespace, &args.name);
+    let description = format!(
+        "IRSA role for system:serviceaccount:{}:{} (podiam create iamserviceaccount)",
+        args.namespace, args.name
+    );
+    match iam_as_admin(
+        &data_dir,
+        "CreateRole",
+        &[
+            ("RoleName", &role_name),
+            ("AssumeRolePolicyDocument", &trust),
+            ("Description", &description),
+        ],
+    )
+    .await
+    {
+        Err(LocalError::Aws {
+            code: "EntityAlreadyExists",
+            ..
+        }) => bail!(
+            "a role named `{role_name}` already exists: pick another with --role-name, or delete it with `aws iam delete-role --role-name {role_name}`"
+        ),
+        other => {
+            other?;
+        }
+    }
+    for arn in &args.attach_policy_arns {
+        iam_as_admin(
+            &data_dir,
+            "AttachRolePolicy",
+            &[("RoleName", &role_name), ("PolicyArn", arn)],
+        )
+        .await
+        .with_context(|| format!("created role `{role_name}` but could not attach `{arn}`"))?;
+    }
+    let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
+    eprintln!(
+        "created role {role_arn} for system:serviceaccount:{}:{} (issuer {issuer}); {} polic{} attached",
+        args.namespace,
+        args.name,
+        args.attach_policy_arns.len(),
+        if args.attach_policy_arns.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    );
+    crate::emit(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    eks.amazonaws.com/role-arn: {role_arn}\n",
+        args.name, args.namespace
+    ))?;
+    Ok(ExitCode::from(exit::OK))
+}

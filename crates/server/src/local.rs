@@ -1,0 +1,154 @@
+//! Operations the CLI runs against the data directory directly (`podiam token create`,
+//! `podiam issuer rotate`, `podiam create iamserviceaccount`). A running server notices the
+//! writes within a couple of seconds.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use podiam_identity::ServiceAccountToken;
+use podiam_store::{Change, State, Store};
+
+use crate::auth::{Caller, RequestFacts};
+use crate::error::AwsError;
+use crate::issuer::{Keys, new_signing_key};
+use crate::query::Params;
+use crate::state::{Config, Shared};
+use crate::{Ctx, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("no podiam data in `{0}`: start it once with `podiam up --data-dir {0}`")]
+    NotInitialised(String),
+    #[error(transparent)]
+    Store(#[from] podiam_store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] crate::issuer::KeyError),
+    #[error("{code}: {message}")]
+    Aws { code: &'static str, message: String },
+    #[error("cannot sign the token: {0}")]
+    Sign(String),
+}
+
+impl From<AwsError> for LocalError {
+    fn from(e: AwsError) -> Self {
+        LocalError::Aws {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+async fn open(data_dir: &Path) -> Result<(Store, State), LocalError> {
+    let db = data_dir.join("podiam.db");
+    if !db.exists() {
+        return Err(LocalError::NotInitialised(data_dir.display().to_string()));
+    }
+    let store = Store::open_sqlite(&db).await?;
+    let state = store.load().await?;
+    if !state.settings.contains_key("account_id") {
+        return Err(LocalError::NotInitialised(data_dir.display().to_string()));
+    }
+    Ok((store, state))
+}
+
+/// The stored settings a CLI needs: account, region, issuer URL.
+pub async fn settings(
+    data_dir: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    store.close().await;
+    Ok(state.settings)
+}
+
+/// Signs a Kubernetes projected ServiceAccount token with the built-in issuer's active key.
+pub async fn create_token(
+    data_dir: &Path,
+    token: impl FnOnce(&str) -> ServiceAccountToken,
+) -> Result<String, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    store.close().await;
+    let issuer = state
+        .settings
+        .get("issuer_url")
+        .cloned()
+        .unwrap_or_default();
+    let keys = Keys::from_state(&state)?;
+    let claims = token(&issuer).claims(SystemTime::now());
+    keys.issuer
+        .sign(&claims)
+        .map_err(|e| LocalError::Sign(e.to_string()))
+}
+
+/// Adds a new issuer key; the old ones stay published for `keep_old` (the longest token lifetime)
+/// so tokens they signed still verify. Returns the new key ID.
+pub async fn rotate_issuer(data_dir: &Path, keep_old: Duration) -> Result<String, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    let now = now_ms();
+    let retire = now + i64::try_from(keep_old.as_millis()).unwrap_or(i64::MAX / 2);
+    let new = new_signing_key(now)?;
+    let mut changes = Vec::new();
+    for k in state.signing_keys.values() {
+        if k.retire_after.is_none() {
+            let mut old = k.clone();
+            old.retire_after = Some(retire);
+            changes.push(Change::SigningKey(old.kid.clone(), Some(old)));
+        } else if k.retire_after.is_some_and(|t| t <= now) {
+            // Retired and past its time: no token it signed is still valid.
+            changes.push(Change::SigningKey(k.kid.clone(), None));
+        }
+    }
+    let kid = new.kid.clone();
+    changes.push(Change::SigningKey(kid.clone(), Some(new)));
+    store.apply(&changes).await?;
+    store.close().await;
+    Ok(kid)
+}
+
+/// Runs one IAM action as the administrator against the data directory.
+pub async fn iam_as_admin(
+    data_dir: &Path,
+    action: &str,
+    params: &[(&str, &str)],
+) -> Result<String, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    let admin = state
+        .settings
+        .get("admin_access_key_id")
+        .and_then(|k| state.access_keys.get(k))
+        .and_then(|k| state.users.get(&k.user_name.to_ascii_lowercase()))
+        .cloned()
+        .ok_or_else(|| LocalError::NotInitialised(data_dir.display().to_string()))?;
+    let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
+    let config = Config {
+        account_id: setting("account_id"),
+        region: setting("region"),
+        partition: "aws".into(),
+        explain_denials: true,
+        limits: podiam_policy::Limits::default(),
+        issuer_url: setting("issuer_url"),
+    };
+    let shared = Shared::new(config, store.clone(), state)?;
+    let audit = crate::audit::Audit::disabled();
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", action)
+        .append_pair("Version", "2010-05-08");
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    let params = Params::parse(form.finish().as_bytes());
+    let ctx = Ctx {
+        shared: &shared,
+        caller: Some(Caller::User(admin)),
+        facts: RequestFacts {
+            source_ip: None,
+            secure_transport: true,
+            user_agent: Some("podiam-cli".into()),
+            now: now_ms(),
+        },
+        request_id: "local",
+        audit: &audit,
+    };
+    let out = crate::iam::handle(&ctx, action, &params).await;
+    store.close().await;
+    Ok(out?)
+}
