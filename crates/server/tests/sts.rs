@@ -1,0 +1,299 @@
+//! AssumeRoleWithWebIdentity over HTTP against a real server: every way a token can be wrong gets
+//! the AWS error code SDKs expect, and none of them hurts the server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use podiam_identity::IssuerKey;
+use podiam_server::{Options, Server, start};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ACCOUNT: &str = "000000000000";
+const ROLE: &str = "app";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data_dir: std::path::PathBuf,
+    server: Server,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let server = start(Options {
+        data_dir: data_dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        account_id: ACCOUNT.into(),
+        region: "us-east-1".into(),
+        issuer_url: None,
+        explain_denials: true,
+    })
+    .await
+    .unwrap();
+    let host = server.endpoint.trim_start_matches("http://").to_string();
+    let trust = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{host}:sub"): "system:serviceaccount:ns:sa",
+                format!("{host}:aud"): "sts.amazonaws.com"
+            }}
+        }]
+    })
+    .to_string();
+    podiam_server::local::iam_as_admin(
+        &data_dir,
+        "CreateRole",
+        &[("RoleName", ROLE), ("AssumeRolePolicyDocument", &trust)],
+    )
+    .await
+    .unwrap();
+    // The running server picks up writes from other processes within its poll interval.
+    server.shared.refresh().await.unwrap();
+    Fixture {
+        _dir: dir,
+        data_dir,
+        server,
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+fn claims(f: &Fixture) -> serde_json::Map<String, serde_json::Value> {
+    let n = now();
+    json!({
+        "iss": f.server.shared.config.issuer_url,
+        "sub": "system:serviceaccount:ns:sa",
+        "aud": ["sts.amazonaws.com"],
+        "iat": n, "nbf": n, "exp": n + 3600,
+        "kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "sa", "uid": "u1"}}
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+fn sign(f: &Fixture, claims: &serde_json::Map<String, serde_json::Value>) -> String {
+    f.server.shared.keys().issuer.sign(claims).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// POSTs a form to the server; returns the status and body.
+async fn post(addr: SocketAddr, form: &[(&str, &str)]) -> (u16, String) {
+    let mut body = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form {
+        body.append_pair(k, v);
+    }
+    raw_post(addr, body.finish().as_bytes()).await
+}
+
+async fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn assume(f: &Fixture, token: &str) -> (u16, String) {
+    post(
+        f.server.addr,
+        &[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", &format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}")),
+            ("RoleSessionName", "s1"),
+            ("WebIdentityToken", token),
+        ],
+    )
+    .await
+}
+
+fn code(body: &str) -> &str {
+    body.split("<Code>")
+        .nth(1)
+        .and_then(|r| r.split("</Code>").next())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_good_token_gets_credentials() {
+    let f = fixture().await;
+    let (status, body) = assume(&f, &sign(&f, &claims(&f))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(
+        "<SubjectFromWebIdentityToken>system:serviceaccount:ns:sa</SubjectFromWebIdentityToken>"
+    ));
+    assert!(body.contains(&format!(
+        "<Arn>arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/s1</Arn>"
+    )));
+    assert!(body.contains("<AccessKeyId>ASIA"));
+}
+
+#[tokio::test]
+async fn every_bad_token_is_refused_with_the_aws_code() {
+    let f = fixture().await;
+    let good = sign(&f, &claims(&f));
+    let (header, rest) = good.split_once('.').unwrap();
+    let (payload, signature) = rest.split_once('.').unwrap();
+
+    let mut cases: Vec<(&str, String, u16, &str)> = Vec::new();
+
+    // alg: none, with and without a signature.
+    let none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    cases.push((
+        "alg none",
+        format!("{none}.{payload}."),
+        400,
+        "InvalidIdentityToken",
+    ));
+    // HS256 keyed with the issuer's public key (algorithm confusion).
+    let jwks = serde_json::to_vec(&f.server.shared.keys().issuer.jwks(SystemTime::now())).unwrap();
+    let hs_header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &jwks);
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{hs_header}.{payload}").as_bytes());
+    cases.push((
+        "HS256 with the public key",
+        format!("{hs_header}.{payload}.{}", b64(tag.as_ref())),
+        400,
+        "InvalidIdentityToken",
+    ));
+    // A valid RS256 signature by a key the issuer never published.
+    let stranger = IssuerKey::generate(SystemTime::now()).unwrap();
+    cases.push((
+        "unknown kid",
+        stranger.sign(&claims(&f)).unwrap(),
+        400,
+        "InvalidIdentityToken",
+    ));
+    // A flipped signature byte.
+    let mut sig = signature.to_string();
+    let last = if sig.ends_with('A') { 'B' } else { 'A' };
+    sig.pop();
+    sig.push(last);
+    cases.push((
+        "bad signature",
+        format!("{header}.{payload}.{sig}"),
+        400,
+        "InvalidIdentityToken",
+    ));
+    // Expired beyond the 5-minute skew.
+    let mut c = claims(&f);
+    c.insert("exp".into(), json!(now() - 600));
+    c.insert("iat".into(), json!(now() - 4200));
+    c.insert("nbf".into(), json!(now() - 4200));
+    cases.push(("expired", sign(&f, &c), 400, "ExpiredTokenException"));
+    // Not valid for another hour.
+    let mut c = claims(&f);
+    c.insert("nbf".into(), json!(now() + 3600));
+    c.insert("exp".into(), json!(now() + 7200));
+    cases.push(("not yet valid", sign(&f, &c), 400, "InvalidIdentityToken"));
+    // Wrong audience.
+    let mut c = claims(&f);
+    c.insert("aud".into(), json!(["pods.eks.amazonaws.com"]));
+    cases.push(("wrong aud", sign(&f, &c), 400, "InvalidIdentityToken"));
+    // Wrong issuer: no provider for it.
+    let mut c = claims(&f);
+    c.insert("iss".into(), json!("https://elsewhere.example.com"));
+    cases.push(("unknown issuer", sign(&f, &c), 400, "InvalidIdentityToken"));
+    // The trust policy names another ServiceAccount.
+    let mut c = claims(&f);
+    c.insert("sub".into(), json!("system:serviceaccount:ns:other"));
+    cases.push(("wrong sub", sign(&f, &c), 403, "AccessDenied"));
+    // Oversized and garbage tokens.
+    cases.push(("oversized", "a".repeat(20_001), 400, "ValidationError"));
+    cases.push(("garbage", "....".into(), 400, "InvalidIdentityToken"));
+    cases.push((
+        "not base64",
+        "%%%.%%%.%%%".into(),
+        400,
+        "InvalidIdentityToken",
+    ));
+
+    for (name, token, status, want) in cases {
+        let (got_status, body) = assume(&f, &token).await;
+        assert_eq!((got_status, code(&body)), (status, want), "{name}: {body}");
+        assert!(body.contains("<RequestId>"), "{name}: {body}");
+    }
+    // Denials name the failed condition key.
+    let mut c = claims(&f);
+    c.insert("sub".into(), json!("system:serviceaccount:ns:other"));
+    let (_, body) = assume(&f, &sign(&f, &c)).await;
+    assert!(body.contains(":sub"), "{body}");
+
+    // Still serving.
+    let (status, _) = assume(&f, &good).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn duration_over_the_role_maximum_is_a_validation_error() {
+    let f = fixture().await;
+    let token = sign(&f, &claims(&f));
+    let (status, body) = post(
+        f.server.addr,
+        &[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", &format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}")),
+            ("RoleSessionName", "s1"),
+            ("WebIdentityToken", &token),
+            ("DurationSeconds", "7200"),
+        ],
+    )
+    .await;
+    assert_eq!((status, code(&body)), (400, "ValidationError"), "{body}");
+    assert!(body.contains("7200"), "{body}");
+    let _ = &f.data_dir;
+}
+
+#[tokio::test]
+async fn garbage_bodies_get_aws_errors() {
+    let f = fixture().await;
+    for body in [
+        &b"Action=AssumeRoleWithWebIdentity&Version=2011-06-15"[..],
+        b"\xff\xfe\x00",
+        b"Action=DoesNotExist&Version=2011-06-15",
+        b"Version=2010-05-08",
+        b"Action=ListRoles&Version=2010-05-08",
+    ] {
+        let (status, text) = raw_post(f.server.addr, body).await;
+        assert!((400..500).contains(&status), "{body:?}: {status} {text}");
+        assert!(text.contains("<ErrorResponse"), "{text}");
+    }
+    let (status, text) = raw_post(f.server.addr, b"Action=ListRoles&Version=2010-05-08").await;
+    assert_eq!((status, code(&text)), (403, "MissingAuthenticationToken"));
+    let (status, text) = raw_post(f.server.addr, &vec![b'a'; 300 * 1024]).await;
+    assert_eq!(status, 413, "{text}");
+}
