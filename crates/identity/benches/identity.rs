@@ -64,6 +64,25 @@ fn jwt(c: &mut Criterion) {
     c.bench_function("jwt_verify_rs256", |b| {
         b.iter(|| verify_jwt(black_box(&token), &jwks, &validation, &clock).unwrap());
     });
+    // The floor under the same machine load: aws-lc-rs verifying the same signature alone.
+    let der = key.to_pkcs8_der().unwrap();
+    let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der).unwrap();
+    let public = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(
+        aws_lc_rs::signature::KeyPair::public_key(&pair),
+    )
+    .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
+    .unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .unwrap();
+    c.bench_function("rsa2048_verify_raw_aws_lc_rs", |b| {
+        b.iter(|| {
+            public
+                .verify_sig(black_box(signing_input.as_bytes()), &signature)
+                .unwrap();
+        });
+    });
     c.bench_function("jwks_parse_one_rsa_key", |b| {
         b.iter(|| Jwks::from_json(black_box(&jwks_json)).unwrap());
     });
