@@ -28,6 +28,7 @@ pub mod error;
 pub mod iam;
 mod ids;
 pub mod issuer;
+mod jwks;
 pub mod local;
 mod managed;
 pub mod query;
@@ -140,6 +141,16 @@ fn now_ms() -> i64 {
 const ADMIN_USER: &str = "podiam-admin";
 
 pub async fn start(options: Options) -> Result<Server, StartError> {
+    start_with(options, false).await
+}
+
+/// [`start`], plus `POST /__bench/noop`: reads the form body and answers a fixed 200, the
+/// baseline `podiam bench` compares AssumeRoleWithWebIdentity against. Not served otherwise.
+pub async fn start_with_bench_noop(options: Options) -> Result<Server, StartError> {
+    start_with(options, true).await
+}
+
+async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartError> {
     let dir = &options.data_dir;
     std::fs::create_dir_all(dir.join("aws")).map_err(|source| StartError::DataDir {
         path: dir.display().to_string(),
@@ -194,7 +205,16 @@ pub async fn start(options: Options) -> Result<Server, StartError> {
     let shared = Arc::new(Shared::new(config, store, state)?);
     let audit = Audit::start(dir.join("audit.log"));
     tokio::spawn(watch_store(Arc::clone(&shared)));
-    let app = router(Arc::clone(&shared), audit);
+    let mut app = router(Arc::clone(&shared), audit);
+    if bench_noop {
+        app = app.route(
+            "/__bench/noop",
+            axum::routing::post(|body: Bytes| async move {
+                std::hint::black_box(body);
+                "ok\n"
+            }),
+        );
+    }
     let task = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -523,10 +543,16 @@ fn authenticate(
     body: &[u8],
     _now: i64,
 ) -> Result<Caller, AwsError> {
-    let header_pairs: Vec<(&str, &str)> = headers
+    let mut header_pairs: Vec<(&str, &str)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
         .collect();
+    // HTTP/2 carries the host as `:authority`, which clients sign as `host`.
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = uri.authority()
+    {
+        header_pairs.push(("host", authority.as_str()));
+    }
     let request = HttpRequest {
         method: method.as_str(),
         path: uri.path(),

@@ -29,6 +29,7 @@ pub struct Shared {
     writer: tokio::sync::Mutex<()>,
     compiled: RwLock<CompiledCache>,
     keys: RwLock<Arc<Keys>>,
+    remote: crate::jwks::JwksCache,
 }
 
 /// Compiled documents by kind and text.
@@ -66,6 +67,7 @@ impl Shared {
             writer: tokio::sync::Mutex::new(()),
             compiled: RwLock::new(HashMap::new()),
             keys: RwLock::new(Arc::new(keys)),
+            remote: crate::jwks::JwksCache::new(),
         })
     }
 
@@ -110,20 +112,13 @@ impl Shared {
         url.trim_end_matches('/') == self.config.issuer_url.trim_end_matches('/')
     }
 
-    /// The published keys of a remote issuer (OIDC discovery, then `jwks_uri`).
+    /// The published keys of a remote issuer (OIDC discovery, then `jwks_uri`), cached.
     pub async fn remote_jwks(
         &self,
         issuer: &str,
-        _refresh: bool,
+        refresh: bool,
     ) -> Result<Arc<podiam_identity::Jwks>, AwsError> {
-        Err(AwsError::new(
-            "IDPCommunicationError",
-            axum::http::StatusCode::BAD_REQUEST,
-            format!(
-                "podiam could not fetch the keys of {issuer}: register the provider with its JWKS \
-                 (`podiam cluster create --jwks-file …`, the output of `kubectl get --raw /openid/v1/jwks`)"
-            ),
-        ))
+        self.remote.get(issuer, refresh).await
     }
 
     /// A consistent snapshot of the whole state.

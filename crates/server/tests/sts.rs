@@ -297,3 +297,115 @@ async fn garbage_bodies_get_aws_errors() {
     let (status, text) = raw_post(f.server.addr, &vec![b'a'; 300 * 1024]).await;
     assert_eq!(status, 413, "{text}");
 }
+
+/// A role in `f` trusting `issuer`'s provider for `system:serviceaccount:ns:sa`.
+async fn trust_issuer(f: &Fixture, issuer: &str, jwks: Option<&str>) -> String {
+    let host = issuer.trim_start_matches("http://").to_string();
+    let mut params = vec![
+        ("Url", issuer.to_string()),
+        ("ClientIDList.member.1", "sts.amazonaws.com".to_string()),
+    ];
+    if let Some(j) = jwks {
+        params.push(("Jwks", j.to_string()));
+    }
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    podiam_server::local::iam_as_admin(&f.data_dir, "CreateOpenIDConnectProvider", &params)
+        .await
+        .unwrap();
+    let port = issuer.rsplit(':').next().unwrap_or("x");
+    let role = format!("remote-{port}");
+    let trust = json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {format!("{host}:sub"): "system:serviceaccount:ns:sa"}}
+        }]
+    })
+    .to_string();
+    podiam_server::local::iam_as_admin(
+        &f.data_dir,
+        "CreateRole",
+        &[("RoleName", &role), ("AssumeRolePolicyDocument", &trust)],
+    )
+    .await
+    .unwrap();
+    f.server.shared.refresh().await.unwrap();
+    format!("arn:aws:iam::{ACCOUNT}:role/{role}")
+}
+
+async fn assume_role(f: &Fixture, role_arn: &str, token: &str) -> (u16, String) {
+    post(
+        f.server.addr,
+        &[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", role_arn),
+            ("RoleSessionName", "s1"),
+            ("WebIdentityToken", token),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn keys_of_another_issuer_come_from_its_discovery_document_or_a_static_jwks() {
+    let a = fixture().await;
+    let b = fixture().await;
+    let issuer_b = b.server.shared.config.issuer_url.clone();
+    let token_b = sign(&b, &claims(&b));
+
+    // Fetched over HTTP: discovery, then jwks_uri.
+    let fetched = trust_issuer(&a, &issuer_b, None).await;
+    let (status, body) = assume_role(&a, &fetched, &token_b).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("<Provider>{issuer_b}</Provider>")),
+        "{body}"
+    );
+
+    // A token from a key B never published is refused even after the forced refetch.
+    let stranger = IssuerKey::generate(SystemTime::now()).unwrap();
+    let (status, body) = assume_role(&a, &fetched, &stranger.sign(&claims(&b)).unwrap()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InvalidIdentityToken"),
+        "{body}"
+    );
+
+    // With B gone, A keeps verifying with the keys it cached.
+    let jwks_b =
+        serde_json::to_string(&b.server.shared.keys().issuer.jwks(SystemTime::now())).unwrap();
+    b.server.abort();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = assume_role(&a, &fetched, &token_b).await;
+    assert_eq!(status, 200, "{body}");
+
+    // An issuer that cannot be reached and was never cached: IDPCommunicationError.
+    let c = fixture().await;
+    let issuer_c = c.server.shared.config.issuer_url.clone();
+    let token_c = sign(&c, &claims(&c));
+    c.server.abort();
+    let unreachable = trust_issuer(&a, &issuer_c, None).await;
+    let (status, body) = assume_role(&a, &unreachable, &token_c).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "IDPCommunicationError"),
+        "{body}"
+    );
+    assert!(body.contains("kubectl get --raw /openid/v1/jwks"), "{body}");
+
+    // A static JWKS given at provider creation needs no network at all.
+    let d = fixture().await;
+    let issuer_d = d.server.shared.config.issuer_url.clone();
+    let token_d = sign(&d, &claims(&d));
+    let jwks_d =
+        serde_json::to_string(&d.server.shared.keys().issuer.jwks(SystemTime::now())).unwrap();
+    d.server.abort();
+    let a2 = fixture().await;
+    let stat = trust_issuer(&a2, &issuer_d, Some(&jwks_d)).await;
+    let (status, body) = assume_role(&a2, &stat, &token_d).await;
+    assert_eq!(status, 200, "{body}");
+    let _ = jwks_b;
+}
