@@ -467,11 +467,19 @@ impl Condition {
             }
             Values::Bools(want) => parse_bool(v).is_some_and(|got| want.contains(&got)),
             Values::Binaries(want) => {
-                let got = decode_base64(v);
-                want.iter().any(|w| {
-                    got.as_deref()
-                        .map_or(v.as_bytes() == w.as_slice(), |g| g == w.as_slice())
-                })
+                // Decode into a stack buffer: request values here are short (hashes, ids).
+                let mut buf = [0u8; 512];
+                let decoded =
+                    base64::engine::general_purpose::STANDARD.decode_slice(v.trim(), &mut buf);
+                match decoded {
+                    Ok(n) => want.iter().any(|w| w.as_slice() == &buf[..n]),
+                    Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                        let got = decode_base64(v);
+                        want.iter().any(|w| got.as_deref() == Some(w.as_slice()))
+                    }
+                    // Not base64: compare the raw text.
+                    Err(_) => want.iter().any(|w| v.as_bytes() == w.as_slice()),
+                }
             }
             Values::Networks(nets) => {
                 parse_ip(v).is_some_and(|ip| nets.iter().any(|n| n.contains(ip)))

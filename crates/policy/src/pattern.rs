@@ -83,7 +83,7 @@ enum Piece<'a> {
     Any,
 }
 
-const INLINE_PIECES: usize = 12;
+const INLINE_PIECES: usize = 32;
 
 impl Pattern {
     pub fn compile(raw: &str, syntax: Syntax) -> Pattern {
@@ -131,7 +131,9 @@ impl Pattern {
                 return input
                     .get(..lit.len())
                     .is_some_and(|head| text_eq(lit, head, ignore_case))
-                    || (ignore_case && !lit.is_ascii() && general_prefix(lit, input));
+                    || (ignore_case
+                        && !(lit.is_ascii() && input.is_ascii())
+                        && general_prefix(lit, input));
             }
             _ => {}
         }
@@ -185,12 +187,15 @@ fn text_eq(a: &str, b: &str, ignore_case: bool) -> bool {
     if !ignore_case {
         return a == b;
     }
-    if a.is_ascii() && b.is_ascii() {
-        return a.eq_ignore_ascii_case(b);
+    if a.eq_ignore_ascii_case(b) {
+        return true;
     }
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .eq(b.chars().flat_map(char::to_lowercase))
+    if a.is_ascii() && b.is_ascii() {
+        return false;
+    }
+    // Character by character, as the general matcher compares: both must agree.
+    a.chars().count() == b.chars().count()
+        && a.chars().zip(b.chars()).all(|(x, y)| char_eq(x, y, true))
 }
 
 fn general_prefix(lit: &str, input: &str) -> bool {
@@ -401,6 +406,23 @@ mod tests {
         assert!(!p.matches("s3:GetObject", false, &NoVariables));
         let p = Pattern::compile("ÉTÉ*", GLOB);
         assert!(p.matches("été-x", true, &NoVariables));
+        // Every shape folds case the same way, character by character.
+        let kelvin = "\u{212A}";
+        for pattern in ["k", "k*", "k?", "*k"] {
+            let input = pattern
+                .replace('?', "x")
+                .replace('*', "")
+                .replace('k', kelvin);
+            let input = if pattern == "k?" {
+                format!("{kelvin}x")
+            } else {
+                input
+            };
+            assert!(
+                Pattern::compile(pattern, GLOB).matches(&input, true, &NoVariables),
+                "{pattern} vs {input}"
+            );
+        }
     }
 
     #[test]
