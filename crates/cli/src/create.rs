@@ -15,6 +15,96 @@ use crate::exit;
 pub enum CreateCommand {
     /// An IAM role for a Kubernetes ServiceAccount (IRSA), and the ServiceAccount manifest.
     Iamserviceaccount(IamServiceAccountArgs),
+    /// An EKS Pod Identity association: a role (created with the Pod Identity trust policy if it
+    /// does not exist) for a ServiceAccount of a registered cluster.
+    Podidentityassociation(PodIdentityAssociationArgs),
+}
+
+#[derive(Args)]
+pub struct PodIdentityAssociationArgs {
+    #[arg(long, env = "PODIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A cluster registered with `podiam cluster create`.
+    #[arg(long)]
+    cluster: String,
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    service_account: String,
+    /// The role; created with the Pod Identity trust policy if it does not exist.
+    #[arg(long)]
+    role_name: String,
+    /// Policies to attach to the role.
+    #[arg(long = "permission-policy-arns", value_name = "ARN", num_args = 1..)]
+    permission_policy_arns: Vec<String>,
+    /// Leave out the six `kubernetes-*`/`eks-cluster-*` session tags.
+    #[arg(long)]
+    disable_session_tags: bool,
+}
+
+/// AWS: "pods.eks.amazonaws.com" may `sts:AssumeRole` and `sts:TagSession`.
+pub const POD_IDENTITY_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"AllowEksAuthToAssumeRoleForPodIdentity","Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
+
+async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = crate::up::data_dir(args.data_dir);
+    let settings = podiam_server::local::settings(&data_dir).await?;
+    let account = settings.get("account_id").cloned().unwrap_or_default();
+    let role_arn = format!("arn:aws:iam::{account}:role/{}", args.role_name);
+    match iam_as_admin(&data_dir, "GetRole", &[("RoleName", &args.role_name)]).await {
+        Ok(_) => eprintln!("using existing role {role_arn}"),
+        Err(LocalError::Aws {
+            code: "NoSuchEntity",
+            ..
+        }) => {
+            iam_as_admin(
+                &data_dir,
+                "CreateRole",
+                &[
+                    ("RoleName", &args.role_name),
+                    ("AssumeRolePolicyDocument", POD_IDENTITY_TRUST),
+                    (
+                        "Description",
+                        "EKS Pod Identity role (podiam create podidentityassociation)",
+                    ),
+                ],
+            )
+            .await?;
+            eprintln!("created role {role_arn} trusting pods.eks.amazonaws.com");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for arn in &args.permission_policy_arns {
+        iam_as_admin(
+            &data_dir,
+            "AttachRolePolicy",
+            &[("RoleName", &args.role_name), ("PolicyArn", arn)],
+        )
+        .await
+        .with_context(|| format!("could not attach `{arn}` to `{}`", args.role_name))?;
+    }
+    let out = podiam_server::local::eks_as_admin(
+        &data_dir,
+        podiam_server::local::EksOp::CreateAssociation {
+            cluster: args.cluster.clone(),
+            body: serde_json::json!({
+                "namespace": args.namespace,
+                "serviceAccount": args.service_account,
+                "roleArn": role_arn,
+                "disableSessionTags": args.disable_session_tags,
+            }),
+        },
+    )
+    .await?;
+    let a = &out["association"];
+    crate::emit(&format!(
+        "{}  {}/{} -> {}  ({})\n",
+        a["associationId"].as_str().unwrap_or_default(),
+        args.namespace,
+        args.service_account,
+        role_arn,
+        a["associationArn"].as_str().unwrap_or_default()
+    ))?;
+    Ok(ExitCode::from(exit::OK))
 }
 
 #[derive(Args)]
@@ -55,12 +145,14 @@ pub fn role_trust_policy(account: &str, provider: &str, namespace: &str, name: &
 }
 
 pub fn run(cmd: CreateCommand) -> anyhow::Result<ExitCode> {
-    let CreateCommand::Iamserviceaccount(args) = cmd;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(create(args))
+    match cmd {
+        CreateCommand::Iamserviceaccount(args) => runtime.block_on(create(args)),
+        CreateCommand::Podidentityassociation(args) => runtime.block_on(create_association(args)),
+    }
 }
 
 async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod cluster;
 mod create;
 mod exit;
 mod issuer;
@@ -28,7 +29,10 @@ struct Cli {
 enum Command {
     /// Run STS, IAM and the built-in OIDC issuer on this machine (SQLite in the data directory).
     Up(up::UpArgs),
-    /// Create resources: `podiam create iamserviceaccount`.
+    /// Clusters registered for EKS Pod Identity.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Create resources: `podiam create iamserviceaccount`, `podiam create podidentityassociation`.
     #[command(subcommand)]
     Create(create::CreateCommand),
     /// ServiceAccount tokens from the built-in issuer.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Cluster(cmd) => cluster::run(cmd),
         Command::Create(cmd) => create::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),

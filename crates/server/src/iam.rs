@@ -314,6 +314,29 @@ impl Ctx<'_> {
         )
     }
 
+    /// Checks an action on a role; its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`.
+    fn check_role(&self, state: &State, action: &str, role: &Role) -> Result<(), AwsError> {
+        let tags: Vec<(String, String)> = role
+            .tags
+            .iter()
+            .flat_map(|t| {
+                [
+                    (format!("aws:ResourceTag/{}", t.key), t.value.clone()),
+                    (format!("iam:ResourceTag/{}", t.key), t.value.clone()),
+                ]
+            })
+            .collect();
+        authorize(
+            self.shared,
+            state,
+            self.signed_caller()?,
+            &self.facts,
+            action,
+            &role.arn,
+            &tags,
+        )
+    }
+
     fn reply(&self, action: &str, x: Xml) -> String {
         x.finish(action, self.request_id)
     }
@@ -407,7 +430,7 @@ fn get_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let state = ctx.shared.snapshot();
     let r = role(&state, name)?;
-    ctx.check(&state, "iam:GetRole", &r.arn)?;
+    ctx.check_role(&state, "iam:GetRole", r)?;
     let mut x = Xml::response("GetRole", NS);
     x.start("Role");
     role_xml(&mut x, r, true);
@@ -420,7 +443,7 @@ async fn delete_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     ctx.shared
         .write(|state| {
             let r = role(state, &name)?;
-            ctx.check(state, "iam:DeleteRole", &r.arn)?;
+            ctx.check_role(state, "iam:DeleteRole", r)?;
             if !r.attached_policy_arns.is_empty() {
                 return Err(AwsError::delete_conflict(
                     "Cannot delete entity, must detach all policies first.",
@@ -470,7 +493,7 @@ async fn modify_role(
     ctx.shared
         .write(|state| {
             let mut r = role(state, name)?.clone();
-            ctx.check(state, action, &r.arn)?;
+            ctx.check_role(state, action, &r)?;
             change(state, &mut r)?;
             Ok((
                 vec![Change::Role(name.to_ascii_lowercase(), Some(r.clone()))],
@@ -560,7 +583,7 @@ async fn untag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
 fn list_role_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = role(&state, p.required("RoleName")?)?;
-    ctx.check(&state, "iam:ListRoleTags", &r.arn)?;
+    ctx.check_role(&state, "iam:ListRoleTags", r)?;
     let items: Vec<(&str, &Tag)> = r.tags.iter().map(|t| (t.key.as_str(), t)).collect();
     let (page, next) = paginate(items, p)?;
     let mut x = Xml::response("ListRoleTags", NS);
@@ -601,7 +624,7 @@ fn get_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = role(&state, p.required("RoleName")?)?;
     let name = p.required("PolicyName")?;
-    ctx.check(&state, "iam:GetRolePolicy", &r.arn)?;
+    ctx.check_role(&state, "iam:GetRolePolicy", r)?;
     let doc = r.inline_policies.get(name).ok_or_else(|| {
         AwsError::no_such_entity(format!("The role policy with name {name} cannot be found."))
     })?;
@@ -632,7 +655,7 @@ async fn delete_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErro
 fn list_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = role(&state, p.required("RoleName")?)?;
-    ctx.check(&state, "iam:ListRolePolicies", &r.arn)?;
+    ctx.check_role(&state, "iam:ListRolePolicies", r)?;
     let items: Vec<(&str, &str)> = r
         .inline_policies
         .keys()
@@ -690,7 +713,7 @@ async fn detach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErro
 fn list_attached_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = role(&state, p.required("RoleName")?)?;
-    ctx.check(&state, "iam:ListAttachedRolePolicies", &r.arn)?;
+    ctx.check_role(&state, "iam:ListAttachedRolePolicies", r)?;
     let prefix = p.get("PathPrefix").unwrap_or("/");
     let items: Vec<(&str, (&str, &str))> = r
         .attached_policy_arns

@@ -24,6 +24,7 @@ use podiam_store::{Change, State, Store, User};
 
 pub mod audit;
 pub mod auth;
+pub mod eks;
 pub mod error;
 pub mod iam;
 mod ids;
@@ -382,6 +383,20 @@ fn router(shared: Arc<Shared>, audit: Audit) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/openid/v1/jwks", get(jwks))
         .route("/", get(aws_query).post(aws_query))
+        .route("/clusters", get(rest).post(rest))
+        .route("/clusters/{name}", get(rest).delete(rest))
+        .route(
+            "/clusters/{name}/pod-identity-associations",
+            get(rest).post(rest),
+        )
+        .route(
+            "/clusters/{name}/pod-identity-associations/{id}",
+            get(rest).post(rest).delete(rest),
+        )
+        .route(
+            "/clusters/{name}/assume-role-for-pod-identity",
+            axum::routing::post(rest),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App { shared, audit })
 }
@@ -468,7 +483,7 @@ async fn aws_query(
                 &uri,
                 &headers,
                 &body,
-                facts.now,
+                &["sts", "iam"],
             )?)
         };
         let ctx = Ctx {
@@ -502,6 +517,116 @@ async fn aws_query(
             }
             let body = xml::Xml::error(ns, e.fault(), e.code, &e.message, &rid);
             xml_response(e.status, body, &rid)
+        }
+    }
+}
+
+/// The REST-JSON APIs: EKS's clusters and pod identity associations, and EKS Auth.
+async fn rest(
+    AxumState(app): AxumState<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rid = request_id();
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let eks_auth = segments.get(2) == Some(&"assume-role-for-pod-identity");
+    let facts = RequestFacts {
+        source_ip: Some(peer.ip().to_string()),
+        secure_transport: false,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        now: now_ms(),
+    };
+    let result = async {
+        let services: &[&str] = if eks_auth { &["eks-auth"] } else { &["eks"] };
+        let caller = authenticate(&app.shared, &method, &uri, &headers, &body, services)?;
+        let ctx = Ctx {
+            shared: &app.shared,
+            caller: Some(caller),
+            facts,
+            request_id: &rid,
+            audit: &app.audit,
+        };
+        let json_body = || -> Result<serde_json::Value, AwsError> {
+            if body.is_empty() {
+                return Ok(serde_json::Value::Object(Default::default()));
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                AwsError::new(
+                    if eks_auth {
+                        "InvalidRequestException"
+                    } else {
+                        "InvalidParameterException"
+                    },
+                    StatusCode::BAD_REQUEST,
+                    format!("The request body is not valid JSON: {e}"),
+                )
+            })
+        };
+        let query = Params::parse(uri.query().unwrap_or("").as_bytes());
+        match (method.clone(), segments.as_slice()) {
+            (Method::GET, ["clusters"]) => eks::list_clusters(&ctx),
+            (Method::POST, ["clusters"]) => eks::create_cluster(&ctx, &json_body()?).await,
+            (Method::GET, ["clusters", name]) => eks::describe_cluster(&ctx, name),
+            (Method::DELETE, ["clusters", name]) => eks::delete_cluster(&ctx, name).await,
+            (Method::GET, ["clusters", name, "pod-identity-associations"]) => {
+                eks::list_associations(&ctx, name, &query)
+            }
+            (Method::POST, ["clusters", name, "pod-identity-associations"]) => {
+                eks::create_association(&ctx, name, &json_body()?).await
+            }
+            (Method::GET, ["clusters", name, "pod-identity-associations", id]) => {
+                eks::describe_association(&ctx, name, id)
+            }
+            (Method::POST, ["clusters", name, "pod-identity-associations", id]) => {
+                eks::update_association(&ctx, name, id, &json_body()?).await
+            }
+            (Method::DELETE, ["clusters", name, "pod-identity-associations", id]) => {
+                eks::delete_association(&ctx, name, id).await
+            }
+            (Method::POST, ["clusters", name, "assume-role-for-pod-identity"]) => {
+                eks::assume_role_for_pod_identity(&ctx, name, &json_body()?).await
+            }
+            _ => Err(AwsError::new(
+                "NotFoundException",
+                StatusCode::NOT_FOUND,
+                format!("No such operation: {method} {}", uri.path()),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(v) => {
+            let mut r = json_response(&v);
+            if let Ok(h) = HeaderValue::from_str(&rid) {
+                r.headers_mut().insert("x-amzn-requestid", h);
+            }
+            r
+        }
+        Err(e) => {
+            let e = eks::rest_error(e, eks_auth);
+            if e.status.is_server_error() {
+                tracing::error!(code = e.code, message = %e.message, request_id = %rid, "request failed");
+            }
+            let body = serde_json::json!({"message": e.message, "__type": e.code});
+            let mut r = (
+                e.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+            if let Ok(h) = HeaderValue::from_str(e.code) {
+                r.headers_mut().insert("x-amzn-errortype", h);
+            }
+            if let Ok(h) = HeaderValue::from_str(&rid) {
+                r.headers_mut().insert("x-amzn-requestid", h);
+            }
+            r
         }
     }
 }
@@ -541,7 +666,7 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    _now: i64,
+    services: &[&str],
 ) -> Result<Caller, AwsError> {
     let mut header_pairs: Vec<(&str, &str)> = headers
         .iter()
@@ -563,7 +688,7 @@ fn authenticate(
     let auth = SigV4Auth::parse(&request).map_err(|e| sigv4_error(&e))?;
     let options = VerifyOptions {
         region: None,
-        services: vec!["sts".into(), "iam".into()],
+        services: services.iter().map(|s| (*s).to_string()).collect(),
         ..VerifyOptions::default()
     };
     let state = shared.snapshot();

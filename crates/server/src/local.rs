@@ -104,12 +104,18 @@ pub async fn rotate_issuer(data_dir: &Path, keep_old: Duration) -> Result<String
     Ok(kid)
 }
 
-/// Runs one IAM action as the administrator against the data directory.
-pub async fn iam_as_admin(
-    data_dir: &Path,
-    action: &str,
-    params: &[(&str, &str)],
-) -> Result<String, LocalError> {
+/// An EKS operation the CLI runs as the administrator.
+pub enum EksOp {
+    CreateCluster(serde_json::Value),
+    ListClusters,
+    CreateAssociation {
+        cluster: String,
+        body: serde_json::Value,
+    },
+}
+
+/// Opens the data directory as the administrator would call the API.
+async fn admin_shared(data_dir: &Path) -> Result<(Store, Shared, podiam_store::User), LocalError> {
     let (store, state) = open(data_dir).await?;
     let admin = state
         .settings
@@ -128,16 +134,16 @@ pub async fn iam_as_admin(
         issuer_url: setting("issuer_url"),
     };
     let shared = Shared::new(config, store.clone(), state)?;
-    let audit = crate::audit::Audit::disabled();
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Action", action)
-        .append_pair("Version", "2010-05-08");
-    for (k, v) in params {
-        form.append_pair(k, v);
-    }
-    let params = Params::parse(form.finish().as_bytes());
-    let ctx = Ctx {
-        shared: &shared,
+    Ok((store, shared, admin))
+}
+
+fn admin_ctx<'a>(
+    shared: &'a Shared,
+    admin: podiam_store::User,
+    audit: &'a crate::audit::Audit,
+) -> Ctx<'a> {
+    Ctx {
+        shared,
         caller: Some(Caller::User(admin)),
         facts: RequestFacts {
             source_ip: None,
@@ -146,8 +152,42 @@ pub async fn iam_as_admin(
             now: now_ms(),
         },
         request_id: "local",
-        audit: &audit,
+        audit,
+    }
+}
+
+/// Runs one EKS operation as the administrator against the data directory.
+pub async fn eks_as_admin(data_dir: &Path, op: EksOp) -> Result<serde_json::Value, LocalError> {
+    let (store, shared, admin) = admin_shared(data_dir).await?;
+    let audit = crate::audit::Audit::disabled();
+    let ctx = admin_ctx(&shared, admin, &audit);
+    let out = match op {
+        EksOp::CreateCluster(body) => crate::eks::create_cluster(&ctx, &body).await,
+        EksOp::ListClusters => crate::eks::list_clusters(&ctx),
+        EksOp::CreateAssociation { cluster, body } => {
+            crate::eks::create_association(&ctx, &cluster, &body).await
+        }
     };
+    store.close().await;
+    Ok(out.map_err(|e| crate::eks::rest_error(e, false))?)
+}
+
+/// Runs one IAM action as the administrator against the data directory.
+pub async fn iam_as_admin(
+    data_dir: &Path,
+    action: &str,
+    params: &[(&str, &str)],
+) -> Result<String, LocalError> {
+    let (store, shared, admin) = admin_shared(data_dir).await?;
+    let audit = crate::audit::Audit::disabled();
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", action)
+        .append_pair("Version", "2010-05-08");
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    let params = Params::parse(form.finish().as_bytes());
+    let ctx = admin_ctx(&shared, admin, &audit);
     let out = crate::iam::handle(&ctx, action, &params).await;
     store.close().await;
     Ok(out?)

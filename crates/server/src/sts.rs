@@ -91,11 +91,12 @@ fn role_by_arn<'s>(state: &'s State, arn: &str, action: &str) -> Result<&'s Role
 }
 
 /// `Policy` and `PolicyArns.member.N.arn`: parsed, size-checked, and resolved against the account.
-struct SessionPolicies {
-    inline: Option<String>,
-    arns: Vec<String>,
+#[derive(Clone)]
+pub(crate) struct SessionPolicies {
+    pub(crate) inline: Option<String>,
+    pub(crate) arns: Vec<String>,
     /// Plain-text size against the 2,048 quota, as a percentage (PackedPolicySize).
-    packed_percent: u32,
+    pub(crate) packed_percent: u32,
 }
 
 fn session_policies(ctx: &Ctx<'_>, state: &State, p: &Params) -> Result<SessionPolicies, AwsError> {
@@ -141,24 +142,24 @@ fn duration_error(e: DurationError) -> AwsError {
     ))
 }
 
-struct Minted {
-    claims: SessionClaims,
-    token: String,
+pub(crate) struct Minted {
+    pub(crate) claims: SessionClaims,
+    pub(crate) token: String,
 }
 
 /// What a new session is made of.
-struct NewSession<'a> {
-    role: &'a Role,
-    session_name: &'a str,
-    duration: Duration,
-    tags: Vec<SessionTag>,
-    transitive: Vec<String>,
-    policies: &'a SessionPolicies,
-    source_identity: Option<String>,
-    source: SessionSource,
+pub(crate) struct NewSession<'a> {
+    pub(crate) role: &'a Role,
+    pub(crate) session_name: &'a str,
+    pub(crate) duration: Duration,
+    pub(crate) tags: Vec<SessionTag>,
+    pub(crate) transitive: Vec<String>,
+    pub(crate) policies: &'a SessionPolicies,
+    pub(crate) source_identity: Option<String>,
+    pub(crate) source: SessionSource,
 }
 
-fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
+pub(crate) fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
     let now =
         SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ctx.facts.now).unwrap_or(0));
     let creds = mint_temporary_credentials(&SystemRng, now, s.duration)

@@ -154,6 +154,10 @@ impl Store {
                 "signing_key" => Change::SigningKey(key.clone(), Some(parse(&kind, &key, &data)?)),
                 "sealing_key" => Change::SealingKey(key.clone(), Some(parse(&kind, &key, &data)?)),
                 "setting" => Change::Setting(key.clone(), Some(parse(&kind, &key, &data)?)),
+                "cluster" => Change::Cluster(key.clone(), Some(parse(&kind, &key, &data)?)),
+                "pod_identity_association" => {
+                    Change::PodIdentityAssociation(key.clone(), Some(parse(&kind, &key, &data)?))
+                }
                 // Written by a newer podiam: keep it, ignore it.
                 _ => continue,
             };
@@ -214,6 +218,12 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), 
         Change::SigningKey(k, v) => ("signing_key", k, json("signing_key", k, v)?),
         Change::SealingKey(k, v) => ("sealing_key", k, json("sealing_key", k, v)?),
         Change::Setting(k, v) => ("setting", k, json("setting", k, v)?),
+        Change::Cluster(k, v) => ("cluster", k, json("cluster", k, v)?),
+        Change::PodIdentityAssociation(k, v) => (
+            "pod_identity_association",
+            k,
+            json("pod_identity_association", k, v)?,
+        ),
     };
     match data {
         Some(data) => {

@@ -130,6 +130,43 @@ pub struct SealingKey {
     pub retire_after: Option<i64>,
 }
 
+/// A Kubernetes cluster registered for EKS Pod Identity: where its tokens' keys come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    /// `arn:aws:eks:REGION:ACCOUNT:cluster/NAME`.
+    pub arn: String,
+    /// The kube-apiserver's `--service-account-issuer` (`iss` of its tokens).
+    pub issuer_url: String,
+    /// The cluster's JWKS, when its issuer cannot be reached (`kubectl get --raw /openid/v1/jwks`).
+    pub static_jwks: Option<String>,
+    pub created_at: i64,
+    pub tags: Vec<Tag>,
+}
+
+/// EKS's `PodIdentityAssociation`: a ServiceAccount in a cluster gets a role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodIdentityAssociation {
+    pub cluster_name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub role_arn: String,
+    /// `arn:aws:eks:REGION:ACCOUNT:podidentityassociation/CLUSTER/a-…`.
+    pub association_arn: String,
+    /// `a-` and 17 lowercase letters and digits.
+    pub association_id: String,
+    pub tags: Vec<Tag>,
+    pub created_at: i64,
+    pub modified_at: i64,
+    pub disable_session_tags: bool,
+    /// The association role chains into this role, with `external_id` in `sts:ExternalId`.
+    pub target_role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// A session policy applied to the pod's credentials.
+    pub policy: Option<String>,
+    pub owner_arn: Option<String>,
+}
+
 /// Everything the server keeps, loaded into memory at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -147,6 +184,10 @@ pub struct State {
     pub signing_keys: BTreeMap<String, SigningKey>,
     /// By key ID.
     pub sealing_keys: BTreeMap<String, SealingKey>,
+    /// By cluster name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// By association ID.
+    pub pod_identity_associations: BTreeMap<String, PodIdentityAssociation>,
     /// Account ID, region, issuer URL and other settings fixed at first start.
     pub settings: BTreeMap<String, String>,
 }
@@ -162,6 +203,8 @@ pub enum Change {
     SigningKey(String, Option<SigningKey>),
     SealingKey(String, Option<SealingKey>),
     Setting(String, Option<String>),
+    Cluster(String, Option<Cluster>),
+    PodIdentityAssociation(String, Option<PodIdentityAssociation>),
 }
 
 impl State {
@@ -186,6 +229,8 @@ impl State {
             Change::SigningKey(k, v) => put(&mut self.signing_keys, k, v),
             Change::SealingKey(k, v) => put(&mut self.sealing_keys, k, v),
             Change::Setting(k, v) => put(&mut self.settings, k, v),
+            Change::Cluster(k, v) => put(&mut self.clusters, k, v),
+            Change::PodIdentityAssociation(k, v) => put(&mut self.pod_identity_associations, k, v),
         }
     }
 }
