@@ -24,14 +24,14 @@ CRD_KINDS = {
 # Secrets the operator creates (docs/operating.md); everything else must be in the render or be
 # written by a cert-manager Certificate.
 OPERATOR_SECRETS = {
-    "dev": {"podiam-agent-credentials"},
-    "production": {"podiam-database", "podiam-master-key", "podiam-agent-credentials"},
+    "dev": {"podiam-agent-key"},
+    "production": {"podiam-database", "podiam-master-key", "podiam-agent-key"},
 }
 SERVER_REPLICAS = {"dev": 1, "production": 3}
 # Containers that run as root, and why: the agent binds port 80 with NET_BIND_SERVICE (added
 # capabilities reach non-root processes only through file capabilities), and its init step adds
 # the link-local addresses with NET_ADMIN.
-ROOT_CONTAINERS = {("podiam-agent", "agent"): {"NET_BIND_SERVICE"}, ("podiam-agent", "link-local"): {"NET_ADMIN"}}
+ROOT_CONTAINERS = {("podiam-agent", "agent"): {"NET_BIND_SERVICE"}, ("podiam-agent", "link"): {"NET_ADMIN"}}
 
 S, I, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 
@@ -265,10 +265,23 @@ def main(overlay, rendered, outs, webhook, agent):
         printed = [d for d in load(agent) if d["kind"] == "DaemonSet"]
         if printed:
             want = printed[0]["spec"]["template"]["spec"]
-            wargs = {a.split("=")[0] for a in want["containers"][0]["args"]}
-            gargs = {a.split("=")[0] for a in ds["containers"][0]["args"]}
+            wc, gc = want["containers"][0], ds["containers"][0]
+            wargs = {a.split("=")[0] for a in wc["args"]}
+            gargs = {a.split("=")[0] for a in gc["args"]}
             assert wargs <= gargs, f"flags in 'podiam agent manifests' but not in deploy/: {wargs - gargs}"
-            assert want.get("hostNetwork") == ds["hostNetwork"]
+            for k in ("hostNetwork", "dnsPolicy", "priorityClassName", "automountServiceAccountToken"):
+                assert want.get(k) == ds.get(k), k
+            assert [(p["name"], p["containerPort"]) for p in wc["ports"]] == [(p["name"], p["containerPort"]) for p in gc["ports"]]
+            for k in ("livenessProbe", "readinessProbe"):
+                assert wc[k]["httpGet"] == gc[k]["httpGet"], k
+            assert {e["name"] for e in wc.get("env", [])} <= {e["name"] for e in gc.get("env", [])}
+            for e in wc.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref in [g.get("valueFrom", {}).get("secretKeyRef") for g in gc["env"]], ref
+            assert wc["securityContext"]["capabilities"] == gc["securityContext"]["capabilities"]
+            assert want["initContainers"][0]["command"][-1] == ds["initContainers"][0]["command"][-1], "link setup script"
+            assert want["initContainers"][0]["securityContext"]["capabilities"] == ds["initContainers"][0]["securityContext"]["capabilities"]
             print(f"INFO {overlay}: the agent's DaemonSet has the flags 'podiam agent manifests' prints")
     print(f"{overlay}: {len(builtin)} objects valid, {len(crd)} CRD objects valid against their subsets, "
           "references and security contexts checked")
