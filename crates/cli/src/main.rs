@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod audit;
 mod cluster;
 mod create;
@@ -49,6 +50,9 @@ enum Command {
     /// Run the admission webhook that gives pods AWS identities (IRSA and EKS Pod Identity),
     /// or print its Kubernetes manifests.
     Webhook(Box<webhook::WebhookArgs>),
+    /// Run the node agent (EKS Pod Identity container credentials, IMDS for the node role), or
+    /// print its DaemonSet.
+    Agent(Box<agent::AgentArgs>),
 }
 
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),
+        Command::Agent(args) => agent::run(*args),
     };
     match result {
         Ok(code) => code,
