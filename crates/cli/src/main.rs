@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod audit;
+mod bench;
 mod cluster;
 mod create;
 mod exit;
@@ -53,6 +54,9 @@ enum Command {
     /// Run the node agent (EKS Pod Identity container credentials, IMDS for the node role), or
     /// print its DaemonSet.
     Agent(Box<agent::AgentArgs>),
+    /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
+    /// same in-process server, under the same load generator.
+    Bench(bench::BenchArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
