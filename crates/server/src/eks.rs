@@ -254,7 +254,10 @@ pub async fn create_cluster(ctx: &Ctx<'_>, body: &Value) -> Result<Value, AwsErr
             if state.clusters.contains_key(&name) {
                 return Err(in_use(format!("Cluster already exists with name: {name}")));
             }
-            Ok((vec![Change::Cluster(name.clone(), Some(c.clone()))], c))
+            Ok((
+                vec![Change::Cluster(name.clone(), Some(c.clone()))],
+                c.clone(),
+            ))
         })
         .await?;
     Ok(json!({"cluster": cluster_json(&c)}))
@@ -407,13 +410,13 @@ pub async fn create_association(
                     ctx.shared.config.partition, ctx.shared.config.region, ctx.shared.config.account_id
                 ),
                 association_id: id.clone(),
-                tags,
+                tags: tags.clone(),
                 created_at: ctx.facts.now,
                 modified_at: ctx.facts.now,
                 disable_session_tags,
-                target_role_arn,
-                external_id,
-                policy,
+                target_role_arn: target_role_arn.clone(),
+                external_id: external_id.clone(),
+                policy: policy.clone(),
                 owner_arn: None,
             };
             Ok((vec![Change::PodIdentityAssociation(id.clone(), Some(a.clone()))], a))
@@ -530,14 +533,14 @@ pub async fn update_association(
                 "eks:UpdatePodIdentityAssociation",
                 &a.association_arn,
             )?;
-            if let Some(r) = role_arn {
+            if let Some(r) = role_arn.clone() {
                 role_must_exist(state, &r)?;
                 a.role_arn = r;
             }
             if let Some(d) = disable {
                 a.disable_session_tags = d;
             }
-            if let Some(t) = target {
+            if let Some(t) = target.clone() {
                 if t.is_empty() {
                     a.target_role_arn = None;
                     a.external_id = None;
@@ -552,7 +555,7 @@ pub async fn update_association(
                     a.target_role_arn = Some(t);
                 }
             }
-            if let Some(p) = policy {
+            if let Some(p) = policy.clone() {
                 a.policy = (!p.is_empty()).then_some(p);
             }
             a.modified_at = ctx.facts.now;

@@ -390,15 +390,15 @@ async fn create_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
             }
             let role = Role {
                 role_name: name.clone(),
-                path,
-                role_id,
+                path: path.clone(),
+                role_id: role_id.clone(),
                 arn: arn.clone(),
                 create_date: ctx.facts.now,
-                assume_role_policy_document: trust,
-                description,
+                assume_role_policy_document: trust.clone(),
+                description: description.clone(),
                 max_session_duration: u32::try_from(max).unwrap_or(3600),
-                permissions_boundary_arn: boundary,
-                tags,
+                permissions_boundary_arn: boundary.clone(),
+                tags: tags.clone(),
                 inline_policies: Default::default(),
                 attached_policy_arns: Vec::new(),
                 last_used: None,
@@ -488,7 +488,7 @@ async fn modify_role(
     ctx: &Ctx<'_>,
     name: &str,
     action: &str,
-    change: impl FnOnce(&State, &mut Role) -> Result<(), AwsError>,
+    change: impl Fn(&State, &mut Role) -> Result<(), AwsError>,
 ) -> Result<Role, AwsError> {
     ctx.shared
         .write(|state| {
@@ -512,7 +512,7 @@ async fn update_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     }
     let action = p.get("Action").unwrap_or("UpdateRole");
     let r = modify_role(ctx, name, "iam:UpdateRole", |_, r| {
-        if let Some(d) = description {
+        if let Some(d) = description.clone() {
             r.description = Some(d);
         }
         if let Some(m) = max {
@@ -537,7 +537,7 @@ async fn update_assume_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, 
     let compiled = parse_policy(&doc, PolicyKind::Trust)?;
     ctx.shared.config.limits.check_trust_policy(&compiled)?;
     modify_role(ctx, name, "iam:UpdateAssumeRolePolicy", |_, r| {
-        r.assume_role_policy_document = doc;
+        r.assume_role_policy_document = doc.clone();
         Ok(())
     })
     .await?;
@@ -548,16 +548,14 @@ async fn tag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let new = p.tags("Tags")?;
     modify_role(ctx, name, "iam:TagRole", |_, r| {
-        let fresh: Vec<(String, String)> = new
+        // The tags after the merge: existing ones not overwritten, plus the new ones.
+        let overwritten = r
+            .tags
             .iter()
-            .filter(|(k, _)| !r.tags.iter().any(|t| t.key == *k))
-            .cloned()
-            .collect();
-        tags_rule(
-            &new,
-            r.tags.len() - (new.len() - fresh.len()).min(r.tags.len()),
-        )?;
-        for (k, v) in new {
+            .filter(|t| new.iter().any(|(k, _)| *k == t.key))
+            .count();
+        tags_rule(&new, r.tags.len() - overwritten)?;
+        for (k, v) in new.clone() {
             match r.tags.iter_mut().find(|t| t.key == k) {
                 Some(t) => t.value = v,
                 None => r.tags.push(Tag { key: k, value: v }),
@@ -613,7 +611,7 @@ async fn put_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> 
             .filter(|(n, _)| **n != policy_name)
             .map(|(_, d)| podiam_policy::limits::policy_size(d));
         limits.check_role_inline_total(others.chain([compiled.size]))?;
-        r.inline_policies.insert(policy_name, doc);
+        r.inline_policies.insert(policy_name.clone(), doc.clone());
         Ok(())
     })
     .await?;
@@ -686,7 +684,7 @@ async fn attach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErro
                 "Cannot exceed quota for PoliciesPerRole: 20",
             ));
         }
-        r.attached_policy_arns.push(arn);
+        r.attached_policy_arns.push(arn.clone());
         Ok(())
     })
     .await?;
@@ -747,7 +745,7 @@ async fn put_role_permissions_boundary(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     arn_rule("PermissionsBoundary", &arn)?;
     modify_role(ctx, name, "iam:PutRolePermissionsBoundary", |state, r| {
         policy(state, &arn)?;
-        r.permissions_boundary_arn = Some(arn);
+        r.permissions_boundary_arn = Some(arn.clone());
         Ok(())
     })
     .await?;
@@ -801,20 +799,20 @@ async fn create_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
             }
             let pol = ManagedPolicy {
                 policy_name: name.clone(),
-                path,
-                policy_id,
+                path: path.clone(),
+                policy_id: policy_id.clone(),
                 arn: arn.clone(),
-                description,
+                description: description.clone(),
                 create_date: ctx.facts.now,
                 update_date: ctx.facts.now,
                 default_version_id: "v1".into(),
                 versions: vec![PolicyVersion {
                     version_id: "v1".into(),
-                    document: doc,
+                    document: doc.clone(),
                     create_date: ctx.facts.now,
                 }],
                 next_version: 2,
-                tags,
+                tags: tags.clone(),
                 aws_managed: false,
             };
             Ok((vec![Change::Policy(arn.clone(), Some(pol.clone()))], pol))
@@ -906,7 +904,7 @@ async fn modify_policy<T>(
     ctx: &Ctx<'_>,
     arn: &str,
     action: &str,
-    change: impl FnOnce(&mut ManagedPolicy) -> Result<T, AwsError>,
+    change: impl Fn(&mut ManagedPolicy) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
     ctx.shared
         .write(|state| {
@@ -939,7 +937,7 @@ async fn create_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
         }
         let v = PolicyVersion {
             version_id: format!("v{}", pol.next_version),
-            document: doc,
+            document: doc.clone(),
             create_date: now,
         };
         pol.next_version += 1;
@@ -1035,7 +1033,7 @@ async fn set_default_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String,
                 "Policy {arn} version {id} does not exist or is not attachable."
             )));
         }
-        pol.default_version_id = id;
+        pol.default_version_id = id.clone();
         Ok(())
     })
     .await?;
@@ -1153,7 +1151,7 @@ async fn create_oidc_provider(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
             }
             Ok((
                 vec![Change::OidcProvider(arn.clone(), Some(provider.clone()))],
-                provider,
+                provider.clone(),
             ))
         })
         .await?;
@@ -1221,7 +1219,7 @@ async fn modify_oidc(
     ctx: &Ctx<'_>,
     arn: &str,
     action: &str,
-    change: impl FnOnce(&mut OidcProvider) -> Result<(), AwsError>,
+    change: impl Fn(&mut OidcProvider) -> Result<(), AwsError>,
 ) -> Result<(), AwsError> {
     ctx.shared
         .write(|state| {
@@ -1258,7 +1256,7 @@ async fn oidc_client_id(ctx: &Ctx<'_>, p: &Params, add: bool) -> Result<String, 
                     .chain([client.as_str()])
                     .collect();
                 client_id_rule(&ids)?;
-                o.client_ids.push(client);
+                o.client_ids.push(client.clone());
             }
         } else {
             o.client_ids.retain(|c| *c != client);
@@ -1279,7 +1277,7 @@ async fn update_oidc_thumbprint(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
         &arn,
         "iam:UpdateOpenIDConnectProviderThumbprint",
         |o| {
-            o.thumbprints = list;
+            o.thumbprints = list.clone();
             Ok(())
         },
     )
@@ -1329,7 +1327,7 @@ async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
             }
             Ok((
                 vec![Change::User(name.to_ascii_lowercase(), Some(user.clone()))],
-                user,
+                user.clone(),
             ))
         })
         .await?;
@@ -1386,8 +1384,8 @@ async fn create_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError
                 ));
             }
             let key = AccessKey {
-                access_key_id: id,
-                secret_access_key: secret,
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
                 user_name: u.user_name.clone(),
                 status: "Active".into(),
                 create_date: ctx.facts.now,

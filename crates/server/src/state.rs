@@ -78,10 +78,7 @@ impl Shared {
         if *self.snapshot() == fresh {
             return Ok(());
         }
-        match self.state.write() {
-            Ok(mut g) => *g = Arc::new(fresh),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
-        }
+        self.replace(fresh);
         self.reload_keys()
             .map_err(|e| AwsError::service_failure(e.to_string()))
     }
@@ -130,28 +127,55 @@ impl Shared {
     }
 
     /// Runs one write: `decide` sees the current state and returns the changes and a result.
-    /// Writes are serialised; the store is written before memory, so what a client is told
+    /// Writes are serialised in this process and compare-and-swap in the store: if another
+    /// process (a replica, the CLI) changed an entity meanwhile, the state is reloaded and
+    /// `decide` runs again on it. The store is written before memory, so what a client is told
     /// succeeded survives a restart.
     pub async fn write<T>(
         &self,
-        decide: impl FnOnce(&State) -> Result<(Vec<Change>, T), AwsError>,
+        decide: impl Fn(&State) -> Result<(Vec<Change>, T), AwsError>,
     ) -> Result<T, AwsError> {
+        const ATTEMPTS: usize = 5;
         let _guard = self.writer.lock().await;
-        let current = self.snapshot();
-        let (changes, out) = decide(&current)?;
-        if changes.is_empty() {
-            return Ok(out);
+        for attempt in 1..=ATTEMPTS {
+            let current = self.snapshot();
+            let (changes, out) = decide(&current)?;
+            if changes.is_empty() {
+                return Ok(out);
+            }
+            let checked: Vec<(Change, Change)> = changes
+                .iter()
+                .map(|c| (c.clone(), current.current(c)))
+                .collect();
+            match self.store.apply_checked(&checked).await {
+                Ok(()) => {
+                    let mut next = (*current).clone();
+                    for c in &changes {
+                        next.apply(c);
+                    }
+                    self.replace(next);
+                    return Ok(out);
+                }
+                Err(podiam_store::StoreError::Conflict { kind, key }) if attempt < ATTEMPTS => {
+                    tracing::debug!(kind, key = %key, attempt, "write conflict: reloading and deciding again");
+                    let fresh = self.store.load().await?;
+                    self.replace(fresh);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.store.apply(&changes).await?;
-        let mut next = (*current).clone();
-        for c in &changes {
-            next.apply(c);
-        }
+        Err(AwsError::new(
+            "ConcurrentModification",
+            axum::http::StatusCode::CONFLICT,
+            "The resource kept changing while this request was applied; retry the request",
+        ))
+    }
+
+    fn replace(&self, next: State) {
         match self.state.write() {
             Ok(mut g) => *g = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
-        Ok(out)
     }
 
     /// Parses a stored document once and keeps the compiled form.

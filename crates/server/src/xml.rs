@@ -8,18 +8,26 @@ pub struct Xml {
     stack: Vec<&'static str>,
 }
 
+/// Appends `s` with XML's special characters escaped. Runs without them (session tokens, keys,
+/// ARNs: nearly everything) are copied in one go rather than a char at a time.
 pub fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&apos;",
+            b'\r' => "&#13;",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on character boundaries.
+        out.push_str(&s[plain..i]);
+        out.push_str(entity);
+        plain = i + 1;
     }
+    out.push_str(&s[plain..]);
 }
 
 impl Xml {
@@ -110,5 +118,15 @@ mod tests {
         let s = x.finish("GetRole", "rid");
         assert!(s.contains("<Role><RoleName>a&lt;b&amp;&quot;c&quot;</RoleName><MaxSessionDuration>3600</MaxSessionDuration></Role></GetRoleResult>"), "{s}");
         assert!(s.contains("<RequestId>rid</RequestId>"));
+    }
+
+    #[test]
+    fn escape_keeps_multibyte_text_and_escapes_at_the_edges() {
+        let mut out = String::new();
+        escape("<é\r日本'>", &mut out);
+        assert_eq!(out, "&lt;é&#13;日本&apos;&gt;");
+        out.clear();
+        escape("plain", &mut out);
+        assert_eq!(out, "plain");
     }
 }

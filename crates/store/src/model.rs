@@ -208,6 +208,30 @@ pub enum Change {
 }
 
 impl State {
+    /// The entity a change would replace, as a change of the same kind (`None` inside when absent):
+    /// what a compare-and-swap write expects to find.
+    pub fn current(&self, change: &Change) -> Change {
+        fn get<T: Clone>(map: &BTreeMap<String, T>, key: &str) -> Option<T> {
+            map.get(key).cloned()
+        }
+        match change {
+            Change::Role(k, _) => Change::Role(k.clone(), get(&self.roles, k)),
+            Change::Policy(k, _) => Change::Policy(k.clone(), get(&self.policies, k)),
+            Change::OidcProvider(k, _) => {
+                Change::OidcProvider(k.clone(), get(&self.oidc_providers, k))
+            }
+            Change::User(k, _) => Change::User(k.clone(), get(&self.users, k)),
+            Change::AccessKey(k, _) => Change::AccessKey(k.clone(), get(&self.access_keys, k)),
+            Change::SigningKey(k, _) => Change::SigningKey(k.clone(), get(&self.signing_keys, k)),
+            Change::SealingKey(k, _) => Change::SealingKey(k.clone(), get(&self.sealing_keys, k)),
+            Change::Setting(k, _) => Change::Setting(k.clone(), get(&self.settings, k)),
+            Change::Cluster(k, _) => Change::Cluster(k.clone(), get(&self.clusters, k)),
+            Change::PodIdentityAssociation(k, _) => {
+                Change::PodIdentityAssociation(k.clone(), get(&self.pod_identity_associations, k))
+            }
+        }
+    }
+
     /// Applies a change to the in-memory state, as the store applies it to disk.
     pub fn apply(&mut self, change: &Change) {
         fn put<T: Clone>(map: &mut BTreeMap<String, T>, key: &str, value: &Option<T>) {

@@ -1,3 +1,7 @@
+//! The store suite, run against SQLite always and against PostgreSQL when
+//! `PODIAM_TEST_DATABASE_URL` names a server (scripts/test starts one); without it the PostgreSQL
+//! runs say so on stderr rather than pass silently.
+
 use super::*;
 
 fn role(name: &str) -> Role {
@@ -21,68 +25,278 @@ fn role(name: &str) -> Role {
     }
 }
 
+/// Where each backend's databases live for one test.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    fn location(&self) -> String {
+        match self {
+            Backend::Sqlite(dir) => dir.path().join("podiam.db").display().to_string(),
+            Backend::Postgres(url) => url.clone(),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.location()).await.unwrap()
+    }
+}
+
+/// A fresh database: a temp file, or a new PostgreSQL database on the test server.
+async fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Sqlite(tempfile::tempdir().unwrap())];
+    match std::env::var("PODIAM_TEST_DATABASE_URL") {
+        Ok(base) => {
+            let admin = Store::open_postgres(&base).await.unwrap();
+            let name = format!(
+                "podiam_test_{}_{}",
+                std::process::id(),
+                NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let Pool::Postgres(p) = &admin.pool else {
+                unreachable!()
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(p)
+                .await
+                .unwrap();
+            admin.close().await;
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            out.push(Backend::Postgres(format!("{prefix}/{name}")));
+        }
+        Err(_) => eprintln!(
+            "PostgreSQL NOT TESTED: set PODIAM_TEST_DATABASE_URL (scripts/test starts a server when Debian's postgresql is installed)"
+        ),
+    }
+    out
+}
+
+static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[tokio::test]
 async fn changes_survive_reopening_and_deletes_stick() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("podiam.db");
-    let store = Store::open_sqlite(&path).await.unwrap();
-    assert_eq!(store.load().await.unwrap(), State::default());
-    store
-        .apply(&[
-            Change::Role("app".into(), Some(role("App"))),
-            Change::Role("other".into(), Some(role("Other"))),
-            Change::Setting("account_id".into(), Some("000000000000".into())),
-        ])
-        .await
-        .unwrap();
-    store
-        .apply(&[Change::Role("other".into(), None)])
-        .await
-        .unwrap();
-    store.close().await;
+    for b in backends().await {
+        let store = b.open().await;
+        assert_eq!(store.load().await.unwrap(), State::default());
+        store
+            .apply(&[
+                Change::Role("app".into(), Some(role("App"))),
+                Change::Role("other".into(), Some(role("Other"))),
+                Change::Setting("account_id".into(), Some("000000000000".into())),
+            ])
+            .await
+            .unwrap();
+        store
+            .apply(&[Change::Role("other".into(), None)])
+            .await
+            .unwrap();
+        store.close().await;
 
-    let store = Store::open_sqlite(&path).await.unwrap();
-    let state = store.load().await.unwrap();
-    assert_eq!(state.roles.len(), 1);
-    assert_eq!(state.roles["app"], role("App"));
-    assert_eq!(state.settings["account_id"], "000000000000");
-
-    let mut expected = State::default();
-    expected.apply(&Change::Role("app".into(), Some(role("App"))));
-    expected.apply(&Change::Setting(
-        "account_id".into(),
-        Some("000000000000".into()),
-    ));
-    assert_eq!(state, expected, "in-memory apply mirrors the store");
+        let store = b.open().await;
+        let state = store.load().await.unwrap();
+        assert_eq!(state.roles.len(), 1);
+        assert_eq!(state.roles["app"], role("App"));
+        assert_eq!(state.settings["account_id"], "000000000000");
+        let mut expected = State::default();
+        expected.apply(&Change::Role("app".into(), Some(role("App"))));
+        expected.apply(&Change::Setting(
+            "account_id".into(),
+            Some("000000000000".into()),
+        ));
+        assert_eq!(state, expected, "in-memory apply mirrors the store");
+        store.close().await;
+    }
 }
 
 #[tokio::test]
 async fn a_newer_schema_is_refused_with_advice() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("podiam.db");
-    let store = Store::open_sqlite(&path).await.unwrap();
-    sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    store.close().await;
-    let e = Store::open_sqlite(&path).await.unwrap_err();
-    assert!(e.to_string().contains("upgrade podiam"), "{e}");
+    for b in backends().await {
+        let store = b.open().await;
+        store
+            .execute_raw("INSERT INTO schema_version (version) VALUES (99)")
+            .await
+            .unwrap();
+        store.close().await;
+        let e = Store::open(&b.location()).await.unwrap_err();
+        assert!(e.to_string().contains("upgrade podiam"), "{e}");
+    }
 }
 
 #[tokio::test]
 async fn unreadable_rows_name_the_entity() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("db")).await.unwrap();
-    sqlx::query(
-        "INSERT INTO entities (kind, key, data, updated_at) VALUES ('role', 'x', 'not json', 0)",
-    )
-    .execute(&store.pool)
-    .await
-    .unwrap();
-    let e = store.load().await.unwrap_err();
-    assert!(
-        e.to_string().contains("stored role `x` is unreadable"),
-        "{e}"
+    for b in backends().await {
+        let store = b.open().await;
+        store
+            .execute_raw("INSERT INTO entities (kind, key, data, updated_at) VALUES ('role', 'x', 'not json', 0)")
+            .await
+            .unwrap();
+        let e = store.load().await.unwrap_err();
+        assert!(
+            e.to_string().contains("stored role `x` is unreadable"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_compare_and_swap_across_writers() {
+    for b in backends().await {
+        let a = b.open().await;
+        let other = b.open().await;
+        // Both saw no role `app`; both try to create it: exactly one wins.
+        let create = |name: &str| {
+            (
+                Change::Role("app".into(), Some(role(name))),
+                Change::Role("app".into(), None),
+            )
+        };
+        a.apply_checked(&[create("FromA")]).await.unwrap();
+        let e = other.apply_checked(&[create("FromB")]).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert_eq!(other.load().await.unwrap().roles["app"].role_name, "FromA");
+        // An update based on a stale read is refused; one based on the current value goes through.
+        let mut stale = role("FromB");
+        stale.description = Some("stale".into());
+        let e = other
+            .apply_checked(&[(
+                Change::Role("app".into(), Some(stale)),
+                Change::Role("app".into(), Some(role("FromB"))),
+            )])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        let mut fresh = role("FromA");
+        fresh.description = Some("fresh".into());
+        other
+            .apply_checked(&[(
+                Change::Role("app".into(), Some(fresh.clone())),
+                Change::Role("app".into(), Some(role("FromA"))),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(a.load().await.unwrap().roles["app"], fresh);
+        // A failed write leaves nothing behind, even its other changes.
+        let e = a
+            .apply_checked(&[
+                (
+                    Change::Setting("k".into(), Some("v".into())),
+                    Change::Setting("k".into(), None),
+                ),
+                (
+                    Change::Role("app".into(), None),
+                    Change::Role("app".into(), Some(role("FromA"))),
+                ),
+            ])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert!(!a.load().await.unwrap().settings.contains_key("k"));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_yield_exactly_one_success() {
+    for b in backends().await {
+        let stores: Vec<Store> = vec![b.open().await, b.open().await];
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = stores[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                s.apply_checked(&[(
+                    Change::Role("race".into(), Some(role(&format!("R{i}")))),
+                    Change::Role("race".into(), None),
+                )])
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(ok, 1, "{}", b.location());
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_with_the_master_key() {
+    for b in backends().await {
+        let mk = MasterKey::from_bytes(&[42u8; 32]).unwrap();
+        let store = b.open().await.with_master_key(Some(mk.clone()));
+        let key = AccessKey {
+            access_key_id: "AKIAEXAMPLE000000001".into(),
+            secret_access_key: "very-secret-value".into(),
+            user_name: "admin".into(),
+            status: "Active".into(),
+            create_date: 0,
+        };
+        store
+            .apply(&[
+                Change::AccessKey(key.access_key_id.clone(), Some(key.clone())),
+                Change::Role("app".into(), Some(role("App"))),
+            ])
+            .await
+            .unwrap();
+        let rows: Vec<(String, String)> = match &store.pool {
+            Pool::Sqlite(p) => sqlx::query_as("SELECT kind, data FROM entities")
+                .fetch_all(p)
+                .await
+                .unwrap(),
+            Pool::Postgres(p) => sqlx::query_as("SELECT kind, data FROM entities")
+                .fetch_all(p)
+                .await
+                .unwrap(),
+        };
+        for (kind, data) in &rows {
+            assert!(
+                !data.contains("very-secret-value"),
+                "{kind} stored in clear"
+            );
+        }
+        assert!(
+            rows.iter().any(|(k, d)| k == "role" && d.contains("App")),
+            "non-secrets stay readable"
+        );
+        assert_eq!(
+            store.load().await.unwrap().access_keys[&key.access_key_id],
+            key
+        );
+        // CAS compares the opened value.
+        store
+            .apply_checked(&[(
+                Change::AccessKey(key.access_key_id.clone(), None),
+                Change::AccessKey(key.access_key_id.clone(), Some(key.clone())),
+            )])
+            .await
+            .unwrap();
+        store
+            .apply(&[Change::AccessKey(
+                key.access_key_id.clone(),
+                Some(key.clone()),
+            )])
+            .await
+            .unwrap();
+        let without = b.open().await;
+        let e = without.load().await.unwrap_err();
+        assert!(matches!(e, StoreError::MasterKeyRequired), "{e}");
+        let wrong = b
+            .open()
+            .await
+            .with_master_key(Some(MasterKey::from_bytes(&[1u8; 32]).unwrap()));
+        assert!(wrong.load().await.is_err());
+    }
+}
+
+#[test]
+fn database_urls_are_redacted_in_messages() {
+    assert_eq!(
+        redact("postgres://podiam:s3cret@db:5432/podiam"),
+        "postgres://podiam:***@db:5432/podiam"
     );
+    assert_eq!(redact("postgres://db/podiam"), "postgres://db/podiam");
 }
