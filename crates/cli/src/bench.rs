@@ -69,6 +69,9 @@ struct Report {
     assume_role_with_web_identity: Run,
     /// AssumeRoleWithWebIdentity requests/s over no-op requests/s.
     ratio: f64,
+    /// No-op CPU per request over AssumeRoleWithWebIdentity CPU per request: the ratio on a
+    /// machine where nothing else competes for the cores.
+    cpu_ratio: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +84,8 @@ struct Run {
     p90_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// Process CPU time (server and load generator, user + system) per measured request.
+    cpu_us_per_request: Option<f64>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -133,6 +138,8 @@ async fn bench_in(
         region: "us-east-1".into(),
         issuer_url: None,
         explain_denials: true,
+        database_url: None,
+        master_key: None,
     })
     .await
     .context("cannot start the server")?;
@@ -192,6 +199,10 @@ async fn bench_in(
     } else {
         0.0
     };
+    let cpu_ratio = match (noop.cpu_us_per_request, arwwi.cpu_us_per_request) {
+        (Some(n), Some(a)) if a > 0.0 => Some(n / a),
+        _ => None,
+    };
     Ok(Report {
         connections: args.connections,
         duration_seconds: args.duration,
@@ -201,6 +212,7 @@ async fn bench_in(
         noop,
         assume_role_with_web_identity: arwwi,
         ratio,
+        cpu_ratio,
     })
 }
 
@@ -240,6 +252,13 @@ async fn load(addr: SocketAddr, path: &str, body: &str, args: &BenchArgs) -> Run
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = measure_from + Duration::from_secs(args.duration);
+    // CPU time over the measured window.
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = process_cpu();
+        tokio::time::sleep_until(end.into()).await;
+        Some(process_cpu()?.saturating_sub(before?))
+    });
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(connection(addr, Arc::clone(&req), measure_from, end)))
         .collect();
@@ -264,6 +283,7 @@ async fn load(addr: SocketAddr, path: &str, body: &str, args: &BenchArgs) -> Run
         latencies[rank.clamp(1, latencies.len()) - 1] as f64 / 1000.0
     };
     let requests = latencies.len() as u64;
+    let cpu = cpu.await.ok().flatten();
     Run {
         endpoint: format!("POST {path}"),
         requests,
@@ -273,7 +293,22 @@ async fn load(addr: SocketAddr, path: &str, body: &str, args: &BenchArgs) -> Run
         p90_us: q(0.90),
         p99_us: q(0.99),
         max_us: q(1.0),
+        cpu_us_per_request: cpu
+            .filter(|_| requests > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / requests as f64),
     }
+}
+
+/// This process's user + system CPU time so far, all threads (Linux: `/proc/self/stat`, in
+/// 10 ms clock ticks); `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3 (state); utime and stime are
+    // fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 #[derive(Default)]
@@ -416,8 +451,16 @@ fn table(r: &Report) -> String {
         r.connections, r.warmup_seconds, r.duration_seconds, r.worker_threads, r.body_bytes
     );
     s.push_str(&format!(
-        "{:<34} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
-        "endpoint", "requests", "requests/s", "p50 µs", "p90 µs", "p99 µs", "max µs", "errors"
+        "{:<34} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}\n",
+        "endpoint",
+        "requests",
+        "requests/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "max µs",
+        "errors",
+        "CPU µs/req"
     ));
     for (name, run) in [
         ("no-op (POST /__bench/noop)", &r.noop),
@@ -427,7 +470,7 @@ fn table(r: &Report) -> String {
         ),
     ] {
         s.push_str(&format!(
-            "{:<34} {:>10} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7}\n",
+            "{:<34} {:>10} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7} {:>11}\n",
             name,
             run.requests,
             run.requests_per_second,
@@ -435,13 +478,22 @@ fn table(r: &Report) -> String {
             run.p90_us,
             run.p99_us,
             run.max_us,
-            run.errors
+            run.errors,
+            run.cpu_us_per_request
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.1}"))
         ));
     }
     s.push_str(&format!(
-        "\nAssumeRoleWithWebIdentity / no-op: {:.1} %\n",
+        "\nAssumeRoleWithWebIdentity / no-op: {:.1} % of the requests/s",
         r.ratio * 100.0
     ));
+    if let Some(c) = r.cpu_ratio {
+        s.push_str(&format!(
+            "; {:.1} % by CPU per request (server + load generator)",
+            c * 100.0
+        ));
+    }
+    s.push('\n');
     s
 }
 
