@@ -12,6 +12,7 @@ mod create;
 mod exit;
 mod issuer;
 mod policy;
+mod server;
 mod token;
 mod up;
 mod webhook;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run STS, IAM and the built-in OIDC issuer on this machine (SQLite in the data directory).
     Up(up::UpArgs),
+    /// Run the server for a cluster: PostgreSQL for several replicas, secrets sealed at rest.
+    Server(server::ServerArgs),
     /// Clusters registered for EKS Pod Identity.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Server(args) => server::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Create(cmd) => create::run(cmd),
         Command::Token(cmd) => token::run(cmd),

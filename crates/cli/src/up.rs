@@ -44,13 +44,43 @@ pub fn data_dir(arg: Option<PathBuf>) -> PathBuf {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    serve(Serve {
+        data_dir: data_dir(args.data_dir),
+        listen: args.listen,
+        account_id: args.account_id,
+        region: args.region,
+        issuer_url: args.issuer_url,
+        production: args.production,
+        database_url: None,
+        master_key_file: None,
+    })
+}
+
+/// What `podiam up` and `podiam server` both start.
+pub struct Serve {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub account_id: String,
+    pub region: String,
+    pub issuer_url: Option<String>,
+    pub production: bool,
+    pub database_url: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+}
+
+pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     crate::init_logging();
+    let master_key = args
+        .master_key_file
+        .as_deref()
+        .map(podiam_store::MasterKey::from_file)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let data_dir = data_dir(args.data_dir);
+        let data_dir = args.data_dir;
         let server = podiam_server::start(podiam_server::Options {
             data_dir: data_dir.clone(),
             listen: args.listen,
@@ -58,6 +88,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             region: args.region,
             issuer_url: args.issuer_url,
             explain_denials: !args.production,
+            database_url: args.database_url,
+            master_key,
         })
         .await
         .with_context(|| format!("podiam could not start with data in `{}`", data_dir.display()))?;

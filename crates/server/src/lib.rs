@@ -79,6 +79,10 @@ pub struct Options {
     /// The built-in issuer's URL; by default the server's own URL at first start.
     pub issuer_url: Option<String>,
     pub explain_denials: bool,
+    /// `postgres://…` for several replicas on one database; `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Seals secrets at rest (administrator keys, issuer and session-token keys).
+    pub master_key: Option<podiam_store::MasterKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +161,11 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         path: dir.display().to_string(),
         source,
     })?;
-    let store = Store::open_sqlite(&dir.join("podiam.db")).await?;
+    let store = match &options.database_url {
+        Some(url) => Store::open(url).await?,
+        None => Store::open_sqlite(&dir.join("podiam.db")).await?,
+    }
+    .with_master_key(options.master_key.clone());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -173,10 +181,21 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
     let mut state = store.load().await?;
     let first_start = !state.settings.contains_key("account_id");
     if first_start {
+        // Replicas starting together on an empty database: the first bootstrap wins, the others
+        // load what it wrote.
         let changes = bootstrap(&options, &endpoint)?;
-        store.apply(&changes).await?;
-        for c in &changes {
-            state.apply(c);
+        let checked: Vec<(Change, Change)> = changes
+            .iter()
+            .map(|c| (c.clone(), state.current(c)))
+            .collect();
+        match store.apply_checked(&checked).await {
+            Ok(()) => {
+                for c in &changes {
+                    state.apply(c);
+                }
+            }
+            Err(podiam_store::StoreError::Conflict { .. }) => state = store.load().await?,
+            Err(e) => return Err(e.into()),
         }
     }
     // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
@@ -187,9 +206,18 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         .map(|p| Change::Policy(p.arn.clone(), Some(p)))
         .collect();
     if !missing.is_empty() {
-        store.apply(&missing).await?;
-        for c in &missing {
-            state.apply(c);
+        let checked: Vec<(Change, Change)> = missing
+            .iter()
+            .map(|c| (c.clone(), state.current(c)))
+            .collect();
+        match store.apply_checked(&checked).await {
+            Ok(()) => {
+                for c in &missing {
+                    state.apply(c);
+                }
+            }
+            Err(podiam_store::StoreError::Conflict { .. }) => state = store.load().await?,
+            Err(e) => return Err(e.into()),
         }
     }
     let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
@@ -237,9 +265,37 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
 
 /// How often to look for writes made by other processes (`podiam create iamserviceaccount`,
 /// `podiam issuer rotate`, another replica).
-const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Keeps the in-memory state in step with writes made elsewhere: PostgreSQL `LISTEN/NOTIFY`
+/// (immediate), and a version poll as the fallback should a notification be lost.
 async fn watch_store(shared: Arc<Shared>) {
+    match shared.store().listen().await {
+        Ok(Some(mut listener)) => {
+            let notified = Arc::clone(&shared);
+            tokio::spawn(async move {
+                loop {
+                    match listener.recv().await {
+                        Ok(_) => {
+                            if let Err(e) = notified.refresh().await {
+                                tracing::error!(error = %e.message, "cannot reload the state");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the database notification channel; polling until it is back");
+                            tokio::time::sleep(STORE_POLL).await;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot listen for writes; polling"),
+    }
+    poll_store(shared).await;
+}
+
+async fn poll_store(shared: Arc<Shared>) {
     let mut last = shared.store().version().await.ok();
     let mut tick = tokio::time::interval(STORE_POLL);
     loop {
@@ -380,6 +436,7 @@ const MAX_BODY: usize = 256 * 1024;
 fn router(shared: Arc<Shared>, audit: Audit) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/openid/v1/jwks", get(jwks))
         .route("/", get(aws_query).post(aws_query))
@@ -399,6 +456,21 @@ fn router(shared: Arc<Shared>, audit: Audit) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(App { shared, audit })
+}
+
+/// Ready when the database answers (the state was loaded at start, so caches are warm).
+async fn readyz(AxumState(app): AxumState<App>) -> Response {
+    match app.shared.store().version().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not reachable\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn discovery(AxumState(app): AxumState<App>) -> Response {

@@ -31,6 +31,8 @@ async fn fixture() -> Fixture {
         region: "us-east-1".into(),
         issuer_url: None,
         explain_denials: true,
+        database_url: None,
+        master_key: None,
     })
     .await
     .unwrap();

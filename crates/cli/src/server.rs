@@ -1,0 +1,57 @@
+//! `podiam server`: the same server as `podiam up`, configured for a cluster: PostgreSQL shared by
+//! several replicas, secrets sealed with a master key, denials not explained to callers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Where the audit log and the administrator's AWS config files go.
+    #[arg(long, env = "PODIAM_DATA_DIR", default_value = "/var/lib/podiam")]
+    data_dir: PathBuf,
+    #[arg(long, env = "PODIAM_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// `postgres://user:password@host:5432/db` (several replicas share it); without it, SQLite in
+    /// the data directory.
+    #[arg(long, env = "PODIAM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// 32 bytes (raw or base64) sealing secrets at rest: `head -c 32 /dev/urandom | base64`.
+    #[arg(long, env = "PODIAM_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// The account ID, fixed at first start.
+    #[arg(long, env = "PODIAM_ACCOUNT_ID", default_value = "000000000000")]
+    account_id: String,
+    #[arg(long, env = "PODIAM_REGION", default_value = "us-east-1")]
+    region: String,
+    /// The built-in issuer's public URL (every replica must agree), fixed at first start.
+    #[arg(long, env = "PODIAM_ISSUER_URL")]
+    issuer_url: Option<String>,
+    /// Leave the failed check out of AccessDenied messages (it is always in the audit log).
+    #[arg(long, env = "PODIAM_PRODUCTION")]
+    production: bool,
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    if args
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"))
+        && args.master_key_file.is_none()
+    {
+        tracing::warn!("no --master-key-file: secrets are stored unsealed in the database");
+        eprintln!("warning: no --master-key-file: secrets are stored unsealed in the database");
+    }
+    crate::up::serve(crate::up::Serve {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        account_id: args.account_id,
+        region: args.region,
+        issuer_url: args.issuer_url,
+        production: args.production,
+        database_url: args.database_url,
+        master_key_file: args.master_key_file,
+    })
+}

@@ -1,0 +1,209 @@
+"""Two `podiam server` processes on one PostgreSQL, driven by boto3.
+
+Needs PODIAM_TEST_DATABASE_URL (scripts/test runs it under scripts/with-postgres). Without it the
+suite says loudly that it did not run and fails, so a missing PostgreSQL cannot pass silently.
+"""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.request
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+PODIAM = os.environ.get("PODIAM_BIN", "target/release/podiam")
+ACCOUNT = "000000000000"
+ISSUER = "https://issuer.podiam.test"
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+class Replica:
+    def __init__(self, name, url, key_file, root):
+        self.name, self.url, self.key_file = name, url, key_file
+        self.data_dir = os.path.join(root, name)
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [PODIAM, "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--database-url", self.url,
+             "--master-key-file", self.key_file, "--issuer-url", ISSUER],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.data_dir, "server.log"), "ab"), text=True,
+        )
+        first = self.proc.stdout.readline()
+        assert first.startswith("podiam is up at "), f"{self.name}: {first!r}"
+        self.endpoint = first.split()[4]
+        deadline = time.time() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(self.endpoint + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                assert time.time() < deadline, f"{self.name} not ready"
+                time.sleep(0.05)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def admin(self):
+        creds = {}
+        for line in open(os.path.join(self.data_dir, "aws", "credentials")):
+            if "=" in line:
+                k, v = (x.strip() for x in line.split("=", 1))
+                creds[k] = v
+        return creds["aws_access_key_id"], creds["aws_secret_access_key"]
+
+    def client(self, service, creds=None):
+        key, secret = self.admin()
+        token = None
+        if creds:
+            key, secret, token = creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=key,
+            aws_secret_access_key=secret, aws_session_token=token, config=Config(retries={"max_attempts": 1}),
+        )
+
+
+def test_a_role_created_on_a_is_assumed_through_b_within_a_second(a, b):
+    a.client("iam").create_role(RoleName="shared", AssumeRolePolicyDocument=TRUST)
+    t0 = time.time()
+    while True:
+        try:
+            creds = b.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/shared", RoleSessionName="via-b")["Credentials"]
+            break
+        except botocore.exceptions.ClientError:
+            assert time.time() - t0 < 1.0, "replica B did not see the role within 1 s"
+            time.sleep(0.02)
+    print(f"       visible on B after {time.time() - t0:.3f}s")
+    # Credentials minted by B are accepted by A, and the other way round.
+    assert a.client("sts", creds).get_caller_identity()["Arn"].endswith("assumed-role/shared/via-b")
+    creds_a = a.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/shared", RoleSessionName="via-a")["Credentials"]
+    assert b.client("sts", creds_a).get_caller_identity()["Arn"].endswith("assumed-role/shared/via-a")
+
+
+def test_concurrent_create_role_of_one_name_yields_exactly_one_success(a, b):
+    for round_ in range(5):
+        name = f"race-{round_}"
+        barrier = threading.Barrier(4)
+
+        def create(replica):
+            iam = replica.client("iam")
+            barrier.wait()
+            try:
+                iam.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST)
+                return "ok"
+            except botocore.exceptions.ClientError as e:
+                return e.response["Error"]["Code"]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(create, [a, b, a, b]))
+        assert sorted(results) == ["EntityAlreadyExists"] * 3 + ["ok"], results
+
+
+def test_killing_a_mid_write_loses_nothing_acknowledged(a, b):
+    acknowledged = []
+    stop = threading.Event()
+
+    def writer():
+        iam = a.client("iam")
+        i = 0
+        while not stop.is_set():
+            name = f"p{i}"
+            try:
+                iam.create_policy(PolicyName=name, PolicyDocument='{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}}')
+                acknowledged.append(name)
+            except Exception:
+                return
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(1.0)
+    a.kill()
+    stop.set()
+    t.join(timeout=10)
+    assert len(acknowledged) > 5, acknowledged
+    iam = b.client("iam")
+    names = set()
+    for page in iam.get_paginator("list_policies").paginate(Scope="Local"):
+        names.update(p["PolicyName"] for p in page["Policies"])
+    missing = [n for n in acknowledged if n not in names]
+    assert not missing, f"acknowledged by A but lost: {missing}"
+    print(f"       {len(acknowledged)} acknowledged writes, all on B after A was killed")
+    a.start()
+
+
+def main():
+    url = os.environ.get("PODIAM_TEST_DATABASE_URL")
+    if not url:
+        print("replicas: PostgreSQL NOT AVAILABLE (PODIAM_TEST_DATABASE_URL unset): these tests did not run")
+        print("replicas: 0 passed, 1 failed")
+        sys.exit(1)
+    root = tempfile.mkdtemp(prefix="podiam-replicas-")
+    db = f"podiam_replicas_{os.getpid()}"
+    subprocess.run(["psql", url, "-q", "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True)
+    db_url = url.rsplit("/", 1)[0] + "/" + db
+    key_file = os.path.join(root, "master.key")
+    with open(key_file, "wb") as f:
+        f.write(os.urandom(32))
+    a = Replica("a", db_url, key_file, root).start()
+    b = Replica("b", db_url, key_file, root).start()
+    passed = failed = 0
+    try:
+        for name, t in [(k, v) for k, v in globals().items() if k.startswith("test_")]:
+            try:
+                t(a, b)
+                passed += 1
+                print(f"ok     {name}")
+            except Exception:
+                failed += 1
+                print(f"FAILED {name}")
+                traceback.print_exc()
+        # Secrets are sealed in the database.
+        out = subprocess.run(["psql", db_url, "-At", "-c", "SELECT data FROM entities WHERE kind = 'access_key'"], capture_output=True, text=True, check=True).stdout
+        key, secret = a.admin()
+        if secret in out or not out.strip().startswith("podiam-sealed:v1:"):
+            failed += 1
+            print("FAILED secrets_are_sealed_in_the_database")
+        else:
+            passed += 1
+            print("ok     secrets_are_sealed_in_the_database")
+    finally:
+        a.stop()
+        b.stop()
+        if failed:
+            for r in (a, b):
+                print(f"{r.name} log:\n{open(os.path.join(r.data_dir, 'server.log')).read()[-3000:]}")
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"replicas: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
