@@ -9,6 +9,7 @@
 //! | [`imds`] | IMDSv2 sessions, the instance metadata tree, the namespace allow-list |
 //! | [`server`] | listeners (container credentials, IMDS, probes and metrics) |
 //! | [`manifests`] | the DaemonSet and friends for `podiam agent manifests` |
+//! | [`testing`] | a fixed source and unsigned tokens for tests and benchmarks (trusts every token) |
 //! | [`clock`] | [`AgentClock`]: tokio time plus a wall clock that follows it |
 
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod server;
 pub mod source;
+pub mod testing;
 pub mod token;
 pub mod wire;
 

@@ -19,7 +19,7 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,6 +105,7 @@ async fn bind_all(kind: &str, addrs: &[SocketAddr]) -> Vec<TcpListener> {
     for addr in addrs {
         match TcpListener::bind(addr).await {
             Ok(l) => {
+                let addr = l.local_addr().unwrap_or(*addr);
                 tracing::info!(%addr, "{kind} listening");
                 bound.push(l);
             }
@@ -265,6 +266,7 @@ async fn serve<F, Fut>(
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
                     .keep_alive(true)
                     .header_read_timeout(Duration::from_secs(30))
                     .serve_connection(TokioIo::new(stream), service);
