@@ -32,6 +32,7 @@ pub mod issuer;
 mod jwks;
 pub mod local;
 mod managed;
+pub mod metrics;
 pub mod query;
 mod simulate;
 pub mod state;
@@ -437,6 +438,18 @@ fn router(shared: Arc<Shared>, audit: Audit) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|AxumState(app): AxumState<App>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    app.shared.metrics.render(),
+                )
+            }),
+        )
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/openid/v1/jwks", get(jwks))
         .route("/", get(aws_query).post(aws_query))
@@ -511,6 +524,7 @@ async fn aws_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = std::time::Instant::now();
     let rid = request_id();
     let query = uri.query().unwrap_or("");
     let mut params = Params::parse(query.as_bytes());
@@ -581,6 +595,12 @@ async fn aws_query(
         }
     }
     .await;
+    app.shared.metrics.record(
+        if is_sts { "sts" } else { "iam" },
+        &action,
+        result.as_ref().err().map(|e| e.code),
+        started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(body) => xml_response(StatusCode::OK, body, &rid),
         Err(e) => {
@@ -602,6 +622,7 @@ async fn rest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = std::time::Instant::now();
     let rid = request_id();
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let eks_auth = segments.get(2) == Some(&"assume-role-for-pod-identity");
@@ -672,6 +693,26 @@ async fn rest(
         }
     }
     .await;
+    let operation = match (method.as_str(), segments.len(), segments.last().copied()) {
+        (_, _, Some("assume-role-for-pod-identity")) => "AssumeRoleForPodIdentity",
+        ("GET", 1, _) => "ListClusters",
+        ("POST", 1, _) => "CreateCluster",
+        ("GET", 2, _) => "DescribeCluster",
+        ("DELETE", 2, _) => "DeleteCluster",
+        ("GET", 3, _) => "ListPodIdentityAssociations",
+        ("POST", 3, _) => "CreatePodIdentityAssociation",
+        ("GET", 4, _) => "DescribePodIdentityAssociation",
+        ("POST", 4, _) => "UpdatePodIdentityAssociation",
+        ("DELETE", 4, _) => "DeletePodIdentityAssociation",
+        _ => "Unknown",
+    };
+    let result = result.map_err(|e| eks::rest_error(e, eks_auth));
+    app.shared.metrics.record(
+        if eks_auth { "eks-auth" } else { "eks" },
+        operation,
+        result.as_ref().err().map(|e| e.code),
+        started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(v) => {
             let mut r = json_response(&v);

@@ -30,6 +30,7 @@ pub struct Shared {
     compiled: RwLock<CompiledCache>,
     keys: RwLock<Arc<Keys>>,
     remote: crate::jwks::JwksCache,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Compiled documents by kind and text.
@@ -68,6 +69,7 @@ impl Shared {
             compiled: RwLock::new(HashMap::new()),
             keys: RwLock::new(Arc::new(keys)),
             remote: crate::jwks::JwksCache::new(),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 
@@ -79,6 +81,7 @@ impl Shared {
             return Ok(());
         }
         self.replace(fresh);
+        self.metrics.cache_reloads.inc();
         self.reload_keys()
             .map_err(|e| AwsError::service_failure(e.to_string()))
     }
@@ -154,6 +157,7 @@ impl Shared {
                         next.apply(c);
                     }
                     self.replace(next);
+                    self.metrics.store_writes.inc();
                     return Ok(out);
                 }
                 Err(podiam_store::StoreError::Conflict { kind, key }) if attempt < ATTEMPTS => {

@@ -161,6 +161,33 @@ async fn a_good_token_gets_credentials() {
         "<Arn>arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/s1</Arn>"
     )));
     assert!(body.contains("<AccessKeyId>ASIA"));
+    let (status, metrics) = raw_get(f.server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            "podiam_sts_credentials_issued_total{action=\"AssumeRoleWithWebIdentity\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert_eq!(raw_get(f.server.addr, "/readyz").await.0, 200);
+}
+
+async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 #[tokio::test]
