@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use std::io::Write as _;
 use tokio::sync::mpsc;
 
 use crate::Ctx;
@@ -95,47 +95,47 @@ const CHANNEL: usize = 16_384;
 const BATCH: usize = 512;
 
 impl Audit {
-    /// Starts the writer task appending to `path`.
+    /// Starts the writer appending to `path`: one dedicated thread with a buffered file, fed by
+    /// a bounded channel, flushing once per batch (no async file I/O on the runtime's threads).
     pub fn start(path: PathBuf) -> Audit {
         let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL);
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_writer = Arc::clone(&dropped);
-        tokio::spawn(async move {
-            let mut file = match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; audit events are discarded");
-                    while rx.recv().await.is_some() {}
-                    return;
-                }
-            };
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut buf = Vec::with_capacity(64 * 1024);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                buf.clear();
-                for e in batch.drain(..) {
-                    if serde_json::to_writer(&mut buf, &e).is_ok() {
-                        buf.push(b'\n');
+        let spawned = std::thread::Builder::new()
+            .name("podiam-audit".into())
+            .spawn(move || {
+                let file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; audit events are discarded");
+                        while rx.blocking_recv().is_some() {}
+                        return;
+                    }
+                };
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
+                while let Some(first) = rx.blocking_recv() {
+                    let mut n = 0;
+                    let mut next = Some(first);
+                    while let Some(e) = next {
+                        if serde_json::to_writer(&mut out, &e).is_ok() {
+                            let _ = out.write_all(b"\n");
+                        }
+                        n += 1;
+                        next = if n < BATCH { rx.try_recv().ok() } else { None };
+                    }
+                    if let Err(e) = out.flush() {
+                        tracing::error!(error = %e, "cannot write the audit log");
+                    }
+                    let d = dropped_writer.swap(0, Ordering::Relaxed);
+                    if d > 0 {
+                        tracing::warn!(dropped = d, "audit events were dropped: the writer could not keep up");
                     }
                 }
-                if let Err(e) = file.write_all(&buf).await {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
-                let _ = file.flush().await;
-                let d = dropped_writer.swap(0, Ordering::Relaxed);
-                if d > 0 {
-                    tracing::warn!(
-                        dropped = d,
-                        "audit events were dropped: the writer could not keep up"
-                    );
-                }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the audit writer; audit events are discarded");
+            return Audit::disabled();
+        }
         Audit {
             tx: Some(tx),
             dropped,

@@ -37,6 +37,7 @@ pub mod query;
 mod simulate;
 pub mod state;
 pub mod sts;
+mod tokens;
 pub mod xml;
 
 use audit::Audit;

@@ -31,6 +31,7 @@ pub struct Shared {
     keys: RwLock<Arc<Keys>>,
     remote: crate::jwks::JwksCache,
     pub metrics: crate::metrics::Metrics,
+    pub verified_tokens: crate::tokens::VerifiedTokens,
 }
 
 /// Compiled documents by kind and text.
@@ -70,6 +71,7 @@ impl Shared {
             keys: RwLock::new(Arc::new(keys)),
             remote: crate::jwks::JwksCache::new(),
             metrics: crate::metrics::Metrics::new(),
+            verified_tokens: crate::tokens::VerifiedTokens::default(),
         })
     }
 

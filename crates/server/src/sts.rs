@@ -265,19 +265,40 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         let role = role_by_arn(&state, role_arn, action)?.clone();
         let mut jwks = provider_jwks(ctx, &provider).await?;
         let validation = Validation::new(iss.clone(), provider.client_ids.iter().cloned());
-        let verified = match unverified.verify(&jwks, &validation, &SystemClock) {
-            // AWS re-fetches the keys once when a token names a key it does not know (rotation).
-            Err(JwtError::UnknownKeyId { .. })
-                if provider.static_jwks.is_none() && !ctx.shared.is_own_issuer(&provider.url) =>
-            {
-                jwks = ctx.shared.remote_jwks(&provider.url, true).await?;
-                UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
-                    .and_then(|t| t.verify(&jwks, &validation, &SystemClock))
+        let fingerprint = crate::tokens::fingerprint(token);
+        let now_s = ctx.facts.now / 1000;
+        let claims = match ctx.shared.verified_tokens.get(&fingerprint, &jwks) {
+            // Verified before with these very keys: only the time and audience checks remain.
+            Some(claims) => {
+                crate::tokens::recheck(&claims, &provider.client_ids, now_s)
+                    .map_err(|e| jwt_error(&e))?;
+                claims
             }
-            other => other,
-        }
-        .map_err(|e| jwt_error(&e))?;
-        let claims = verified.claims();
+            None => {
+                let verified = match unverified.verify(&jwks, &validation, &SystemClock) {
+                    // AWS re-fetches the keys once when a token names a key it does not know
+                    // (rotation).
+                    Err(JwtError::UnknownKeyId { .. })
+                        if provider.static_jwks.is_none()
+                            && !ctx.shared.is_own_issuer(&provider.url) =>
+                    {
+                        jwks = ctx.shared.remote_jwks(&provider.url, true).await?;
+                        UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
+                            .and_then(|t| t.verify(&jwks, &validation, &SystemClock))
+                    }
+                    other => other,
+                }
+                .map_err(|e| jwt_error(&e))?;
+                let claims = std::sync::Arc::new(verified.into_claims());
+                ctx.shared.verified_tokens.put(
+                    fingerprint,
+                    &jwks,
+                    std::sync::Arc::clone(&claims),
+                    now_s,
+                );
+                claims
+            }
+        };
         let sub = claims.subject().unwrap_or_default().to_string();
         let aud = claims
             .audiences()

@@ -438,3 +438,27 @@ async fn keys_of_another_issuer_come_from_its_discovery_document_or_a_static_jwk
     assert_eq!(status, 200, "{body}");
     let _ = jwks_b;
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_gone() {
+    let f = fixture().await;
+    let token = sign(&f, &claims(&f));
+    for _ in 0..3 {
+        let (status, body) = assume(&f, &token).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Rotate with no grace: the old key leaves the published set at once.
+    podiam_server::local::rotate_issuer(&f.data_dir, Duration::ZERO)
+        .await
+        .unwrap();
+    f.server.shared.refresh().await.unwrap();
+    let (status, body) = assume(&f, &token).await;
+    assert_eq!(
+        (status, code(&body)),
+        (400, "InvalidIdentityToken"),
+        "{body}"
+    );
+    // Tokens from the new key work.
+    let (status, body) = assume(&f, &sign(&f, &claims(&f))).await;
+    assert_eq!(status, 200, "{body}");
+}

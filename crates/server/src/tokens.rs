@@ -1,0 +1,87 @@
+//! Web identity tokens whose signature has been verified, by SHA-256 of the token.
+//!
+//! A pod's SDK presents the same projected token on every refresh until kubelet rotates it, so the
+//! RSA verification (the largest cost of AssumeRoleWithWebIdentity) need not be repeated. An entry
+//! is used only with the very key set that verified it (a rotated or removed key invalidates it),
+//! and the time and audience claims are checked again on every use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use podiam_identity::Jwks;
+use podiam_identity::jwt::{Claims, JwtError};
+
+/// Bound on remembered tokens; past it, expired entries go, then everything.
+const MAX_ENTRIES: usize = 65_536;
+/// AWS allows five minutes of clock skew.
+const LEEWAY_SECONDS: i64 = 300;
+
+struct Entry {
+    jwks: Arc<Jwks>,
+    claims: Arc<Claims>,
+    exp: i64,
+}
+
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+pub fn fingerprint(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl VerifiedTokens {
+    /// The claims of a token verified earlier with this same key set, if any.
+    pub fn get(&self, fingerprint: &[u8; 32], jwks: &Arc<Jwks>) -> Option<Arc<Claims>> {
+        let entries = self.entries.lock().ok()?;
+        let e = entries.get(fingerprint)?;
+        Arc::ptr_eq(&e.jwks, jwks).then(|| Arc::clone(&e.claims))
+    }
+
+    pub fn put(&self, fingerprint: [u8; 32], jwks: &Arc<Jwks>, claims: Arc<Claims>, now: i64) {
+        let Some(exp) = claims.expires_at() else {
+            return;
+        };
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= MAX_ENTRIES {
+                entries.retain(|_, e| e.exp + LEEWAY_SECONDS > now);
+                if entries.len() >= MAX_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(
+                fingerprint,
+                Entry {
+                    jwks: Arc::clone(jwks),
+                    claims,
+                    exp,
+                },
+            );
+        }
+    }
+}
+
+/// The checks that depend on time and on the provider's client IDs, which a cached signature
+/// does not settle: as the verifier applies them.
+pub fn recheck(claims: &Claims, audiences: &[String], now: i64) -> Result<(), JwtError> {
+    if !claims.audiences().iter().any(|a| audiences.contains(a)) {
+        return Err(JwtError::AudienceMismatch {
+            got: claims.audiences().to_vec(),
+            expected: audiences.to_vec(),
+        });
+    }
+    let exp = claims.expires_at().unwrap_or(i64::MIN);
+    if now >= exp.saturating_add(LEEWAY_SECONDS) {
+        return Err(JwtError::TokenExpired { exp, now });
+    }
+    if let Some(nbf) = claims.not_before()
+        && now.saturating_add(LEEWAY_SECONDS) < nbf
+    {
+        return Err(JwtError::NotYetValid { nbf, now });
+    }
+    Ok(())
+}
