@@ -140,6 +140,7 @@ async fn bench_in(
         explain_denials: true,
         database_url: None,
         master_key: None,
+        tls: None,
     })
     .await
     .context("cannot start the server")?;

@@ -32,6 +32,11 @@ pub struct ServerArgs {
     /// Leave the failed check out of AccessDenied messages (it is always in the audit log).
     #[arg(long, env = "PODIAM_PRODUCTION")]
     production: bool,
+    /// Serve HTTPS with this certificate (PEM chain), re-read when the file changes.
+    #[arg(long, env = "PODIAM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "PODIAM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -53,5 +58,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         production: args.production,
         database_url: args.database_url,
         master_key_file: args.master_key_file,
+        tls: args.tls_cert.zip(args.tls_key),
     })
 }

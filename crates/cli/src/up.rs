@@ -53,6 +53,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         production: args.production,
         database_url: None,
         master_key_file: None,
+        tls: None,
     })
 }
 
@@ -66,7 +67,12 @@ pub struct Serve {
     pub production: bool,
     pub database_url: Option<String>,
     pub master_key_file: Option<PathBuf>,
+    /// Certificate and key PEM files for HTTPS, re-read when they change.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
+
+/// How often the certificate files are checked for a new pair (cert-manager renewals).
+const TLS_RELOAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     crate::init_logging();
@@ -80,6 +86,31 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let tls = match &args.tls {
+            Some((cert, key)) => {
+                let resolver = std::sync::Arc::new(
+                    podiam_webhook::tls::ReloadingCert::new(cert, key)
+                        .with_context(|| format!("cannot load the TLS certificate `{}` and key `{}`", cert.display(), key.display()))?,
+                );
+                let config = podiam_webhook::tls::server_config(std::sync::Arc::clone(&resolver), "1.2", "")
+                    .context("cannot build the TLS configuration")?;
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(TLS_RELOAD);
+                    loop {
+                        tick.tick().await;
+                        match resolver.poll() {
+                            podiam_webhook::tls::Reload::Reloaded => tracing::info!("reloaded the TLS certificate"),
+                            podiam_webhook::tls::Reload::Refused(why) => {
+                                tracing::warn!(%why, "kept the previous TLS certificate")
+                            }
+                            podiam_webhook::tls::Reload::Unchanged => {}
+                        }
+                    }
+                });
+                Some(std::sync::Arc::new(config))
+            }
+            None => None,
+        };
         let data_dir = args.data_dir;
         let server = podiam_server::start(podiam_server::Options {
             data_dir: data_dir.clone(),
@@ -90,6 +121,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             explain_denials: !args.production,
             database_url: args.database_url,
             master_key,
+            tls,
         })
         .await
         .with_context(|| format!("podiam could not start with data in `{}`", data_dir.display()))?;

@@ -85,6 +85,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// Seals secrets at rest (administrator keys, issuer and session-token keys).
     pub master_key: Option<podiam_store::MasterKey>,
+    /// Serve HTTPS with this configuration (its certificate resolver may reload from files).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +180,12 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         addr: options.listen,
         source,
     })?;
-    let endpoint = format!("http://{addr}");
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{addr}");
 
     let mut state = store.load().await?;
     let first_start = !state.settings.contains_key("account_id");
@@ -246,13 +253,20 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
             }),
         );
     }
-    let task = tokio::spawn(async move {
-        axum::serve(
+    let task = match options.tls.clone() {
+        None => tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        }),
+        Some(tls) => tokio::spawn(serve_tls(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+            tokio_rustls::TlsAcceptor::from(tls),
+            app,
+        )),
+    };
     Ok(Server {
         addr,
         endpoint,
@@ -263,6 +277,44 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         shared,
         task,
     })
+}
+
+/// HTTPS: TLS handshakes (bounded in time) then HTTP/1.1 or HTTP/2 on the same router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) -> std::io::Result<()> {
+    const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let _ = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// How often to look for writes made by other processes (`podiam create iamserviceaccount`,

@@ -33,6 +33,7 @@ async fn fixture() -> Fixture {
         explain_denials: true,
         database_url: None,
         master_key: None,
+        tls: None,
     })
     .await
     .unwrap();
