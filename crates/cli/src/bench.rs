@@ -50,6 +50,10 @@ pub struct BenchArgs {
     threads: Option<usize>,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Keep the state in this PostgreSQL database (`postgres://…`) instead of SQLite: the hot
+    /// path must not touch the database, so the two should be within a few percent.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,7 +142,7 @@ async fn bench_in(
         region: "us-east-1".into(),
         issuer_url: None,
         explain_denials: true,
-        database_url: None,
+        database_url: args.database_url.clone(),
         master_key: None,
         tls: None,
     })
