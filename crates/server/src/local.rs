@@ -17,7 +17,9 @@ use crate::{Ctx, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
-    #[error("no podiam data in `{0}`: start it once with `podiam up --data-dir {0}`")]
+    #[error(
+        "no podiam data in {0}: start the server once first (`podiam up --data-dir DIR`, or `podiam server`)"
+    )]
     NotInitialised(String),
     #[error(transparent)]
     Store(#[from] podiam_store::StoreError),
@@ -38,15 +40,37 @@ impl From<AwsError> for LocalError {
     }
 }
 
+/// The store the CLI works on: `PODIAM_DATABASE_URL` (with `PODIAM_MASTER_KEY_FILE`) when set,
+/// as inside a `podiam server` pod; otherwise the SQLite file in the data directory.
 async fn open(data_dir: &Path) -> Result<(Store, State), LocalError> {
-    let db = data_dir.join("podiam.db");
-    if !db.exists() {
-        return Err(LocalError::NotInitialised(data_dir.display().to_string()));
-    }
-    let store = Store::open_sqlite(&db).await?;
+    let (store, place) = match std::env::var("PODIAM_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let master_key = match std::env::var_os("PODIAM_MASTER_KEY_FILE") {
+                Some(f) => Some(
+                    podiam_store::MasterKey::from_file(Path::new(&f))
+                        .map_err(podiam_store::StoreError::from)?,
+                ),
+                None => None,
+            };
+            (
+                Store::open(&url).await?.with_master_key(master_key),
+                "the database in PODIAM_DATABASE_URL".to_string(),
+            )
+        }
+        _ => {
+            let db = data_dir.join("podiam.db");
+            if !db.exists() {
+                return Err(LocalError::NotInitialised(data_dir.display().to_string()));
+            }
+            (
+                Store::open_sqlite(&db).await?,
+                data_dir.display().to_string(),
+            )
+        }
+    };
     let state = store.load().await?;
     if !state.settings.contains_key("account_id") {
-        return Err(LocalError::NotInitialised(data_dir.display().to_string()));
+        return Err(LocalError::NotInitialised(place));
     }
     Ok((store, state))
 }
