@@ -12,6 +12,7 @@ use podiam_webhook::flags::parse_go_duration;
 use podiam_webhook::identity::{ComposeRoleArn, partition_for_region};
 use podiam_webhook::manifests::{ManifestOptions, render};
 use podiam_webhook::mutate::{DEFAULT_ANNOTATION_PREFIX, clamp_token_expiration, parse_go_bool};
+use podiam_webhook::podiam::{KeySource, PodiamOptions};
 use podiam_webhook::server::{KubeOptions, Options, start};
 use podiam_webhook::webhook::LookupPolicy;
 use podiam_webhook::{Config, ContainerCredentialsConfig};
@@ -143,6 +144,23 @@ struct ServeArgs {
     /// EKS Pod Identity associations file: {"identities":[{"namespace","serviceAccount"}]}.
     #[arg(long)]
     watch_container_credentials_config: Option<PathBuf>,
+    /// podiam's URL: also read Pod Identity associations from its EKS API
+    /// (ListPodIdentityAssociations for --cluster, SigV4 `eks`).
+    #[arg(long, requires = "cluster")]
+    podiam_endpoint: Option<String>,
+    /// The cluster (as registered with `podiam cluster create`) whose associations are read.
+    #[arg(long, requires = "podiam_endpoint")]
+    cluster: Option<String>,
+    /// How often podiam's associations are read; the last good set is kept while it is down.
+    #[arg(long, default_value = "30s", value_parser = go_duration)]
+    podiam_sync_interval: Duration,
+    /// Shared-credentials file with the key for --podiam-endpoint (re-read at every sync);
+    /// default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    #[arg(long)]
+    podiam_credentials_file: Option<PathBuf>,
+    /// Profile in --podiam-credentials-file.
+    #[arg(long, default_value = "default")]
+    podiam_profile: String,
     /// Pod Identity token audience.
     #[arg(long, default_value = "pods.eks.amazonaws.com")]
     container_credentials_audience: String,
@@ -179,7 +197,27 @@ fn with_port(mut addr: SocketAddr, port: Option<u16>) -> SocketAddr {
     addr
 }
 
+/// `--podiam-endpoint` and friends; `None` without it.
+fn podiam_options(a: &ServeArgs) -> anyhow::Result<Option<PodiamOptions>> {
+    let (Some(endpoint), Some(cluster)) = (&a.podiam_endpoint, &a.cluster) else {
+        return Ok(None);
+    };
+    let key = match &a.podiam_credentials_file {
+        Some(path) => KeySource::file(path, &a.podiam_profile)?,
+        None => KeySource::from_env(|k| std::env::var(k).ok())?.context(
+            "--podiam-endpoint needs a key: --podiam-credentials-file or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+        )?,
+    };
+    let mut opts = PodiamOptions::new(endpoint, cluster, key);
+    opts.interval = a.podiam_sync_interval.max(Duration::from_millis(100));
+    if !a.aws_default_region.is_empty() {
+        opts.region.clone_from(&a.aws_default_region);
+    }
+    Ok(Some(opts))
+}
+
 fn options(a: ServeArgs) -> anyhow::Result<Options> {
+    let podiam = podiam_options(&a)?;
     if a.in_cluster == Some(true) {
         tracing::warn!(
             "--in-cluster=true (upstream's CSR mode) is not supported; serving --tls-cert/--tls-key"
@@ -232,6 +270,7 @@ fn options(a: ServeArgs) -> anyhow::Result<Options> {
     };
     opts.watch_config_map = a.watch_config_map.then_some(a.namespace);
     opts.container_credentials_config = a.watch_container_credentials_config;
+    opts.podiam = podiam;
     opts.lookup = LookupPolicy {
         timeout: a.service_account_lookup_grace_period,
         ..LookupPolicy::default()

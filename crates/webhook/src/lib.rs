@@ -7,6 +7,7 @@
 //! - [`webhook`]: AdmissionReview in, AdmissionReview out, with the direct ServiceAccount lookup.
 //! - [`server`], [`tls`], [`source`], [`metrics`]: HTTPS with certificate reload, the kube-rs
 //!   watches, Prometheus.
+//! - [`podiam`]: Pod Identity associations polled from podiam's EKS API.
 //! - [`manifests`]: the Kubernetes objects to deploy it.
 
 pub mod flags;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod manifests;
 pub mod metrics;
 pub mod mutate;
+pub mod podiam;
 pub mod server;
 pub mod source;
 pub mod tls;

@@ -2,7 +2,9 @@
 //! counters): `pod_identity_webhook_pod_count_total{method}`,
 //! `pod_identity_webhook_missing_sa_count_total`, `pod_identity_webhook_used`,
 //! `http_request_count_total{verb,path,code}`; plus ours: the request latency histogram in
-//! seconds, direct ServiceAccount lookups by result, and certificate reloads by result.
+//! seconds, direct ServiceAccount lookups by result, certificate reloads by result, and the
+//! podiam association sync (`podiam_webhook_podiam_syncs_total{result}`,
+//! `podiam_webhook_podiam_associations`).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +25,8 @@ pub struct Metrics {
     latency: Family<Labels, Histogram>,
     sa_lookups: Family<Labels, Counter>,
     cert_reloads: Family<Labels, Counter>,
+    podiam_syncs: Family<Labels, Counter>,
+    podiam_associations: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,6 +83,18 @@ impl Default for Metrics {
             "Certificate file changes, by result",
             cert_reloads.clone(),
         );
+        let podiam_syncs = Family::<Labels, Counter>::default();
+        registry.register(
+            "podiam_webhook_podiam_syncs",
+            "Polls of podiam's ListPodIdentityAssociations, by result (ok, error)",
+            podiam_syncs.clone(),
+        );
+        let podiam_associations = Gauge::default();
+        registry.register(
+            "podiam_webhook_podiam_associations",
+            "Pod Identity associations from the last good podiam sync",
+            podiam_associations.clone(),
+        );
         Self {
             registry,
             pod_count,
@@ -88,6 +104,8 @@ impl Default for Metrics {
             latency,
             sa_lookups,
             cert_reloads,
+            podiam_syncs,
+            podiam_associations,
         }
     }
 }
@@ -140,6 +158,23 @@ impl Metrics {
         self.cert_reloads
             .get_or_create(&vec![("result", result.to_owned())])
             .inc();
+    }
+
+    /// A poll of podiam's associations finished: `Some(n)` with `n` associations, `None` when it
+    /// failed (the previous set is kept).
+    pub fn podiam_sync(&self, associations: Option<usize>) {
+        let result = if associations.is_some() {
+            "ok"
+        } else {
+            "error"
+        };
+        self.podiam_syncs
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        if let Some(n) = associations {
+            self.podiam_associations
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The OpenMetrics text exposition.

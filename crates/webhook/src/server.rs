@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::identity::ComposeRoleArn;
 use crate::mutate::Config;
+use crate::podiam::{PodiamOptions, PodiamSource};
 use crate::source;
 use crate::tls::{Reload, ReloadingCert, TlsError, server_config};
 use crate::webhook::{LookupPolicy, Webhook};
@@ -69,6 +70,8 @@ pub struct Options {
     pub container_credentials_config: Option<PathBuf>,
     /// How often the identities file is re-read.
     pub container_credentials_poll: Duration,
+    /// `--podiam-endpoint`/`--cluster`: associations polled from podiam's EKS API.
+    pub podiam: Option<PodiamOptions>,
     /// The direct lookup on a cache miss.
     pub lookup: LookupPolicy,
     /// How long open connections get to finish on shutdown (upstream: 10 s).
@@ -92,6 +95,7 @@ impl Options {
             watch_config_map: None,
             container_credentials_config: None,
             container_credentials_poll: Duration::from_secs(10),
+            podiam: None,
             lookup: LookupPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -107,6 +111,9 @@ pub enum StartError {
     /// The Kubernetes client could not be configured.
     #[error("while configuring the Kubernetes client: {0}")]
     Kube(String),
+    /// The podiam association source could not be set up.
+    #[error("--podiam-endpoint: {0}")]
+    Podiam(#[from] crate::podiam::PodiamError),
     /// A listener could not be bound.
     #[error("while binding `{addr}`: {source}")]
     Bind {
@@ -192,6 +199,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         &opts.tls_min_version,
         &opts.tls_cipher_suites,
     )?);
+    let podiam = opts.podiam.clone().map(PodiamSource::new).transpose()?;
     let client = kube_client(&opts.kube).await?;
     let lookup = Arc::new(source::KubeLookup::new(client.clone()));
     let webhook = Arc::new(Webhook::new(
@@ -231,6 +239,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             opts.container_credentials_poll,
             webhook.clone(),
         ));
+    }
+    if let Some(source) = podiam {
+        background.spawn(crate::podiam::poll_podiam(source, webhook.clone()));
     }
     background.spawn(poll_certificate(
         cert.clone(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -49,6 +49,16 @@ impl Default for LookupPolicy {
     }
 }
 
+/// Where a set of Pod Identity associations came from; admission uses their union, so each
+/// source replaces only its own part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AssociationSource {
+    /// `--watch-container-credentials-config`.
+    File,
+    /// podiam's `ListPodIdentityAssociations` (`--podiam-endpoint`).
+    Podiam,
+}
+
 /// The webhook: configuration, cached sources and metrics.
 pub struct Webhook {
     cfg: Config,
@@ -56,6 +66,7 @@ pub struct Webhook {
     service_accounts: RwLock<HashMap<String, ServiceAccountEntry>>,
     config_map: ArcSwap<ConfigMapMapping>,
     associations: ArcSwap<Associations>,
+    association_sources: Mutex<BTreeMap<AssociationSource, Associations>>,
     lookup: Option<Arc<dyn ServiceAccountLookup>>,
     lookup_policy: LookupPolicy,
     lookup_slots: tokio::sync::Semaphore,
@@ -89,6 +100,7 @@ impl Webhook {
             service_accounts: RwLock::default(),
             config_map: ArcSwap::default(),
             associations: ArcSwap::default(),
+            association_sources: Mutex::default(),
             lookup,
             lookup_policy,
             lookup_slots: slots,
@@ -159,9 +171,27 @@ impl Webhook {
         self.config_map.store(Arc::new(mapping));
     }
 
-    /// Replace the Pod Identity associations.
+    /// Replace the Pod Identity associations from the identities file.
     pub fn set_associations(&self, associations: Associations) {
-        self.associations.store(Arc::new(associations));
+        self.set_associations_from(AssociationSource::File, associations);
+    }
+
+    /// Replace the Pod Identity associations that came from `source`; the other sources' stay.
+    pub fn set_associations_from(&self, source: AssociationSource, associations: Associations) {
+        let mut sources = self
+            .association_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sources.insert(source, associations);
+        let union: Associations = sources.values().flatten().cloned().collect();
+        self.associations.store(Arc::new(union));
+    }
+
+    /// Whether `namespace/service_account` has a Pod Identity association (from any source).
+    pub fn has_association(&self, namespace: &str, service_account: &str) -> bool {
+        self.associations
+            .load()
+            .contains(&(namespace.to_owned(), service_account.to_owned()))
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountEntry> {

@@ -1,0 +1,460 @@
+//! `--podiam-endpoint` / `--cluster`: EKS Pod Identity associations read from podiam's EKS API
+//! (`ListPodIdentityAssociations`, `GET /clusters/{name}/pod-identity-associations`, SigV4
+//! service `eks`), polled every `--podiam-sync-interval`. Each good poll replaces the
+//! [`AssociationSource::Podiam`] set (the identities file's set is kept apart); a failed one keeps
+//! the last good set, is logged and counted (`podiam_webhook_podiam_syncs_total{result="error"}`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use podiam_identity::clock::format_amz_date;
+use podiam_identity::sigv4::{
+    CredentialScope, HttpRequest, VerifyOptions, sign_authorization_header,
+};
+use podiam_identity::{AccessKeyId, SecretAccessKey};
+use serde::Deserialize;
+
+use crate::identity::Associations;
+use crate::webhook::{AssociationSource, Webhook};
+
+/// EKS' largest page.
+const PAGE_SIZE: u32 = 100;
+/// A list longer than this many pages is treated as a server bug (100,000 associations).
+const MAX_PAGES: usize = 1000;
+
+/// Why the associations could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PodiamError {
+    /// The signing key could not be read.
+    #[error("the podiam credentials: {0}")]
+    Key(String),
+    /// The request could not be made or its response read.
+    #[error("{0}")]
+    Unreachable(String),
+    /// podiam answered with an error.
+    #[error("podiam answered {status} {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// `x-amzn-errortype` (or the body's `code`/`__type`).
+        code: String,
+        /// The body's `message`.
+        message: String,
+    },
+    /// podiam answered 200 with something that is not a ListPodIdentityAssociations response.
+    #[error("podiam's answer is not a ListPodIdentityAssociations response: {0}")]
+    Decode(String),
+}
+
+/// An AWS key to sign with.
+#[derive(Clone)]
+pub struct PodiamKey {
+    /// `AKIA…` (or `ASIA…` with a session token).
+    pub access_key_id: AccessKeyId,
+    /// The secret.
+    pub secret_access_key: SecretAccessKey,
+    /// `aws_session_token`, for temporary keys.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for PodiamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodiamKey")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the key comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// A fixed key (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, tests).
+    Static(PodiamKey),
+    /// A shared-credentials file's `[profile]`, re-read at every poll (a rotated Secret is picked
+    /// up without a restart).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The profile.
+        profile: String,
+    },
+}
+
+impl KeySource {
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) from `env`, if set.
+    ///
+    /// # Errors
+    /// [`PodiamError::Key`] when only one of the pair is set or the ID is malformed.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, PodiamError> {
+        match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) => Ok(Some(Self::Static(PodiamKey {
+                access_key_id: AccessKeyId::parse(id.trim())
+                    .map_err(|e| PodiamError::Key(format!("AWS_ACCESS_KEY_ID: {e}")))?,
+                secret_access_key: SecretAccessKey::new(secret.trim()),
+                session_token: env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
+            }))),
+            _ => Err(PodiamError::Key(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".to_owned(),
+            )),
+        }
+    }
+
+    /// A credentials file and profile; read once now so a bad file stops the webhook at start.
+    ///
+    /// # Errors
+    /// [`PodiamError::Key`] when the file cannot be read or lacks the profile's keys.
+    pub fn file(path: impl Into<PathBuf>, profile: impl Into<String>) -> Result<Self, PodiamError> {
+        let source = Self::File {
+            path: path.into(),
+            profile: profile.into(),
+        };
+        source.current()?;
+        Ok(source)
+    }
+
+    /// The key to sign with now.
+    ///
+    /// # Errors
+    /// [`PodiamError::Key`] when the file cannot be read or parsed.
+    pub fn current(&self) -> Result<PodiamKey, PodiamError> {
+        match self {
+            Self::Static(k) => Ok(k.clone()),
+            Self::File { path, profile } => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))?;
+                parse_credentials_file(&text, profile)
+                    .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))
+            }
+        }
+    }
+}
+
+/// The `[profile]` section of an AWS shared-credentials file.
+fn parse_credentials_file(text: &str, profile: &str) -> Result<PodiamKey, String> {
+    let mut in_profile = false;
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
+            }
+        }
+    }
+    let id = id.ok_or_else(|| format!("profile `{profile}` has no aws_access_key_id"))?;
+    let secret =
+        secret.ok_or_else(|| format!("profile `{profile}` has no aws_secret_access_key"))?;
+    Ok(PodiamKey {
+        access_key_id: AccessKeyId::parse(&id).map_err(|e| e.to_string())?,
+        secret_access_key: SecretAccessKey::new(secret),
+        session_token: token.filter(|t| !t.is_empty()),
+    })
+}
+
+/// Settings for [`PodiamSource`].
+#[derive(Clone, Debug)]
+pub struct PodiamOptions {
+    /// podiam's base URL (`--podiam-endpoint`), e.g. `https://podiam.podiam.svc:8080`.
+    pub endpoint: String,
+    /// The cluster whose associations are read (`--cluster`).
+    pub cluster: String,
+    /// Signing region (`--aws-default-region`, else `us-east-1`).
+    pub region: String,
+    /// How often the list is read (`--podiam-sync-interval`).
+    pub interval: Duration,
+    /// Per request.
+    pub timeout: Duration,
+    /// The key requests are signed with.
+    pub key: KeySource,
+}
+
+impl PodiamOptions {
+    /// Defaults (30 s interval, 10 s timeout, `us-east-1`) for `endpoint` and `cluster`.
+    pub fn new(endpoint: impl Into<String>, cluster: impl Into<String>, key: KeySource) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            cluster: cluster.into(),
+            region: "us-east-1".to_owned(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            key,
+        }
+    }
+}
+
+/// Reads one cluster's associations from podiam.
+pub struct PodiamSource {
+    client: reqwest::Client,
+    opts: PodiamOptions,
+}
+
+impl fmt::Debug for PodiamSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodiamSource")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    #[serde(default)]
+    associations: Vec<Summary>,
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    namespace: String,
+    service_account: String,
+}
+
+/// RFC 3986 unreserved characters stay, everything else is `%XX` (as SigV4 canonicalises).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl PodiamSource {
+    /// A source for `opts`.
+    ///
+    /// # Errors
+    /// [`PodiamError::Unreachable`] when the HTTP client cannot be built or the endpoint is not a
+    /// URL.
+    pub fn new(opts: PodiamOptions) -> Result<Self, PodiamError> {
+        reqwest::Url::parse(&opts.endpoint).map_err(|e| {
+            PodiamError::Unreachable(format!("--podiam-endpoint `{}`: {e}", opts.endpoint))
+        })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(opts.timeout.min(Duration::from_secs(3)))
+            .timeout(opts.timeout)
+            // One poll every few seconds at most: a fresh connection each time, so an outage
+            // or a moved Service is seen at once.
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| {
+                PodiamError::Unreachable(format!("while building the HTTP client: {e}"))
+            })?;
+        Ok(Self { client, opts })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &PodiamOptions {
+        &self.opts
+    }
+
+    /// Every association of the cluster (all pages), as `(namespace, serviceAccount)`.
+    ///
+    /// # Errors
+    /// [`PodiamError`] when any page cannot be read; nothing partial is returned.
+    pub async fn list(&self) -> Result<Associations, PodiamError> {
+        let mut out = HashSet::new();
+        let mut next: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let page = self.page(next.as_deref()).await?;
+            out.extend(
+                page.associations
+                    .into_iter()
+                    .map(|a| (a.namespace, a.service_account)),
+            );
+            match page.next_token.filter(|t| !t.is_empty()) {
+                Some(t) if next.as_deref() == Some(t.as_str()) => {
+                    return Err(PodiamError::Decode(format!(
+                        "nextToken `{t}` repeats the previous one"
+                    )));
+                }
+                Some(t) => next = Some(t),
+                None => return Ok(out),
+            }
+        }
+        Err(PodiamError::Decode(format!(
+            "more than {MAX_PAGES} pages of associations"
+        )))
+    }
+
+    async fn page(&self, next_token: Option<&str>) -> Result<Page, PodiamError> {
+        let unreachable = |e: String| PodiamError::Unreachable(e);
+        let mut query = format!("maxResults={PAGE_SIZE}");
+        if let Some(t) = next_token {
+            query.push_str("&nextToken=");
+            query.push_str(&percent_encode(t));
+        }
+        let url = format!(
+            "{}/clusters/{}/pod-identity-associations?{query}",
+            self.opts.endpoint.trim_end_matches('/'),
+            percent_encode(&self.opts.cluster)
+        );
+        let parsed = reqwest::Url::parse(&url).map_err(|e| unreachable(format!("`{url}`: {e}")))?;
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(unreachable(format!("no host in `{url}`"))),
+        };
+        let key = self.opts.key.current()?;
+        let time = SystemTime::now();
+        let amz_date = format_amz_date(time);
+        let mut headers: Vec<(&str, &str)> = vec![("host", &host), ("x-amz-date", &amz_date)];
+        if let Some(t) = &key.session_token {
+            headers.push(("x-amz-security-token", t));
+        }
+        let signed: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
+        let scope = CredentialScope {
+            date: amz_date.get(..8).unwrap_or_default().to_owned(),
+            region: self.opts.region.clone(),
+            service: "eks".to_owned(),
+        };
+        let request = HttpRequest {
+            method: "GET",
+            path: parsed.path(),
+            query: parsed.query().unwrap_or_default(),
+            headers: &headers,
+            body: b"",
+        };
+        let authorization = sign_authorization_header(
+            &request,
+            &key.access_key_id,
+            &key.secret_access_key,
+            &scope,
+            &signed,
+            time,
+            &VerifyOptions::default(),
+        )
+        .map_err(|e| unreachable(format!("while signing: {e}")))?;
+        let mut builder = self
+            .client
+            .get(parsed.clone())
+            .header("x-amz-date", &amz_date)
+            .header("authorization", authorization)
+            .header("accept", "application/json");
+        if let Some(t) = &key.session_token {
+            builder = builder.header("x-amz-security-token", t);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| unreachable(format!("GET {parsed}: {e}")))?;
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unreachable(format!("GET {parsed}: while reading the response: {e}")))?;
+        if status != 200 {
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            return Err(PodiamError::Refused {
+                status,
+                code: error_type
+                    .or_else(|| field("code"))
+                    .or_else(|| field("__type"))
+                    .unwrap_or_else(|| "UnknownError".to_owned()),
+                message: field("message")
+                    .or_else(|| field("Message"))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| PodiamError::Decode(e.to_string()))
+    }
+}
+
+/// Poll `source` forever, feeding [`AssociationSource::Podiam`]. The first poll is immediate. A
+/// failed poll keeps the previous set; every failure is logged and counted.
+pub async fn poll_podiam(source: PodiamSource, webhook: Arc<Webhook>) {
+    let mut ticker = tokio::time::interval(source.opts.interval.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (endpoint, cluster) = (source.opts.endpoint.clone(), source.opts.cluster.clone());
+    let mut last: Option<usize> = None;
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match source.list().await {
+            Ok(associations) => {
+                let n = associations.len();
+                if last != Some(n) || failing {
+                    tracing::info!(
+                        associations = n,
+                        %endpoint,
+                        %cluster,
+                        "Pod Identity associations loaded from podiam"
+                    );
+                }
+                webhook.set_associations_from(AssociationSource::Podiam, associations);
+                webhook.metrics().podiam_sync(Some(n));
+                last = Some(n);
+                failing = false;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    %endpoint,
+                    %cluster,
+                    kept = last.unwrap_or_default(),
+                    "cannot read Pod Identity associations from podiam; keeping the last good set"
+                );
+                webhook.metrics().podiam_sync(None);
+                failing = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn credentials_file_profile() {
+        let text = "[default]\naws_access_key_id = AKIAAAAAAAAAAAAAAAAA\naws_secret_access_key = a\n\n[podiam]\naws_access_key_id=AKIABBBBBBBBBBBBBBBB\naws_secret_access_key=b\n";
+        let k = parse_credentials_file(text, "podiam").unwrap();
+        assert_eq!(k.access_key_id.to_string(), "AKIABBBBBBBBBBBBBBBB");
+        assert!(k.session_token.is_none());
+        assert!(parse_credentials_file(text, "other").is_err());
+    }
+
+    #[test]
+    fn env_key_needs_both_halves() {
+        let none = KeySource::from_env(|_| None).unwrap();
+        assert!(none.is_none());
+        let half = KeySource::from_env(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIA".to_owned()));
+        assert!(half.is_err());
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(percent_encode("a b/c+="), "a%20b%2Fc%2B%3D");
+    }
+}
