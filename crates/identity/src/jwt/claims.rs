@@ -197,6 +197,9 @@ impl Claims {
             };
             principal_tags.push((key, value));
         }
+        // Key order whatever the JSON map keeps (serde_json's `preserve_order` may be on in a
+        // build that unifies features).
+        principal_tags.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Some(SessionTagsClaim {
             principal_tags,
             transitive_tag_keys: raw.transitive_tag_keys,
