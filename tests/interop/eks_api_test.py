@@ -7,17 +7,14 @@ Run by tests/interop/eks-api.sh; reuses the Podiam harness of irsa_test.py.
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-import traceback
 
 import boto3
 import botocore.exceptions
 
 sys.path.insert(0, os.path.dirname(__file__))
-from irsa_test import ACCOUNT, Podiam, error_code, write  # noqa: E402
+from irsa_test import ACCOUNT, error_code, run_suite, write  # noqa: E402
 
 CLUSTER = "prod"
 ROLE = "team-reader"
@@ -150,27 +147,7 @@ def test_pod_identity_refusals(p, tmp):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="podiam-eks-")
-    p = Podiam(tmp).start()
-    tests = [v for k, v in globals().items() if k.startswith("test_")]
-    passed = failed = 0
-    try:
-        for t in tests:
-            try:
-                t(p, tmp)
-                passed += 1
-                print(f"ok     {t.__name__}")
-            except Exception:
-                failed += 1
-                print(f"FAILED {t.__name__}")
-                traceback.print_exc()
-    finally:
-        p.stop()
-        if failed:
-            print(f"server log:\n{open(os.path.join(tmp, 'server.log')).read()[-4000:]}")
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"eks-api: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_suite("eks-api", "podiam-eks-", globals())
 
 
 if __name__ == "__main__":

@@ -348,10 +348,11 @@ def test_restart_keeps_roles_policies_providers_and_keys(p, tmp):
     assert assume(p, p.token())["AssumedRoleUser"]["Arn"].endswith("/s1")
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="podiam-irsa-")
+def run_suite(name, prefix, namespace):
+    """Runs every `test_*` function of `namespace` against one `podiam up`; exits non-zero on failure."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
     p = Podiam(tmp).start()
-    tests = [v for k, v in globals().items() if k.startswith("test_")]
+    tests = [v for k, v in namespace.items() if k.startswith("test_")]
     passed = failed = 0
     try:
         for t in tests:
@@ -368,8 +369,12 @@ def main():
         if failed:
             print(f"server log:\n{open(os.path.join(tmp, 'server.log')).read()[-4000:]}")
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"irsa: {passed} passed, {failed} failed")
+    print(f"{name}: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
+
+
+def main():
+    run_suite("irsa", "podiam-irsa-", globals())
 
 
 if __name__ == "__main__":

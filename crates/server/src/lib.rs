@@ -192,20 +192,7 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
     if first_start {
         // Replicas starting together on an empty database: the first bootstrap wins, the others
         // load what it wrote.
-        let changes = bootstrap(&options, &endpoint)?;
-        let checked: Vec<(Change, Change)> = changes
-            .iter()
-            .map(|c| (c.clone(), state.current(c)))
-            .collect();
-        match store.apply_checked(&checked).await {
-            Ok(()) => {
-                for c in &changes {
-                    state.apply(c);
-                }
-            }
-            Err(podiam_store::StoreError::Conflict { .. }) => state = store.load().await?,
-            Err(e) => return Err(e.into()),
-        }
+        state = write_unless_raced(&store, state, bootstrap(&options, &endpoint)?).await?;
     }
     // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
     let partition = "aws".to_string();
@@ -215,19 +202,7 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         .map(|p| Change::Policy(p.arn.clone(), Some(p)))
         .collect();
     if !missing.is_empty() {
-        let checked: Vec<(Change, Change)> = missing
-            .iter()
-            .map(|c| (c.clone(), state.current(c)))
-            .collect();
-        match store.apply_checked(&checked).await {
-            Ok(()) => {
-                for c in &missing {
-                    state.apply(c);
-                }
-            }
-            Err(podiam_store::StoreError::Conflict { .. }) => state = store.load().await?,
-            Err(e) => return Err(e.into()),
-        }
+        state = write_unless_raced(&store, state, missing).await?;
     }
     let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
     let config = Config {
@@ -277,6 +252,28 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         shared,
         task,
     })
+}
+
+/// Writes start-up changes unless another replica wrote them first, and returns the state after.
+async fn write_unless_raced(
+    store: &Store,
+    mut state: State,
+    changes: Vec<Change>,
+) -> Result<State, StartError> {
+    let checked: Vec<(Change, Change)> = changes
+        .iter()
+        .map(|c| (c.clone(), state.current(c)))
+        .collect();
+    match store.apply_checked(&checked).await {
+        Ok(()) => {
+            for c in &changes {
+                state.apply(c);
+            }
+            Ok(state)
+        }
+        Err(podiam_store::StoreError::Conflict { .. }) => Ok(store.load().await?),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// HTTPS: TLS handshakes (bounded in time) then HTTP/1.1 or HTTP/2 on the same router.
