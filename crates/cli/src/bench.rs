@@ -150,19 +150,14 @@ async fn bench_in(
     .context("cannot start the server")?;
     let provider = server.endpoint.trim_start_matches("http://");
     let trust = crate::create::role_trust_policy(ACCOUNT, provider, NAMESPACE, SERVICE_ACCOUNT);
-    podiam_server::local::iam_as_admin(
-        data_dir,
+    podiam_server::local::iam_on(
+        &server.shared,
         "CreateRole",
         &[("RoleName", ROLE), ("AssumeRolePolicyDocument", &trust)],
     )
     .await
     .context("cannot create the role")?;
-    server
-        .shared
-        .refresh()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reload the state: {}", e.message))?;
-    let token = podiam_server::local::create_token(data_dir, |issuer| ServiceAccountToken {
+    let token = podiam_server::local::sign_token_on(&server.shared, |issuer| ServiceAccountToken {
         issuer: issuer.to_string(),
         namespace: NAMESPACE.into(),
         service_account: ObjectRef {
@@ -175,7 +170,6 @@ async fn bench_in(
         node: None,
         jti: None,
     })
-    .await
     .context("cannot create a token")?;
     let body = form_body(&[
         ("Action", "AssumeRoleWithWebIdentity"),

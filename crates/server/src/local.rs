@@ -203,6 +203,35 @@ pub async fn iam_as_admin(
     params: &[(&str, &str)],
 ) -> Result<String, LocalError> {
     let (store, shared, admin) = admin_shared(data_dir).await?;
+    let out = run_iam(&shared, admin, action, params).await;
+    store.close().await;
+    out
+}
+
+/// Runs one IAM action as the administrator on a running server's own state (`podiam bench`,
+/// tests): no second connection to its store.
+pub async fn iam_on(
+    shared: &Shared,
+    action: &str,
+    params: &[(&str, &str)],
+) -> Result<String, LocalError> {
+    let state = shared.snapshot();
+    let admin = state
+        .settings
+        .get("admin_access_key_id")
+        .and_then(|k| state.access_keys.get(k))
+        .and_then(|k| state.users.get(&k.user_name.to_ascii_lowercase()))
+        .cloned()
+        .ok_or_else(|| LocalError::NotInitialised("this server's store".into()))?;
+    run_iam(shared, admin, action, params).await
+}
+
+async fn run_iam(
+    shared: &Shared,
+    admin: podiam_store::User,
+    action: &str,
+    params: &[(&str, &str)],
+) -> Result<String, LocalError> {
     let audit = crate::audit::Audit::disabled();
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("Action", action)
@@ -211,8 +240,19 @@ pub async fn iam_as_admin(
         form.append_pair(k, v);
     }
     let params = Params::parse(form.finish().as_bytes());
-    let ctx = admin_ctx(&shared, admin, &audit);
-    let out = crate::iam::handle(&ctx, action, &params).await;
-    store.close().await;
-    Ok(out?)
+    let ctx = admin_ctx(shared, admin, &audit);
+    Ok(crate::iam::handle(&ctx, action, &params).await?)
+}
+
+/// Signs a projected ServiceAccount token with a running server's built-in issuer.
+pub fn sign_token_on(
+    shared: &Shared,
+    token: impl FnOnce(&str) -> ServiceAccountToken,
+) -> Result<String, LocalError> {
+    let claims = token(&shared.config.issuer_url).claims(SystemTime::now());
+    shared
+        .keys()
+        .issuer
+        .sign(&claims)
+        .map_err(|e| LocalError::Sign(e.to_string()))
 }
