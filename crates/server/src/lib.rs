@@ -218,7 +218,7 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
     let shared = Arc::new(Shared::new(config, store, state)?);
     let audit = Audit::start(dir.join("audit.log"));
     tokio::spawn(watch_store(Arc::clone(&shared)));
-    let mut app = router(Arc::clone(&shared), audit);
+    let mut app = router(Arc::clone(&shared), audit, options.tls.is_some());
     if bench_noop {
         app = app.route(
             "/__bench/noop",
@@ -479,12 +479,14 @@ fn write_aws_files(
 struct App {
     shared: Arc<Shared>,
     audit: Audit,
+    /// Served over HTTPS: `aws:SecureTransport` is true.
+    tls: bool,
 }
 
 /// Policy documents are at most a few KiB; form bodies larger than this are refused.
 const MAX_BODY: usize = 256 * 1024;
 
-fn router(shared: Arc<Shared>, audit: Audit) -> Router {
+fn router(shared: Arc<Shared>, audit: Audit, tls: bool) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -518,7 +520,7 @@ fn router(shared: Arc<Shared>, audit: Audit) -> Router {
             axum::routing::post(rest),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(App { shared, audit })
+        .with_state(App { shared, audit, tls })
 }
 
 /// Ready when the database answers (the state was loaded at start, so caches are warm).
@@ -592,15 +594,7 @@ async fn aws_query(
         ),
     };
     let ns = if is_sts { sts::NS } else { iam::NS };
-    let facts = RequestFacts {
-        source_ip: Some(peer.ip().to_string()),
-        secure_transport: false,
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        now: now_ms(),
-    };
+    let facts = request_facts(&app, peer, &headers);
     let result = async {
         if action.is_empty() {
             return Err(AwsError::new(
@@ -663,6 +657,19 @@ async fn aws_query(
     }
 }
 
+/// What policies may test about the request itself: `aws:SourceIp`, `aws:SecureTransport`, …
+fn request_facts(app: &App, peer: SocketAddr, headers: &HeaderMap) -> RequestFacts {
+    RequestFacts {
+        source_ip: Some(peer.ip().to_string()),
+        secure_transport: app.tls,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        now: now_ms(),
+    }
+}
+
 /// The REST-JSON APIs: EKS's clusters and pod identity associations, and EKS Auth.
 async fn rest(
     AxumState(app): AxumState<App>,
@@ -676,15 +683,7 @@ async fn rest(
     let rid = request_id();
     let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let eks_auth = segments.get(2) == Some(&"assume-role-for-pod-identity");
-    let facts = RequestFacts {
-        source_ip: Some(peer.ip().to_string()),
-        secure_transport: false,
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        now: now_ms(),
-    };
+    let facts = request_facts(&app, peer, &headers);
     let result = async {
         let services: &[&str] = if eks_auth { &["eks-auth"] } else { &["eks"] };
         let caller = authenticate(&app.shared, &method, &uri, &headers, &body, services)?;
