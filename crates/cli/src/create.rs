@@ -18,6 +18,65 @@ pub enum CreateCommand {
     /// An EKS Pod Identity association: a role (created with the Pod Identity trust policy if it
     /// does not exist) for a ServiceAccount of a registered cluster.
     Podidentityassociation(PodIdentityAssociationArgs),
+    /// An IAM OIDC provider for a cluster's issuer (IRSA); with --jwks-file for an issuer podiam
+    /// cannot reach (`kubectl get --raw /openid/v1/jwks > jwks.json`).
+    Oidcprovider(OidcProviderArgs),
+}
+
+#[derive(Args)]
+pub struct OidcProviderArgs {
+    #[arg(long, env = "PODIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The issuer URL: the kube-apiserver's `--service-account-issuer`.
+    #[arg(long)]
+    url: String,
+    /// The issuer's JWKS, when podiam cannot fetch it from the issuer.
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+    /// Audiences accepted in tokens (`aud`).
+    #[arg(long = "client-id", default_value = "sts.amazonaws.com")]
+    client_ids: Vec<String>,
+}
+
+async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = crate::up::data_dir(args.data_dir);
+    let jwks = match &args.jwks_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?,
+        ),
+        None => None,
+    };
+    let names: Vec<String> = (1..=args.client_ids.len())
+        .map(|i| format!("ClientIDList.member.{i}"))
+        .collect();
+    let mut params: Vec<(&str, &str)> = vec![("Url", args.url.as_str())];
+    params.extend(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(args.client_ids.iter().map(String::as_str)),
+    );
+    if let Some(j) = &jwks {
+        params.push(("Jwks", j.as_str()));
+    }
+    let xml = iam_as_admin(&data_dir, "CreateOpenIDConnectProvider", &params).await?;
+    let arn = xml
+        .split("<OpenIDConnectProviderArn>")
+        .nth(1)
+        .and_then(|r| r.split("</OpenIDConnectProviderArn>").next())
+        .unwrap_or_default();
+    let keys = if jwks.is_some() {
+        "the given JWKS"
+    } else {
+        "the issuer's discovery document"
+    };
+    crate::emit(&format!("{arn}\n"))?;
+    eprintln!(
+        "registered {} (keys from {keys}; audiences: {})",
+        args.url,
+        args.client_ids.join(", ")
+    );
+    Ok(ExitCode::from(exit::OK))
 }
 
 #[derive(Args)]
@@ -152,6 +211,7 @@ pub fn run(cmd: CreateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CreateCommand::Iamserviceaccount(args) => runtime.block_on(create(args)),
         CreateCommand::Podidentityassociation(args) => runtime.block_on(create_association(args)),
+        CreateCommand::Oidcprovider(args) => runtime.block_on(create_oidc_provider(args)),
     }
 }
 
