@@ -290,6 +290,36 @@ def test_rejections_carry_the_right_codes(p, tmp):
         assert r.status == 200
 
 
+def test_a_cluster_issuer_registered_with_its_jwks(p, tmp):
+    """Story 3: a cluster whose issuer podiam cannot reach, registered with `kubectl get --raw
+    /openid/v1/jwks` output; here the other cluster is a second podiam, stopped before use."""
+    other_dir = tempfile.mkdtemp(prefix="podiam-cluster-")
+    try:
+        q = Podiam(other_dir).start()
+        with urllib.request.urlopen(q.endpoint + "/openid/v1/jwks", timeout=5) as r:
+            jwks = write(f"{tmp}/cluster-jwks.json", r.read().decode())
+        token = q.token("shop", "cart")
+        issuer = q.endpoint
+        q.stop()
+    finally:
+        shutil.rmtree(other_dir, ignore_errors=True)
+    out = p.podiam("create", "oidcprovider", "--url", issuer, "--jwks-file", jwks)
+    host = issuer.removeprefix("http://")
+    assert out.stdout.strip() == f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}", out.stdout
+    trust = trust_policy(host, sub="system:serviceaccount:shop:cart")
+    p.aws("iam", "create-role", "--role-name", "cart", "--assume-role-policy-document", trust)
+    deadline = time.time() + 10
+    while True:
+        try:
+            out = assume(p, token, role_arn=f"arn:aws:iam::{ACCOUNT}:role/cart")
+            break
+        except botocore.exceptions.ClientError as e:
+            # The CLI wrote the provider to the store; the server picks it up within a second.
+            assert time.time() < deadline, e
+            time.sleep(0.2)
+    assert out["Provider"] == issuer and out["SubjectFromWebIdentityToken"] == "system:serviceaccount:shop:cart"
+
+
 def test_simulate_principal_policy_answers_before_code_is_written(p, tmp):
     out = p.aws_json(
         "iam", "simulate-principal-policy", "--policy-source-arn", ROLE_ARN,
