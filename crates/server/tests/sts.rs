@@ -115,6 +115,11 @@ async fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(body).await.unwrap();
+    read_response(&mut s).await
+}
+
+/// Reads a whole `Connection: close` response: its status and body.
+async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
         .await
@@ -177,18 +182,7 @@ async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    read_response(&mut s).await
 }
 
 #[tokio::test]
