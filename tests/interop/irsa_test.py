@@ -19,7 +19,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-PODIAM = os.environ.get("PODIAM_BIN", "target/release/podiam")
+PODIAM = os.environ.get("PODIAM_BIN", "target/debug/podiam")
 ACCOUNT = "000000000000"
 
 

@@ -56,7 +56,7 @@ fn podiam_bin() -> PathBuf {
         let bin = PathBuf::from(bin);
         assert!(
             bin.is_file(),
-            "PODIAM_BIN={} does not exist; build it with `cargo build --release -p podiam-cli`",
+            "PODIAM_BIN={} does not exist; build it with `cargo build -p podiam-cli`",
             bin.display()
         );
         return bin;
@@ -76,7 +76,7 @@ fn podiam_bin() -> PathBuf {
         .max()
         .map(|(_, p)| p.clone())
         .unwrap_or_else(|| {
-            panic!("no podiam binary: set PODIAM_BIN or build one with `cargo build --release -p podiam-cli`")
+            panic!("no podiam binary: set PODIAM_BIN or build one with `cargo build -p podiam-cli`")
         })
 }
 

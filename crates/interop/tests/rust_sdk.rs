@@ -11,7 +11,7 @@
 //! `iam:ListRoles` is refused with `AccessDenied` by the role's policy.
 //!
 //! The `podiam` binary: `$PODIAM_BIN`, else the newest of `target/{debug,release}/podiam` (under
-//! `$CARGO_TARGET_DIR` too, when set). Build it first: `cargo build --release -p podiam-cli`.
+//! `$CARGO_TARGET_DIR` too, when set). Build it first: `cargo build -p podiam-cli`.
 
 #![allow(
     clippy::unwrap_used,
@@ -52,7 +52,7 @@ fn podiam_bin() -> PathBuf {
         let bin = PathBuf::from(bin);
         assert!(
             bin.is_file(),
-            "PODIAM_BIN={} does not exist; build it with `cargo build --release -p podiam-cli`",
+            "PODIAM_BIN={} does not exist; build it with `cargo build -p podiam-cli`",
             bin.display()
         );
         return bin;
@@ -73,7 +73,7 @@ fn podiam_bin() -> PathBuf {
         .map(|(_, p)| p.clone())
         .unwrap_or_else(|| {
             panic!(
-                "no podiam binary: set PODIAM_BIN or build one with `cargo build --release -p podiam-cli` (looked at {})",
+                "no podiam binary: set PODIAM_BIN or build one with `cargo build -p podiam-cli` (looked at {})",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
