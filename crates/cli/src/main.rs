@@ -17,6 +17,12 @@ mod token;
 mod up;
 mod webhook;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small strings across two
+/// worker threads, and glibc spent about a sixth of AssumeRoleWithWebIdentity's CPU in
+/// `_int_malloc`/`_int_free`/`malloc_consolidate` (BENCHMARKS.md has the before and after).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "podiam",
