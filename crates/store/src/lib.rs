@@ -19,9 +19,11 @@ use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+mod audit;
 mod master_key;
 pub mod model;
 
+pub use audit::{AuditFilter, AuditRow};
 pub use master_key::{MasterKey, MasterKeyError};
 pub use model::*;
 
@@ -56,8 +58,14 @@ pub enum StoreError {
 }
 
 /// Schema migrations, applied in order; the index + 1 is the version.
-const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_entities.sql")];
-const POSTGRES_MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_entities.sql")];
+const SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_entities.sql"),
+    include_str!("../migrations/sqlite/0002_audit_events.sql"),
+];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_entities.sql"),
+    include_str!("../migrations/postgres/0002_audit_events.sql"),
+];
 
 /// The PostgreSQL channel on which every committed write is announced.
 pub const NOTIFY_CHANNEL: &str = "podiam_state";
@@ -129,6 +137,14 @@ impl Store {
     }
 
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let store = Store::open_postgres_as_is(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to a PostgreSQL database without touching its schema: a reader such as
+    /// `podiam audit` must not migrate a database that older servers still run on.
+    pub async fn open_postgres_as_is(url: &str) -> Result<Store, StoreError> {
         let redacted = redact(url);
         let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Open {
             path: redacted.clone(),
@@ -143,12 +159,10 @@ impl Store {
                 path: redacted,
                 source,
             })?;
-        let store = Store {
+        Ok(Store {
             pool: Pool::Postgres(pool),
             master_key: None,
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     /// Seals secrets written from now on, and opens sealed ones when loading.

@@ -292,6 +292,115 @@ async fn secrets_are_sealed_at_rest_with_the_master_key() {
     }
 }
 
+fn audit_row(time_ms: i64, replica: &str, outcome: &str, role: Option<&str>) -> AuditRow {
+    AuditRow {
+        time_ms,
+        replica: replica.into(),
+        action: "AssumeRoleWithWebIdentity".into(),
+        outcome: outcome.into(),
+        role: role.map(|r| format!("arn:aws:iam::000000000000:role/{r}")),
+        subject: Some("system:serviceaccount:ns:sa".into()),
+        data: format!("{{\"time_ms\":{time_ms},\"outcome\":\"{outcome}\"}}"),
+    }
+}
+
+#[tokio::test]
+async fn audit_events_from_every_writer_are_queried_in_one_place() {
+    for b in backends().await {
+        let a = b.open().await;
+        let other = b.open().await;
+        a.append_audit(&[
+            audit_row(1_000, "a", "allowed", Some("app")),
+            audit_row(3_000, "a", "denied", Some("team/app")),
+        ])
+        .await
+        .unwrap();
+        other
+            .append_audit(&[
+                audit_row(2_000, "b", "error", Some("other")),
+                audit_row(4_000, "b", "denied", None),
+            ])
+            .await
+            .unwrap();
+        a.append_audit(&[]).await.unwrap();
+        let times = |rows: Vec<AuditRow>| rows.iter().map(|r| r.time_ms).collect::<Vec<_>>();
+
+        let all = a.query_audit(&AuditFilter::default()).await.unwrap();
+        assert_eq!(times(all.clone()), [1_000, 2_000, 3_000, 4_000]);
+        assert_eq!(all[0], audit_row(1_000, "a", "allowed", Some("app")));
+        assert_eq!(all[1].replica, "b");
+        let since = AuditFilter {
+            since_ms: Some(2_000),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            times(other.query_audit(&since).await.unwrap()),
+            [2_000, 3_000, 4_000]
+        );
+        // Every outcome but `allowed`, as `podiam audit --denied` reads the file.
+        let denied = AuditFilter {
+            denied_only: true,
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            times(a.query_audit(&denied).await.unwrap()),
+            [2_000, 3_000, 4_000]
+        );
+        // A role by name matches any path; by ARN only that ARN.
+        let role = |r: &str| AuditFilter {
+            role: Some(r.into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            times(a.query_audit(&role("app")).await.unwrap()),
+            [1_000, 3_000]
+        );
+        let arn = "arn:aws:iam::000000000000:role/team/app";
+        assert_eq!(times(a.query_audit(&role(arn)).await.unwrap()), [3_000]);
+        assert!(a.query_audit(&role("ap")).await.unwrap().is_empty());
+        // A limit keeps the newest, still oldest first.
+        let newest = AuditFilter {
+            limit: Some(2),
+            denied_only: true,
+            ..AuditFilter::default()
+        };
+        assert_eq!(times(a.query_audit(&newest).await.unwrap()), [3_000, 4_000]);
+
+        // A batch larger than one INSERT statement goes in whole.
+        let big: Vec<AuditRow> = (0..2_500)
+            .map(|i| audit_row(10_000 + i, "a", "allowed", Some("bulk")))
+            .collect();
+        a.append_audit(&big).await.unwrap();
+        let bulk = a.query_audit(&role("bulk")).await.unwrap();
+        assert_eq!(bulk, big, "{}", b.location());
+        a.close().await;
+        other.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_does_not_migrate_the_database() {
+    for b in backends().await {
+        let Backend::Postgres(url) = &b else { continue };
+        let reader = Store::open_postgres_as_is(url).await.unwrap();
+        let e = reader
+            .query_audit(&AuditFilter::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("reading audit events"), "{e}");
+        let server = b.open().await;
+        assert!(
+            reader
+                .query_audit(&AuditFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        server.close().await;
+        reader.close().await;
+    }
+}
+
 #[test]
 fn database_urls_are_redacted_in_messages() {
     assert_eq!(
