@@ -145,6 +145,7 @@ async fn bench_in(
         database_url: args.database_url.clone(),
         master_key: None,
         tls: None,
+        replica_name: None,
     })
     .await
     .context("cannot start the server")?;

@@ -37,6 +37,11 @@ pub struct ServerArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long, env = "PODIAM_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// This replica's name in the audit events it writes to the database (`podiam audit
+    /// --database-url` lists them all); default: the hostname, which on Kubernetes is the pod's
+    /// name. Give replicas that share a host different names.
+    #[arg(long, env = "PODIAM_REPLICA_NAME")]
+    replica_name: Option<String>,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -59,5 +64,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         database_url: args.database_url,
         master_key_file: args.master_key_file,
         tls: args.tls_cert.zip(args.tls_key),
+        replica_name: args.replica_name,
     })
 }

@@ -54,6 +54,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         database_url: None,
         master_key_file: None,
         tls: None,
+        replica_name: None,
     })
 }
 
@@ -69,6 +70,8 @@ pub struct Serve {
     pub master_key_file: Option<PathBuf>,
     /// Certificate and key PEM files for HTTPS, re-read when they change.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// This server's name in the audit events it writes to PostgreSQL.
+    pub replica_name: Option<String>,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -122,6 +125,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             database_url: args.database_url,
             master_key,
             tls,
+            replica_name: args.replica_name,
         })
         .await
         .with_context(|| format!("podiam could not start with data in `{}`", data_dir.display()))?;

@@ -1,25 +1,39 @@
 //! The audit trail: one JSON line per STS decision (and IAM denial), written off the request path.
 //!
-//! Requests hand events to a bounded channel and never wait; a writer task appends them in
+//! Requests hand events to a bounded channel and never wait; a writer thread appends them in
 //! batches to `audit.log` under the data directory. If the channel is full the event is counted
 //! as dropped rather than slowing the request (the count is logged).
+//!
+//! A server whose state is in PostgreSQL also sends each batch to the database's audit table,
+//! tagged with its replica name, so `podiam audit --database-url` lists every replica's events in
+//! one place. That happens on a task of its own behind a second bounded queue: a slow or absent
+//! database costs retries there, never a request and never a line of `audit.log`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use podiam_store::{AuditRow, Store};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use tokio::sync::mpsc;
 
 use crate::Ctx;
 use crate::error::AwsError;
+use crate::metrics::ResultLabels;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
     /// ISO 8601.
     pub time: String,
     pub request_id: String,
+    /// The server that wrote the event, when read back from the database (`audit.log` is one
+    /// server's own and leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub action: String,
     /// `allowed`, `denied` or `error`.
     pub outcome: String,
@@ -97,10 +111,12 @@ const BATCH: usize = 512;
 impl Audit {
     /// Starts the writer appending to `path`: one dedicated thread with a buffered file, fed by
     /// a bounded channel, flushing once per batch (no async file I/O on the runtime's threads).
-    pub fn start(path: PathBuf) -> Audit {
+    /// With `database`, each batch also goes to the store's audit table (see [`DatabaseSink`]).
+    pub fn start(path: PathBuf, database: Option<DatabaseSink>) -> Audit {
         let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL);
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_writer = Arc::clone(&dropped);
+        let mut database = database.and_then(DatabaseQueue::start);
         let spawned = std::thread::Builder::new()
             .name("podiam-audit".into())
             .spawn(move || {
@@ -117,14 +133,29 @@ impl Audit {
                     let mut n = 0;
                     let mut next = Some(first);
                     while let Some(e) = next {
-                        if serde_json::to_writer(&mut out, &e).is_ok() {
-                            let _ = out.write_all(b"\n");
+                        match &mut database {
+                            None => {
+                                if serde_json::to_writer(&mut out, &e).is_ok() {
+                                    let _ = out.write_all(b"\n");
+                                }
+                            }
+                            // The database keeps the very line the file gets.
+                            Some(db) => {
+                                if let Ok(line) = serde_json::to_string(&e) {
+                                    let _ = out.write_all(line.as_bytes());
+                                    let _ = out.write_all(b"\n");
+                                    db.push(e, line);
+                                }
+                            }
                         }
                         n += 1;
                         next = if n < BATCH { rx.try_recv().ok() } else { None };
                     }
                     if let Err(e) = out.flush() {
                         tracing::error!(error = %e, "cannot write the audit log");
+                    }
+                    if let Some(db) = &mut database {
+                        db.hand_over();
                     }
                     let d = dropped_writer.swap(0, Ordering::Relaxed);
                     if d > 0 {
@@ -158,3 +189,213 @@ impl Audit {
         }
     }
 }
+
+// === impl DatabaseSink ===
+
+/// The store's audit table as a second destination for audit events, named by replica.
+pub struct DatabaseSink {
+    store: Store,
+    replica: String,
+    events: Family<ResultLabels, Counter>,
+    retry: Retry,
+}
+
+/// How a batch the database refused is tried again.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Tries per batch, the first included.
+    pub attempts: u32,
+    /// Wait after the first failure, doubled after each further one.
+    pub first_delay: Duration,
+    /// Bound on one try (a database that hangs rather than refuses).
+    pub timeout: Duration,
+}
+
+impl Default for Retry {
+    /// 5 tries over about 8 s: a database restart or failover is ridden out, a long outage costs
+    /// only the events that arrive during it (they stay in `audit.log`).
+    fn default() -> Retry {
+        Retry {
+            attempts: 5,
+            first_delay: Duration::from_millis(500),
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Batches waiting for the database; past this the writer drops them from the database only.
+const DATABASE_QUEUE: usize = 64;
+/// After an outage, queued batches are written together, up to this many events per transaction.
+const COALESCE: usize = 4096;
+
+impl DatabaseSink {
+    /// The sink of a server: only when its state is in PostgreSQL. On SQLite (`podiam up`) the
+    /// data directory's `audit.log` is the whole trail and the request path stays as fast as it
+    /// was; the table exists there too but no server writes to it.
+    pub fn for_server(
+        shared: &crate::state::Shared,
+        replica: Option<String>,
+    ) -> Option<DatabaseSink> {
+        shared.store().is_postgres().then(|| {
+            DatabaseSink::new(
+                shared.store().clone(),
+                replica.unwrap_or_else(default_replica_name),
+                shared.metrics.audit_database_events.clone(),
+                Retry::default(),
+            )
+        })
+    }
+
+    pub fn new(
+        store: Store,
+        replica: String,
+        events: Family<ResultLabels, Counter>,
+        retry: Retry,
+    ) -> DatabaseSink {
+        DatabaseSink {
+            store,
+            replica,
+            events,
+            retry,
+        }
+    }
+
+    /// Writes queued batches until the writer thread is gone.
+    async fn run(self, mut rx: mpsc::Receiver<Vec<AuditRow>>) {
+        while let Some(mut batch) = rx.recv().await {
+            while batch.len() < COALESCE {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            self.write(&batch).await;
+        }
+    }
+
+    /// One batch, tried up to `retry.attempts` times; then given up (it is in `audit.log`).
+    async fn write(&self, batch: &[AuditRow]) {
+        let mut delay = self.retry.first_delay;
+        for attempt in 1..=self.retry.attempts {
+            let error = match tokio::time::timeout(
+                self.retry.timeout,
+                self.store.append_audit(batch),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    count(&self.events, "written", batch.len());
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", self.retry.timeout),
+            };
+            if attempt == self.retry.attempts {
+                tracing::error!(events = batch.len(), attempts = attempt, %error,
+                    "audit events not written to the database (they are in audit.log)");
+                break;
+            }
+            if attempt == 1 {
+                tracing::warn!(events = batch.len(), %error,
+                    "cannot write audit events to the database; retrying");
+            }
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2);
+        }
+        count(&self.events, "failed", batch.len());
+    }
+}
+
+fn count(events: &Family<ResultLabels, Counter>, result: &'static str, n: usize) {
+    events
+        .get_or_create(&ResultLabels { result })
+        .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+}
+
+/// The replica name when none is given: the host's name, which on Kubernetes is the pod's.
+pub fn default_replica_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "podiam".into())
+}
+
+/// The writer thread's side: rows of the batch being written, handed to the database task once
+/// the batch is in the file.
+struct DatabaseQueue {
+    tx: mpsc::Sender<Vec<AuditRow>>,
+    replica: String,
+    events: Family<ResultLabels, Counter>,
+    rows: Vec<AuditRow>,
+    /// Events dropped since the queue last had room (logged when it has again).
+    dropping: usize,
+}
+
+impl DatabaseQueue {
+    /// Spawns the database task on the current runtime.
+    fn start(sink: DatabaseSink) -> Option<DatabaseQueue> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("no async runtime: audit events go to audit.log only");
+            return None;
+        };
+        let (tx, rx) = mpsc::channel(DATABASE_QUEUE);
+        let queue = DatabaseQueue {
+            tx,
+            replica: sink.replica.clone(),
+            events: sink.events.clone(),
+            rows: Vec::with_capacity(BATCH),
+            dropping: 0,
+        };
+        runtime.spawn(sink.run(rx));
+        Some(queue)
+    }
+
+    fn push(&mut self, e: Event, line: String) {
+        let time_ms = podiam_policy::date::parse_date(&e.time).unwrap_or_else(crate::now_ms);
+        self.rows.push(AuditRow {
+            time_ms,
+            replica: self.replica.clone(),
+            action: e.action,
+            outcome: e.outcome,
+            role: e.role,
+            subject: e.subject,
+            data: line,
+        });
+    }
+
+    fn hand_over(&mut self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH));
+        match self.tx.try_send(rows) {
+            Ok(()) => {
+                if self.dropping > 0 {
+                    tracing::warn!(
+                        dropped = self.dropping,
+                        "the audit database queue has room again; the dropped events are only in audit.log"
+                    );
+                    self.dropping = 0;
+                }
+            }
+            Err(e) => {
+                let n = match e {
+                    mpsc::error::TrySendError::Full(rows)
+                    | mpsc::error::TrySendError::Closed(rows) => rows.len(),
+                };
+                if self.dropping == 0 {
+                    tracing::warn!(
+                        "the audit database queue is full (the database is slow or down): events go only to audit.log until it drains"
+                    );
+                }
+                self.dropping += n;
+                count(&self.events, "dropped", n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -87,6 +87,8 @@ pub struct Options {
     pub master_key: Option<podiam_store::MasterKey>,
     /// Serve HTTPS with this configuration (its certificate resolver may reload from files).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Names this server in the audit events it writes to PostgreSQL; by default the hostname.
+    pub replica_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +218,10 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
     let (config_file, credentials_file) = write_aws_files(dir, &state, &config, &endpoint)?;
     let account_id = config.account_id.clone();
     let shared = Arc::new(Shared::new(config, store, state)?);
-    let audit = Audit::start(dir.join("audit.log"));
+    let audit = Audit::start(
+        dir.join("audit.log"),
+        audit::DatabaseSink::for_server(&shared, options.replica_name.clone()),
+    );
     tokio::spawn(watch_store(Arc::clone(&shared)));
     let mut app = router(Arc::clone(&shared), audit, options.tls.is_some());
     if bench_noop {

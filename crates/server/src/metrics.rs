@@ -26,6 +26,11 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DenialLabels {
     pub action: String,
     pub reason: String,
@@ -39,6 +44,9 @@ pub struct Metrics {
     pub denials: Family<DenialLabels, Counter>,
     pub store_writes: Counter,
     pub cache_reloads: Counter,
+    /// Audit events sent to the database: `written`, `failed` (after retries), `dropped` (the
+    /// queue was full). Every one of them is in `audit.log` either way.
+    pub audit_database_events: Family<ResultLabels, Counter>,
 }
 
 /// The codes that mean "refused" rather than "broken".
@@ -110,6 +118,12 @@ impl Metrics {
             "Reloads of the in-memory state after writes elsewhere",
             cache_reloads.clone(),
         );
+        let audit_database_events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "audit_database_events",
+            "Audit events sent to the database, by result (all of them are in audit.log)",
+            audit_database_events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -118,6 +132,7 @@ impl Metrics {
             denials,
             store_writes,
             cache_reloads,
+            audit_database_events,
         }
     }
 

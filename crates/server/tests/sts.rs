@@ -34,6 +34,7 @@ async fn fixture() -> Fixture {
         database_url: None,
         master_key: None,
         tls: None,
+        replica_name: None,
     })
     .await
     .unwrap();

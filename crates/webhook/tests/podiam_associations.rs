@@ -80,6 +80,7 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         database_url: None,
         master_key: None,
         tls: None,
+        replica_name: None,
     })
     .await
     .unwrap();

@@ -1,0 +1,144 @@
+//! The writer → store path: batches reach `audit.log` and the audit table; a failing database
+//! costs retries and a counter, never a line of the file.
+
+use super::*;
+use crate::metrics::Metrics;
+use podiam_store::AuditFilter;
+
+fn event(i: usize, outcome: &str) -> Event {
+    Event {
+        time: "2026-01-02T03:04:05Z".into(),
+        request_id: format!("req-{i}"),
+        action: "AssumeRoleWithWebIdentity".into(),
+        outcome: outcome.into(),
+        role: Some("arn:aws:iam::000000000000:role/app".into()),
+        subject: Some("system:serviceaccount:ns:sa".into()),
+        ..Event::default()
+    }
+}
+
+/// Polls `check` until it holds; the writer is a thread and the database real, so no virtual time.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn file_lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A writer with a SQLite store as its database, named `replica-a`.
+struct Writer {
+    dir: tempfile::TempDir,
+    store: Store,
+    metrics: Metrics,
+    audit: Audit,
+}
+
+impl Writer {
+    async fn start(retry: Retry, store_closed: bool) -> Writer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("podiam.db"))
+            .await
+            .unwrap();
+        if store_closed {
+            store.close().await;
+        }
+        let metrics = Metrics::new();
+        let sink = DatabaseSink::new(
+            store.clone(),
+            "replica-a".into(),
+            metrics.audit_database_events.clone(),
+            retry,
+        );
+        let audit = Audit::start(dir.path().join("audit.log"), Some(sink));
+        Writer {
+            dir,
+            store,
+            metrics,
+            audit,
+        }
+    }
+
+    fn log(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.log")
+    }
+}
+
+#[tokio::test]
+async fn each_batch_reaches_the_file_and_the_table_with_the_replica_name() {
+    let w = Writer::start(Retry::default(), false).await;
+    let (store, metrics, audit, log) = (&w.store, &w.metrics, &w.audit, w.log());
+    let events = [event(0, "allowed"), event(1, "denied"), event(2, "allowed")];
+    for e in &events {
+        audit.record(e.clone());
+    }
+    eventually("3 rows in the table", async || {
+        store
+            .query_audit(&AuditFilter::default())
+            .await
+            .unwrap()
+            .len()
+            == 3
+    })
+    .await;
+    let rows = store.query_audit(&AuditFilter::default()).await.unwrap();
+    // The file is as it always was (no replica field); the table keeps the same lines.
+    let lines = file_lines(&log);
+    assert_eq!(lines.len(), 3);
+    for ((row, line), e) in rows.iter().zip(&lines).zip(&events) {
+        assert_eq!(line, &serde_json::to_string(e).unwrap());
+        assert_eq!(&row.data, line);
+        assert_eq!(row.replica, "replica-a");
+        assert_eq!(row.outcome, e.outcome);
+        assert_eq!(row.role, e.role);
+        assert_eq!(
+            Some(row.time_ms),
+            podiam_policy::date::parse_date("2026-01-02T03:04:05Z")
+        );
+    }
+    let denied = AuditFilter {
+        denied_only: true,
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.query_audit(&denied).await.unwrap().len(), 1);
+    eventually("the written counter", async || {
+        metrics
+            .render()
+            .contains("podiam_audit_database_events_total{result=\"written\"} 3")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_database_costs_retries_and_a_count_never_a_file_line() {
+    let retry = Retry {
+        attempts: 3,
+        first_delay: Duration::from_millis(1),
+        timeout: Duration::from_secs(5),
+    };
+    let w = Writer::start(retry, true).await;
+    let (audit, metrics, log) = (&w.audit, &w.metrics, w.log());
+    audit.record(event(0, "allowed"));
+    audit.record(event(1, "denied"));
+    eventually("both lines in the file", async || {
+        file_lines(&log).len() == 2
+    })
+    .await;
+    eventually("the failed counter", async || {
+        metrics
+            .render()
+            .contains("podiam_audit_database_events_total{result=\"failed\"} 2")
+    })
+    .await;
+    // The writer is still alive after giving up on the database.
+    audit.record(event(2, "allowed"));
+    eventually("the next line", async || file_lines(&log).len() == 3).await;
+}
