@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +34,19 @@ TRUST = json.dumps(
 
 
 class Replica:
-    def __init__(self, name, url, key_file, root):
+    def __init__(self, name, url, key_file, root, replica_name=None):
         self.name, self.url, self.key_file = name, url, key_file
+        # Without --replica-name a server names itself by the hostname.
+        self.replica_name = replica_name
         self.data_dir = os.path.join(root, name)
         os.makedirs(self.data_dir, exist_ok=True)
         self.proc = None
 
     def start(self):
+        named = ["--replica-name", self.replica_name] if self.replica_name else []
         self.proc = subprocess.Popen(
             [PODIAM, "server", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, "--database-url", self.url,
-             "--master-key-file", self.key_file, "--issuer-url", ISSUER],
+             "--master-key-file", self.key_file, "--issuer-url", ISSUER, *named],
             stdout=subprocess.PIPE, stderr=open(os.path.join(self.data_dir, "server.log"), "ab"), text=True,
         )
         first = self.proc.stdout.readline()
@@ -126,6 +130,74 @@ def test_concurrent_create_role_of_one_name_yields_exactly_one_success(a, b):
         assert sorted(results) == ["EntityAlreadyExists"] * 3 + ["ok"], results
 
 
+def podiam(*args, env=None):
+    return subprocess.run([PODIAM, *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
+
+
+def test_one_audit_query_lists_every_replicas_events(a, b):
+    host = ISSUER.removeprefix("https://")
+    trust = json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:audit:app"}},
+        }],
+    })
+    a.client("iam").create_role(RoleName="audit-app", AssumeRolePolicyDocument=trust)
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/audit-app"
+    # The CLI signs tokens with the built-in issuer's key from the shared database.
+    in_pod = {"PODIAM_DATABASE_URL": a.url, "PODIAM_MASTER_KEY_FILE": a.key_file}
+    token = podiam("token", "create", "--namespace", "audit", "--service-account", "app", env=in_pod).stdout
+    intruder = podiam("token", "create", "--namespace", "audit", "--service-account", "intruder", env=in_pod).stdout
+
+    def assume(replica, tok, session):
+        sts = boto3.client("sts", endpoint_url=replica.endpoint, region_name="us-east-1", aws_access_key_id="unused",
+                           aws_secret_access_key="unused", config=Config(retries={"max_attempts": 1}))
+        return sts.assume_role_with_web_identity(RoleArn=role_arn, RoleSessionName=session, WebIdentityToken=tok)
+
+    assume(a, token, "via-a")
+    deadline = time.time() + 5
+    while True:
+        try:
+            assume(b, token, "via-b")
+            break
+        except botocore.exceptions.ClientError:
+            assert time.time() < deadline, "replica B did not see the role"
+            time.sleep(0.05)
+    try:
+        assume(b, intruder, "intruder")
+        raise AssertionError("the intruder's token was accepted")
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDenied", e.response
+
+    def audit(*extra, env=None):
+        out = podiam("audit", "--role", "audit-app", "--output", "json", *extra, env=env).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    # Each replica writes its batches off the request path: wait for them.
+    deadline = time.time() + 15
+    while True:
+        events = audit("--database-url", a.url)
+        allowed = [e for e in events if e["outcome"] == "allowed"]
+        if len(allowed) == 2 and len(events) == 3:
+            break
+        assert time.time() < deadline, f"the audit table lacks events: {events}"
+        time.sleep(0.1)
+    hostname = socket.gethostname()
+    assert sorted((e["replica"], e["session_name"]) for e in allowed) == sorted([("replica-a", "via-a"), (hostname, "via-b")]), allowed
+    # --denied, with the URL from the environment as inside a server pod.
+    denied = audit("--denied", env={"PODIAM_DATABASE_URL": a.url})
+    assert [(e["replica"], e["service_account"], e["code"]) for e in denied] == [(hostname, "intruder", "AccessDenied")], denied
+    text = podiam("audit", "--database-url", a.url, "--role", "audit-app", "--denied").stdout
+    assert text.startswith("TIME                  REPLICA") and hostname in text and "audit/intruder" in text, text
+    # A replica's own audit.log is as before: its events only, no replica field.
+    own = podiam("audit", "--data-dir", a.data_dir, "--role", "audit-app", "--output", "json").stdout.splitlines()
+    assert [json.loads(line)["session_name"] for line in own] == ["via-a"], own
+    assert all("replica" not in json.loads(line) for line in own), own
+
+
 def test_killing_a_mid_write_loses_nothing_acknowledged(a, b):
     acknowledged = []
     stop = threading.Event()
@@ -172,7 +244,7 @@ def main():
     key_file = os.path.join(root, "master.key")
     with open(key_file, "wb") as f:
         f.write(os.urandom(32))
-    a = Replica("a", db_url, key_file, root).start()
+    a = Replica("a", db_url, key_file, root, replica_name="replica-a").start()
     b = Replica("b", db_url, key_file, root).start()
     passed = failed = 0
     try:

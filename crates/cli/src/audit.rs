@@ -1,4 +1,5 @@
-//! `podiam audit`: who assumed which role, from the audit log under the data directory.
+//! `podiam audit`: who assumed which role, from the audit log under the data directory, or from
+//! the audit table every `podiam server` on one PostgreSQL database writes (all replicas at once).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use podiam_server::audit::Event;
+use podiam_store::{AuditFilter, Store};
 
 use crate::exit;
 use crate::policy::Output;
@@ -14,6 +16,10 @@ use crate::policy::Output;
 pub struct AuditArgs {
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Read the events of every server on this PostgreSQL database (`postgres://…`), with the
+    /// replica that wrote each, instead of the data directory's audit.log.
+    #[arg(long, env = "PODIAM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Only events this recent: `30m`, `24h`, `7d`.
     #[arg(long)]
     since: Option<String>,
@@ -23,6 +29,9 @@ pub struct AuditArgs {
     /// Only refusals.
     #[arg(long)]
     denied: bool,
+    /// Only the most recent N of the matching events.
+    #[arg(long)]
+    limit: Option<u32>,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -47,13 +56,7 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let path = crate::up::data_dir(args.data_dir).join("audit.log");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
-    };
-    let cutoff = match &args.since {
+    let since_ms = match &args.since {
         Some(s) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -62,21 +65,19 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let events: Vec<Event> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
-        .filter(|e| {
-            cutoff.is_none_or(|c| podiam_policy::date::parse_date(&e.time).is_some_and(|t| t >= c))
-        })
-        .filter(|e| !args.denied || e.outcome != "allowed")
-        .filter(|e| {
-            args.role.as_deref().is_none_or(|r| {
-                e.role
-                    .as_deref()
-                    .is_some_and(|role| role == r || role.rsplit('/').next() == Some(r))
-            })
-        })
-        .collect();
+    let filter = AuditFilter {
+        since_ms,
+        role: args.role,
+        denied_only: args.denied,
+        limit: args.limit,
+    };
+    let (events, from_database) = match args.database_url.filter(|u| !u.is_empty()) {
+        Some(url) => (from_database(&url, &filter)?, true),
+        None => (
+            from_file(&crate::up::data_dir(args.data_dir), &filter)?,
+            false,
+        ),
+    };
     match args.output {
         Output::Json => {
             let mut out = String::new();
@@ -86,39 +87,190 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             }
             crate::emit(&out)?;
         }
-        Output::Text => {
-            let mut out = String::from(
-                "TIME                  OUTCOME  ACTION                     ROLE                 NAMESPACE/SERVICEACCOUNT     POD                  TOKEN AGE  SOURCE           REASON\n",
-            );
-            for e in &events {
-                let who = match (&e.namespace, &e.service_account) {
-                    (Some(n), Some(s)) => format!("{n}/{s}"),
-                    _ => e.subject.clone().unwrap_or_else(|| "-".into()),
-                };
-                let age = match e.token_age_seconds {
-                    Some(a) if a > STALE_TOKEN_SECONDS => format!("{a}s STALE"),
-                    Some(a) => format!("{a}s"),
-                    None => "-".into(),
-                };
-                let role = e
-                    .role
-                    .as_deref()
-                    .map_or("-", |r| r.rsplit('/').next().unwrap_or(r));
-                out.push_str(&format!(
-                    "{:<21} {:<8} {:<26} {:<20} {:<28} {:<20} {:<10} {:<16} {}\n",
-                    e.time,
-                    e.outcome,
-                    e.action,
-                    role,
-                    who,
-                    e.pod.as_deref().unwrap_or("-"),
-                    age,
-                    e.source_ip.as_deref().unwrap_or("-"),
-                    e.reason.as_deref().unwrap_or("")
-                ));
-            }
-            crate::emit(&out)?;
-        }
+        Output::Text => crate::emit(&text(&events, from_database))?,
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+/// This machine's server: `audit.log` under the data directory.
+fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result<Vec<Event>> {
+    let path = data_dir.join("audit.log");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    };
+    let mut events: Vec<Event> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        .filter(|e| {
+            filter
+                .since_ms
+                .is_none_or(|c| podiam_policy::date::parse_date(&e.time).is_some_and(|t| t >= c))
+        })
+        .filter(|e| !filter.denied_only || e.outcome != "allowed")
+        .filter(|e| {
+            filter.role.as_deref().is_none_or(|r| {
+                e.role
+                    .as_deref()
+                    .is_some_and(|role| role == r || role.rsplit('/').next() == Some(r))
+            })
+        })
+        .collect();
+    if let Some(n) = filter.limit {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        events.drain(..events.len().saturating_sub(n));
+    }
+    Ok(events)
+}
+
+/// Every replica's events, from the audit table of the servers' PostgreSQL database. Only
+/// servers on PostgreSQL write that table: a server on SQLite (`podiam up`) keeps its trail in
+/// audit.log, so a SQLite location is refused rather than read as an empty table.
+fn from_database(url: &str, filter: &AuditFilter) -> anyhow::Result<Vec<Event>> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--database-url takes a postgres:// URL; a server on SQLite keeps its audit trail in audit.log (`podiam audit --data-dir DIR`)"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let rows = runtime.block_on(async {
+        // No migration: a reader must not change the schema under the servers.
+        let store = Store::open_postgres_as_is(url).await?;
+        let rows = store.query_audit(filter).await;
+        store.close().await;
+        rows
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let mut e = serde_json::from_str::<Event>(&row.data).ok()?;
+            e.replica = Some(row.replica);
+            Some(e)
+        })
+        .collect())
+}
+
+fn text(events: &[Event], with_replica: bool) -> String {
+    let mut out = String::from(if with_replica {
+        "TIME                  REPLICA              "
+    } else {
+        "TIME                  "
+    });
+    out.push_str(
+        "OUTCOME  ACTION                     ROLE                 NAMESPACE/SERVICEACCOUNT     POD                  TOKEN AGE  SOURCE           REASON\n",
+    );
+    for e in events {
+        let who = match (&e.namespace, &e.service_account) {
+            (Some(n), Some(s)) => format!("{n}/{s}"),
+            _ => e.subject.clone().unwrap_or_else(|| "-".into()),
+        };
+        let age = match e.token_age_seconds {
+            Some(a) if a > STALE_TOKEN_SECONDS => format!("{a}s STALE"),
+            Some(a) => format!("{a}s"),
+            None => "-".into(),
+        };
+        let role = e
+            .role
+            .as_deref()
+            .map_or("-", |r| r.rsplit('/').next().unwrap_or(r));
+        out.push_str(&format!("{:<21} ", e.time));
+        if with_replica {
+            out.push_str(&format!("{:<20} ", e.replica.as_deref().unwrap_or("-")));
+        }
+        out.push_str(&format!(
+            "{:<8} {:<26} {:<20} {:<28} {:<20} {:<10} {:<16} {}\n",
+            e.outcome,
+            e.action,
+            role,
+            who,
+            e.pod.as_deref().unwrap_or("-"),
+            age,
+            e.source_ip.as_deref().unwrap_or("-"),
+            e.reason.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(time: &str, outcome: &str, role: &str) -> Event {
+        Event {
+            time: time.into(),
+            action: "AssumeRoleWithWebIdentity".into(),
+            outcome: outcome.into(),
+            role: Some(format!("arn:aws:iam::000000000000:role/{role}")),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn the_file_takes_the_same_filters_as_the_table() {
+        // No tempfile dependency for one test: a directory of our own under the temp dir.
+        let dir = std::env::temp_dir().join(format!("podiam-audit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: String = [
+            event("2026-01-01T00:00:01Z", "allowed", "app"),
+            event("2026-01-01T00:00:02Z", "denied", "team/app"),
+            event("2026-01-01T00:00:03Z", "error", "other"),
+        ]
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+        std::fs::write(dir.join("audit.log"), lines + "not json\n").unwrap();
+        let times = |filter: AuditFilter| -> Vec<String> {
+            from_file(&dir, &filter)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.time[17..19].to_string())
+                .collect()
+        };
+        assert_eq!(times(AuditFilter::default()), ["01", "02", "03"]);
+        let role = |r: &str| AuditFilter {
+            role: Some(r.into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(times(role("app")), ["01", "02"]);
+        assert_eq!(
+            times(role("arn:aws:iam::000000000000:role/team/app")),
+            ["02"]
+        );
+        let newest_refusal = AuditFilter {
+            denied_only: true,
+            limit: Some(1),
+            ..AuditFilter::default()
+        };
+        assert_eq!(times(newest_refusal), ["03"]);
+        let since = AuditFilter {
+            since_ms: podiam_policy::date::parse_date("2026-01-01T00:00:02Z"),
+            ..AuditFilter::default()
+        };
+        assert_eq!(times(since), ["02", "03"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_replica_column_shows_only_for_the_table() {
+        let mut e = event("2026-01-01T00:00:01Z", "allowed", "app");
+        assert!(text(std::slice::from_ref(&e), false).starts_with("TIME                  OUTCOME"));
+        e.replica = Some("podiam-server-0".into());
+        let table = text(&[e], true);
+        assert!(table.starts_with("TIME                  REPLICA              OUTCOME"));
+        assert!(
+            table.contains("2026-01-01T00:00:01Z  podiam-server-0      allowed"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_sqlite_location_is_refused_with_advice() {
+        let e = from_database("/var/lib/podiam/podiam.db", &AuditFilter::default()).unwrap_err();
+        assert!(e.to_string().contains("audit.log"), "{e}");
+    }
 }
