@@ -47,7 +47,7 @@ pub mod jwt;
 pub mod session;
 pub mod sigv4;
 
-pub use clock::{Clock, FixedClock, Rng, RngError, SystemClock, SystemRng};
+pub use clock::{Clock, FixedClock, PrefetchedRng, Rng, RngError, SystemClock, SystemRng};
 pub use credentials::{
     AccessKey, AccessKeyId, AccessKeyKind, SecretAccessKey, TemporaryCredentials, UniqueIdPrefix,
 };

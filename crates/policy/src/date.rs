@@ -120,12 +120,26 @@ pub fn format_date(millis: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
+    }
+    // Written digit by digit: this runs several times per STS request, and `format!` with
+    // padding costs more than the calendar arithmetic.
+    let mut out = *b"0000-00-00T00:00:00Z";
+    let put = |out: &mut [u8; 20], at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut out, 0, 4, y);
+    put(&mut out, 5, 2, m);
+    put(&mut out, 8, 2, d);
+    put(&mut out, 11, 2, hh);
+    put(&mut out, 14, 2, mm);
+    put(&mut out, 17, 2, ss);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -162,5 +176,10 @@ mod tests {
         ] {
             assert_eq!(format_date(parse_date(s).unwrap()), s);
         }
+        assert_eq!(format_date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_date(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(format_date(-1000), "1969-12-31T23:59:59Z");
+        assert_eq!(format_date(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert_eq!(format_date(253_402_300_800_000), "10000-01-01T00:00:00Z");
     }
 }

@@ -1066,12 +1066,17 @@ async fn delete_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
 
 /// `https://host/path` → `host/path`, the form used in provider ARNs and condition keys.
 pub fn provider_id(url: &str) -> Option<String> {
+    provider_key(url).map(str::to_string)
+}
+
+/// [`provider_id`] borrowed from `url`.
+pub fn provider_key(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .unwrap_or(url);
     let rest = rest.trim_end_matches('/');
-    (!rest.is_empty() && !rest.contains(['?', '#', ' '])).then(|| rest.to_string())
+    (!rest.is_empty() && !rest.contains(['?', '#', ' '])).then_some(rest)
 }
 
 fn thumbprint_rule(t: &[&str]) -> Result<(), AwsError> {

@@ -560,9 +560,41 @@ fn json_response(v: &impl serde::Serialize) -> Response {
     }
 }
 
+/// A request ID in AWS's form (a version 4 UUID). IDs must be unique, not secret: a random
+/// per-process base with a counter mixed into its low half (SplitMix64, a bijection, so no two
+/// requests of a process share one) costs no system call per request.
 fn request_id() -> String {
-    podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
-        .unwrap_or_else(|_| "00000000-0000-4000-8000-000000000000".into())
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<[u8; 16]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let base = BASE.get_or_init(|| {
+        let mut b = [0u8; 16];
+        let _ = podiam_identity::Rng::fill(&podiam_identity::SystemRng, &mut b);
+        b
+    });
+    let mut z = COUNTER
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut b = *base;
+    for (dst, src) in b[8..].iter_mut().zip(z.to_be_bytes()) {
+        *dst ^= src;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response {
@@ -915,5 +947,22 @@ fn authenticate(
         AccessKeyKind::Unknown => Err(invalid_client_token(
             "The security token included in the request is invalid.",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = super::request_id();
+            let b = id.as_bytes();
+            assert_eq!(id.len(), 36, "{id}");
+            assert!([8, 13, 18, 23].iter().all(|&i| b[i] == b'-'), "{id}");
+            assert_eq!(b[14], b'4', "version nibble: {id}");
+            assert!(matches!(b[19], b'8' | b'9' | b'a' | b'b'), "variant: {id}");
+            assert!(seen.insert(id));
+        }
     }
 }

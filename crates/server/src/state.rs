@@ -34,8 +34,9 @@ pub struct Shared {
     pub verified_tokens: crate::tokens::VerifiedTokens,
 }
 
-/// Compiled documents by kind and text.
-type CompiledCache = HashMap<(PolicyKindKey, Arc<str>), Arc<Policy>>;
+/// Compiled documents by kind (index: `PolicyKindKey as usize`) and text. Looked up by `&str`,
+/// so a hit copies nothing.
+type CompiledCache = [HashMap<Arc<str>, Arc<Policy>>; 3];
 
 /// `PolicyKind` as a map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,7 +68,7 @@ impl Shared {
             store,
             state: RwLock::new(Arc::new(state)),
             writer: tokio::sync::Mutex::new(()),
-            compiled: RwLock::new(HashMap::new()),
+            compiled: RwLock::new(Default::default()),
             keys: RwLock::new(Arc::new(keys)),
             remote: crate::jwks::JwksCache::new(),
             metrics: crate::metrics::Metrics::new(),
@@ -191,19 +192,20 @@ impl Shared {
         kind: PolicyKind,
         source_id: &str,
     ) -> Result<Arc<Policy>, AwsError> {
-        let key = (PolicyKindKey::from(kind), Arc::<str>::from(document));
+        let slot = PolicyKindKey::from(kind) as usize;
         if let Ok(cache) = self.compiled.read()
-            && let Some(p) = cache.get(&key)
+            && let Some(p) = cache[slot].get(document)
             && p.source_id == source_id
         {
             return Ok(Arc::clone(p));
         }
         let policy = Arc::new(Policy::parse(document, kind)?.with_source_id(source_id));
         if let Ok(mut cache) = self.compiled.write() {
-            if cache.len() >= COMPILED_CACHE_MAX {
-                cache.clear();
+            let map = &mut cache[slot];
+            if map.len() >= COMPILED_CACHE_MAX {
+                map.clear();
             }
-            cache.insert(key, Arc::clone(&policy));
+            map.insert(Arc::from(document), Arc::clone(&policy));
         }
         Ok(policy)
     }

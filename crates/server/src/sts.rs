@@ -9,7 +9,7 @@ use podiam_identity::credentials::{
 };
 use podiam_identity::jwt::{JwtError, UnverifiedJwt};
 use podiam_identity::session::{SessionSource, SessionTag};
-use podiam_identity::{Clock, SessionClaims, SystemClock, SystemRng, Validation};
+use podiam_identity::{Clock, PrefetchedRng, SessionClaims, SystemClock, SystemRng, Validation};
 use podiam_policy::{
     Context, Policy, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate_trust,
     evaluate_with_trace,
@@ -20,7 +20,7 @@ use crate::Ctx;
 use crate::audit::Event;
 use crate::auth::{Caller, caller_context, caller_policies, millis};
 use crate::error::AwsError;
-use crate::iam::{date, provider_id};
+use crate::iam::{date, provider_key};
 use crate::query::Params;
 use crate::xml::Xml;
 
@@ -162,7 +162,10 @@ pub(crate) struct NewSession<'a> {
 pub(crate) fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
     let now =
         SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ctx.facts.now).unwrap_or(0));
-    let creds = mint_temporary_credentials(&SystemRng, now, s.duration)
+    // Key ID (16 bytes), secret (30) and the token's nonce (12) from one draw.
+    let rng = PrefetchedRng::<_, 64>::new(&SystemRng)
+        .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
+    let creds = mint_temporary_credentials(&rng, now, s.duration)
         .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
     let claims = SessionClaims {
         access_key_id: creds.access_key_id,
@@ -186,20 +189,20 @@ pub(crate) fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError>
         .shared
         .keys()
         .sessions
-        .seal(&claims, &SystemRng)
+        .seal(&claims, &rng)
         .map_err(|e| AwsError::internal(format!("could not seal the session token: {e}")))?;
     Ok(Minted { claims, token })
 }
 
 fn credentials_xml(x: &mut Xml, m: &Minted) {
     x.start("Credentials")
-        .text("AccessKeyId", m.claims.access_key_id.as_str())
-        .text(
+        .text_plain("AccessKeyId", m.claims.access_key_id.as_str())
+        .text_plain(
             "SecretAccessKey",
             m.claims.secret_access_key.expose_secret(),
         )
-        .text("SessionToken", &m.token)
-        .text("Expiration", &date(millis(m.claims.expires_at)))
+        .text_plain("SessionToken", &m.token)
+        .text_plain("Expiration", &date(millis(m.claims.expires_at)))
         .end();
     x.start("AssumedRoleUser")
         .text(
@@ -240,41 +243,60 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     event.role = Some(role_arn.to_string());
     event.session_name = Some(session_name.to_string());
     let result = async {
-        let unverified = UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
-            .map_err(|e| jwt_error(&e))?;
-        let claimed = unverified.unverified_claims();
-        let iss = claimed
-            .issuer()
-            .ok_or_else(|| invalid_identity_token("The token has no `iss` claim"))?
-            .to_string();
+        // A pod's SDK presents the same projected token on every refresh: a token verified
+        // before skips parsing and the signature check (if its key set is still current).
+        let fingerprint = crate::tokens::fingerprint(token);
+        let cached = ctx.shared.verified_tokens.get(&fingerprint);
+        let unverified = match &cached {
+            Some(_) => None,
+            None => Some(
+                UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
+                    .map_err(|e| jwt_error(&e))?,
+            ),
+        };
+        let iss = match (&cached, &unverified) {
+            (Some(hit), _) => hit.claims.issuer(),
+            (None, Some(u)) => u.unverified_claims().issuer(),
+            (None, None) => None,
+        }
+        .ok_or_else(|| invalid_identity_token("The token has no `iss` claim"))?
+        .to_string();
         event.issuer = Some(iss.clone());
-        event.subject = claimed.subject().map(str::to_string);
+        event.subject = match (&cached, &unverified) {
+            (Some(hit), _) => hit.claims.subject(),
+            (None, Some(u)) => u.unverified_claims().subject(),
+            (None, None) => None,
+        }
+        .map(str::to_string);
         let state = ctx.shared.snapshot();
-        let id = provider_id(&iss)
+        let id = provider_key(&iss)
             .ok_or_else(|| invalid_identity_token(format!("Issuer `{iss}` is not a URL")))?;
         let provider = state
             .oidc_providers
             .values()
-            .find(|o| provider_id(&o.url).as_deref() == Some(id.as_str()))
+            .find(|o| provider_key(&o.url) == Some(id))
             .ok_or_else(|| {
                 invalid_identity_token(format!(
                     "No OpenIDConnect provider found in your account for {iss}"
                 ))
-            })?
-            .clone();
-        let role = role_by_arn(&state, role_arn, action)?.clone();
-        let mut jwks = provider_jwks(ctx, &provider).await?;
-        let validation = Validation::new(iss.clone(), provider.client_ids.iter().cloned());
-        let fingerprint = crate::tokens::fingerprint(token);
+            })?;
+        let role = role_by_arn(&state, role_arn, action)?;
+        let mut jwks = provider_jwks(ctx, provider).await?;
         let now_s = ctx.facts.now / 1000;
-        let claims = match ctx.shared.verified_tokens.get(&fingerprint, &jwks) {
+        let claims = match cached {
             // Verified before with these very keys: only the time and audience checks remain.
-            Some(claims) => {
-                crate::tokens::recheck(&claims, &provider.client_ids, now_s)
+            Some(hit) if hit.is_current(&jwks) => {
+                crate::tokens::recheck(&hit.claims, &provider.client_ids, now_s)
                     .map_err(|e| jwt_error(&e))?;
-                claims
+                hit.claims
             }
-            None => {
+            _ => {
+                let unverified = match unverified {
+                    Some(u) => u,
+                    None => UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
+                        .map_err(|e| jwt_error(&e))?,
+                };
+                let validation = Validation::new(iss.clone(), provider.client_ids.iter().cloned());
                 let verified = match unverified.verify(&jwks, &validation, &SystemClock) {
                     // AWS re-fetches the keys once when a token names a key it does not know
                     // (rotation).
@@ -371,7 +393,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
                 &trust,
                 &principal,
                 a,
-                &role,
+                role,
                 &context,
                 &PolicySet::default(),
                 &mut event,
@@ -389,7 +411,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         let minted = mint(
             ctx,
             NewSession {
-                role: &role,
+                role,
                 session_name,
                 duration,
                 tags: tags

@@ -22,6 +22,20 @@ struct Entry {
     exp: i64,
 }
 
+/// A cache hit.
+pub struct Verified {
+    pub claims: Arc<Claims>,
+    jwks: Arc<Jwks>,
+}
+
+impl Verified {
+    /// Whether `current` is the very key set that verified the token (not merely an equal one:
+    /// any reload of the keys starts over).
+    pub fn is_current(&self, current: &Arc<Jwks>) -> bool {
+        Arc::ptr_eq(&self.jwks, current)
+    }
+}
+
 #[derive(Default)]
 pub struct VerifiedTokens {
     entries: Mutex<HashMap<[u8; 32], Entry>>,
@@ -35,11 +49,15 @@ pub fn fingerprint(token: &str) -> [u8; 32] {
 }
 
 impl VerifiedTokens {
-    /// The claims of a token verified earlier with this same key set, if any.
-    pub fn get(&self, fingerprint: &[u8; 32], jwks: &Arc<Jwks>) -> Option<Arc<Claims>> {
+    /// The claims of a token verified earlier, and the key set that verified it: the caller
+    /// uses them only if that is still the provider's current key set ([`Verified::is_current`]).
+    pub fn get(&self, fingerprint: &[u8; 32]) -> Option<Verified> {
         let entries = self.entries.lock().ok()?;
         let e = entries.get(fingerprint)?;
-        Arc::ptr_eq(&e.jwks, jwks).then(|| Arc::clone(&e.claims))
+        Some(Verified {
+            claims: Arc::clone(&e.claims),
+            jwks: Arc::clone(&e.jwks),
+        })
     }
 
     pub fn put(&self, fingerprint: [u8; 32], jwks: &Arc<Jwks>, claims: Arc<Claims>, now: i64) {
