@@ -1,8 +1,10 @@
 //! The audit trail: one JSON line per STS decision (and IAM denial), written off the request path.
 //!
-//! Requests hand events to a bounded channel and never wait; a writer thread appends them in
-//! batches to `audit.log` under the data directory. If the channel is full the event is counted
-//! as dropped rather than slowing the request (the count is logged).
+//! Requests push events onto a bounded in-memory queue and never wait; a writer thread takes the
+//! whole queue every [`FLUSH_EVERY`] (sooner when a batch is full) and appends it to `audit.log`
+//! under the data directory. A request never wakes the writer for its one event: a per-event
+//! wake-up cost more CPU than the rest of the audit work together. If the queue is full the event
+//! is counted as dropped rather than slowing the request (the count is logged).
 //!
 //! A server whose state is in PostgreSQL also sends each batch to the database's audit table,
 //! tagged with its replica name, so `podiam audit --database-url` lists every replica's events in
@@ -10,8 +12,8 @@
 //! database costs retries there, never a request and never a line of `audit.log`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use podiam_store::{AuditRow, Store};
@@ -101,41 +103,60 @@ impl Event {
 /// Where events go.
 #[derive(Clone)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<Event>>,
+    queue: Option<Arc<Queue>>,
     dropped: Arc<AtomicU64>,
 }
 
-const CHANNEL: usize = 16_384;
+/// Events waiting for the writer.
+struct Queue {
+    pending: Mutex<Vec<Event>>,
+    /// Signalled when `pending` reaches a full batch.
+    full: Condvar,
+}
+
+/// Events held in memory at most; past it new events are dropped (and counted).
+const CAPACITY: usize = 16_384;
+/// A batch this large wakes the writer at once.
 const BATCH: usize = 512;
+/// The writer looks for events this often: the most an event waits before it is written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 impl Audit {
     /// Starts the writer appending to `path`: one dedicated thread with a buffered file, fed by
-    /// a bounded channel, flushing once per batch (no async file I/O on the runtime's threads).
+    /// a bounded queue, flushing once per batch (no async file I/O on the runtime's threads).
     /// With `database`, each batch also goes to the store's audit table (see [`DatabaseSink`]).
     pub fn start(path: PathBuf, database: Option<DatabaseSink>) -> Audit {
-        let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL);
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(Vec::with_capacity(BATCH)),
+            full: Condvar::new(),
+        });
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_writer = Arc::clone(&dropped);
+        let writer_queue = Arc::clone(&queue);
         let mut database = database.and_then(DatabaseQueue::start);
         let spawned = std::thread::Builder::new()
             .name("podiam-audit".into())
             .spawn(move || {
-                let file = match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => f,
+                let queue = writer_queue;
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+                let mut out = match file {
+                    Ok(f) => Some(std::io::BufWriter::with_capacity(64 * 1024, f)),
                     Err(e) => {
                         tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; audit events are discarded");
-                        while rx.blocking_recv().is_some() {}
-                        return;
+                        None
                     }
                 };
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
-                while let Some(first) = rx.blocking_recv() {
-                    let mut n = 0;
-                    let mut next = Some(first);
-                    while let Some(e) = next {
+                let mut batch = Vec::with_capacity(BATCH);
+                // Runs until every `Audit` handle is gone and the queue is empty.
+                while queue.take(&mut batch) {
+                    let Some(out) = &mut out else {
+                        batch.clear();
+                        continue;
+                    };
+                    for e in batch.drain(..) {
                         match &mut database {
                             None => {
-                                if serde_json::to_writer(&mut out, &e).is_ok() {
+                                if serde_json::to_writer(&mut *out, &e).is_ok() {
                                     let _ = out.write_all(b"\n");
                                 }
                             }
@@ -148,8 +169,6 @@ impl Audit {
                                 }
                             }
                         }
-                        n += 1;
-                        next = if n < BATCH { rx.try_recv().ok() } else { None };
                     }
                     if let Err(e) = out.flush() {
                         tracing::error!(error = %e, "cannot write the audit log");
@@ -168,7 +187,7 @@ impl Audit {
             return Audit::disabled();
         }
         Audit {
-            tx: Some(tx),
+            queue: Some(queue),
             dropped,
         }
     }
@@ -176,17 +195,47 @@ impl Audit {
     /// An audit sink that discards everything (for tests of other parts).
     pub fn disabled() -> Audit {
         Audit {
-            tx: None,
+            queue: None,
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
+    /// Queues `event` for the writer: a lock held for one push, no system call (but for the
+    /// event that fills a batch).
     pub fn record(&self, event: Event) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(event).is_err()
-        {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let mut pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= CAPACITY {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        pending.push(event);
+        if pending.len() == BATCH {
+            queue.full.notify_one();
+        }
+    }
+}
+
+impl Queue {
+    /// Waits up to [`FLUSH_EVERY`] for events and moves them all into `batch` (empty on entry).
+    /// `false` once no `Audit` handle is left and nothing is pending.
+    fn take(self: &Arc<Self>, batch: &mut Vec<Event>) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.is_empty() {
+            // Only the writer's own reference left: nobody can record any more.
+            if Arc::strong_count(self) == 1 {
+                return false;
+            }
+            pending = self
+                .full
+                .wait_timeout(pending, FLUSH_EVERY)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::swap(&mut *pending, batch);
+        true
     }
 }
 
