@@ -52,6 +52,9 @@ enum Command {
     /// The built-in OIDC issuer's keys.
     #[command(subcommand)]
     Issuer(issuer::IssuerCommand),
+    /// The keys that seal session tokens (the credentials STS and EKS Auth hand out).
+    #[command(subcommand)]
+    SessionKeys(issuer::SessionKeysCommand),
     /// Who assumed which role, and what was refused and why.
     Audit(audit::AuditArgs),
     /// Work with IAM policy documents offline: simulate and validate.
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Create(cmd) => create::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
+        Command::SessionKeys(cmd) => issuer::run_session_keys(cmd),
         Command::Audit(args) => audit::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),

@@ -235,7 +235,7 @@ pub struct JwksDocument {
 
 // === IssuerKeyRing ===
 
-/// The issuer's keys: one active signer (the newest non-retiring key) and older keys still
+/// The issuer's keys: one active signer (see [`IssuerKeyRing::active`]) and the others
 /// published until their `retire_after`.
 #[derive(Debug, Default)]
 pub struct IssuerKeyRing {
@@ -256,10 +256,11 @@ impl IssuerKeyRing {
         &self.keys
     }
 
-    /// The signing key: the newest key that is not retiring.
+    /// The signing key at `now` (see [`crate::rotation`]): the newest valid key published for
+    /// at least [`crate::rotation::KEY_ACTIVATION_DELAY`].
     #[must_use]
-    pub fn active(&self) -> Option<&IssuerKey> {
-        self.keys.iter().rev().find(|k| k.retire_after.is_none())
+    pub fn active(&self, now: SystemTime) -> Option<&IssuerKey> {
+        crate::rotation::active(&self.keys, now, |k| k.created_at, |k| k.retire_after)
     }
 
     /// Adds `new_key` as the active key and marks every other non-retiring key to retire at
@@ -314,12 +315,14 @@ impl IssuerKeyRing {
         Ok(Jwks::from_keys(keys))
     }
 
-    /// Signs `claims` with the active key.
+    /// Signs `claims` with the key active at `now`.
     ///
     /// # Errors
     /// [`IssuerError::NoActiveKey`], or a signing error.
-    pub fn sign(&self, claims: &impl Serialize) -> Result<String, IssuerError> {
-        self.active().ok_or(IssuerError::NoActiveKey)?.sign(claims)
+    pub fn sign(&self, claims: &impl Serialize, now: SystemTime) -> Result<String, IssuerError> {
+        self.active(now)
+            .ok_or(IssuerError::NoActiveKey)?
+            .sign(claims)
     }
 }
 

@@ -44,6 +44,7 @@ pub mod credentials;
 mod encoding;
 pub mod issuer;
 pub mod jwt;
+pub mod rotation;
 pub mod session;
 pub mod sigv4;
 

@@ -367,10 +367,11 @@ impl SessionKeyRing {
             .map_or(1, |id| id.wrapping_add(1))
     }
 
-    /// The sealing key: the newest key that is not retiring.
+    /// The sealing key at `now` (see [`crate::rotation`]): the newest valid key known for at
+    /// least [`crate::rotation::KEY_ACTIVATION_DELAY`], so every replica can open what it seals.
     #[must_use]
-    pub fn active(&self) -> Option<&SessionKey> {
-        self.keys.iter().rev().find(|k| k.retire_after.is_none())
+    pub fn active(&self, now: SystemTime) -> Option<&SessionKey> {
+        crate::rotation::active(&self.keys, now, |k| k.created_at, |k| k.retire_after)
     }
 
     /// Adds `new_key` as the sealing key and marks the others to retire at `retire_old_after`
@@ -410,12 +411,14 @@ impl SessionKeyRing {
         removed
     }
 
-    /// Seals `claims` into a session token with the active key.
+    /// Seals `claims` into a session token with the key active when the session was issued.
     ///
     /// # Errors
     /// [`SealError`].
     pub fn seal(&self, claims: &SessionClaims, rng: &impl Rng) -> Result<String, SealError> {
-        let key = self.active().ok_or(SealError::NoActiveKey)?;
+        let key = self
+            .active(claims.issued_at)
+            .ok_or(SealError::NoActiveKey)?;
         let plaintext =
             serde_json::to_vec(claims).map_err(|e| SealError::Serialize(e.to_string()))?;
         let mut nonce = [0u8; NONCE_LEN];

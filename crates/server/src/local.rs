@@ -10,7 +10,7 @@ use podiam_store::{Change, State, Store};
 
 use crate::auth::{Caller, RequestFacts};
 use crate::error::AwsError;
-use crate::issuer::{Keys, new_signing_key};
+use crate::issuer::{Keys, new_sealing_key, new_signing_key};
 use crate::query::Params;
 use crate::state::{Config, Shared};
 use crate::{Ctx, now_ms};
@@ -97,9 +97,10 @@ pub async fn create_token(
         .cloned()
         .unwrap_or_default();
     let keys = Keys::from_state(&state)?;
-    let claims = token(&issuer).claims(SystemTime::now());
+    let now = SystemTime::now();
+    let claims = token(&issuer).claims(now);
     keys.issuer
-        .sign(&claims)
+        .sign(&claims, now)
         .map_err(|e| LocalError::Sign(e.to_string()))
 }
 
@@ -108,24 +109,71 @@ pub async fn create_token(
 pub async fn rotate_issuer(data_dir: &Path, keep_old: Duration) -> Result<String, LocalError> {
     let (store, state) = open(data_dir).await?;
     let now = now_ms();
-    let retire = now + i64::try_from(keep_old.as_millis()).unwrap_or(i64::MAX / 2);
     let new = new_signing_key(now)?;
-    let mut changes = Vec::new();
-    for k in state.signing_keys.values() {
-        if k.retire_after.is_none() {
-            let mut old = k.clone();
-            old.retire_after = Some(retire);
-            changes.push(Change::SigningKey(old.kid.clone(), Some(old)));
-        } else if k.retire_after.is_some_and(|t| t <= now) {
-            // Retired and past its time: no token it signed is still valid.
-            changes.push(Change::SigningKey(k.kid.clone(), None));
-        }
-    }
+    let mut changes = retire_all(
+        &state.signing_keys,
+        now,
+        keep_old,
+        |k| &mut k.retire_after,
+        Change::SigningKey,
+    );
     let kid = new.kid.clone();
     changes.push(Change::SigningKey(kid.clone(), Some(new)));
     store.apply(&changes).await?;
     store.close().await;
     Ok(kid)
+}
+
+/// Adds a new session-token sealing key. The others keep opening the tokens they sealed for
+/// `keep_old` (the longest session). Every server seals with the new key once
+/// [`podiam_identity::rotation::KEY_ACTIVATION_DELAY`] has passed, so all replicas know it first.
+pub async fn rotate_session_keys(data_dir: &Path, keep_old: Duration) -> Result<u32, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    let now = now_ms();
+    let id = state
+        .sealing_keys
+        .values()
+        .filter_map(|k| k.id.parse::<u32>().ok())
+        .max()
+        .map_or(1, |m| m.wrapping_add(1));
+    let new = new_sealing_key(id, now)?;
+    let mut changes = retire_all(
+        &state.sealing_keys,
+        now,
+        keep_old,
+        |k| &mut k.retire_after,
+        Change::SealingKey,
+    );
+    changes.push(Change::SealingKey(id.to_string(), Some(new)));
+    store.apply(&changes).await?;
+    store.close().await;
+    Ok(id)
+}
+
+/// The changes that retire every current key of a ring at `now + keep_old` and drop the keys
+/// already past their retirement (no token they signed or sealed is still valid).
+fn retire_all<K: Clone>(
+    keys: &std::collections::BTreeMap<String, K>,
+    now: i64,
+    keep_old: Duration,
+    retire_after: impl Fn(&mut K) -> &mut Option<i64>,
+    change: impl Fn(String, Option<K>) -> Change,
+) -> Vec<Change> {
+    let retire = now.saturating_add(i64::try_from(keep_old.as_millis()).unwrap_or(i64::MAX / 2));
+    let mut changes = Vec::new();
+    for (id, key) in keys {
+        let mut key = key.clone();
+        let slot = retire_after(&mut key);
+        match *slot {
+            None => {
+                *slot = Some(retire);
+                changes.push(change(id.clone(), Some(key)));
+            }
+            Some(t) if t <= now => changes.push(change(id.clone(), None)),
+            Some(_) => {}
+        }
+    }
+    changes
 }
 
 /// An EKS operation the CLI runs as the administrator.
@@ -249,10 +297,11 @@ pub fn sign_token_on(
     shared: &Shared,
     token: impl FnOnce(&str) -> ServiceAccountToken,
 ) -> Result<String, LocalError> {
-    let claims = token(&shared.config.issuer_url).claims(SystemTime::now());
+    let now = SystemTime::now();
+    let claims = token(&shared.config.issuer_url).claims(now);
     shared
         .keys()
         .issuer
-        .sign(&claims)
+        .sign(&claims, now)
         .map_err(|e| LocalError::Sign(e.to_string()))
 }

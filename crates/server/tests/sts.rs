@@ -92,7 +92,12 @@ fn claims(f: &Fixture) -> serde_json::Map<String, serde_json::Value> {
 }
 
 fn sign(f: &Fixture, claims: &serde_json::Map<String, serde_json::Value>) -> String {
-    f.server.shared.keys().issuer.sign(claims).unwrap()
+    f.server
+        .shared
+        .keys()
+        .issuer
+        .sign(claims, std::time::SystemTime::now())
+        .unwrap()
 }
 
 fn b64(bytes: &[u8]) -> String {

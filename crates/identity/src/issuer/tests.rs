@@ -3,7 +3,7 @@ use std::sync::OnceLock;
 
 use super::*;
 use crate::clock::{FixedClock, TestRng, from_unix_seconds};
-use crate::jwt::{ObjectRef, Validation, verify_jwt};
+use crate::jwt::{ObjectRef, UnverifiedJwt, Validation, verify_jwt};
 
 const T0: i64 = 1_700_000_000;
 
@@ -132,7 +132,7 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     let mut ring = IssuerKeyRing::new(vec![first]);
     let now = from_unix_seconds(T0);
     let request = token_request();
-    let old_token = ring.sign(&request.claims(now)).unwrap();
+    let old_token = ring.sign(&request.claims(now), now).unwrap();
     let validation = Validation::new("http://127.0.0.1:7000", ["sts.amazonaws.com"]);
     let clock = FixedClock(now);
     let verified = verify_jwt(
@@ -159,7 +159,15 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     let new_kid = new_key.kid().to_owned();
     let retire = from_unix_seconds(T0 + 3607);
     ring.rotate(new_key, retire);
-    assert_eq!(ring.active().unwrap().kid(), new_kid);
+    // Published at once, signing only once every replica can have learnt it.
+    let activated = from_unix_seconds(T0 + 10) + crate::rotation::KEY_ACTIVATION_DELAY;
+    assert_eq!(
+        ring.active(activated - std::time::Duration::from_secs(1))
+            .unwrap()
+            .kid(),
+        old_kid
+    );
+    assert_eq!(ring.active(activated).unwrap().kid(), new_kid);
     let published: Vec<String> = ring.jwks(now).keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(published, [new_kid.clone(), old_kid.clone()]);
     // The old token still verifies against the published set until retirement.
@@ -172,7 +180,15 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
         )
         .is_ok()
     );
-    let new_token = ring.sign(&request.claims(now)).unwrap();
+    let new_token = ring.sign(&request.claims(now), activated).unwrap();
+    assert_eq!(
+        UnverifiedJwt::parse(&new_token)
+            .unwrap()
+            .header()
+            .kid
+            .as_deref(),
+        Some(new_kid.as_str())
+    );
     assert!(
         verify_jwt(
             &new_token,
@@ -188,7 +204,7 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     assert_eq!(ring.prune(retire), vec![old_kid]);
     assert_eq!(ring.keys().len(), 1);
     assert!(matches!(
-        IssuerKeyRing::default().sign(&json!({})),
+        IssuerKeyRing::default().sign(&json!({}), now),
         Err(IssuerError::NoActiveKey)
     ));
 }

@@ -180,9 +180,21 @@ fn rotation_seals_with_the_new_key_and_opens_old_tokens_until_retired() {
     let new_key = SessionKey::generate(next, &SystemRng, at(T0)).unwrap();
     let retire = at(T0 + 43_200);
     ring.rotate(new_key, retire).unwrap();
-    assert_eq!(ring.active().unwrap().id(), 2);
+    // The new key opens tokens at once but seals only after the activation delay, so that no
+    // replica receives a token sealed with a key it has not loaded yet.
+    let activated = at(T0) + crate::rotation::KEY_ACTIVATION_DELAY;
+    assert_eq!(ring.active(at(T0)).unwrap().id(), 1);
+    assert_eq!(
+        b64_decode(&ring.seal(&claims(), &SystemRng).unwrap()).unwrap()[4],
+        1
+    );
+    assert_eq!(ring.active(activated).unwrap().id(), 2);
     assert_eq!(ring.keys()[0].retire_after(), Some(retire));
-    let new_token = ring.seal(&claims(), &SystemRng).unwrap();
+    let later = SessionClaims {
+        issued_at: activated,
+        ..claims()
+    };
+    let new_token = ring.seal(&later, &SystemRng).unwrap();
     assert_eq!(b64_decode(&new_token).unwrap()[4], 2);
     assert!(ring.open(&old_token, &clock(T0 + 10)).is_ok());
     assert!(ring.open(&new_token, &clock(T0 + 10)).is_ok());
