@@ -149,15 +149,37 @@ async fn bench_in(
     })
     .await
     .context("cannot start the server")?;
-    let provider = server.endpoint.trim_start_matches("http://");
+    // The issuer the server signs with (kept in the store: on a reused database it is the first
+    // run's URL, not this run's endpoint).
+    let issuer = server.shared.config.issuer_url.clone();
+    let provider = issuer
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let trust = crate::create::role_trust_policy(ACCOUNT, provider, NAMESPACE, SERVICE_ACCOUNT);
-    podiam_server::local::iam_on(
+    let created = podiam_server::local::iam_on(
         &server.shared,
         "CreateRole",
         &[("RoleName", ROLE), ("AssumeRolePolicyDocument", &trust)],
     )
-    .await
-    .context("cannot create the role")?;
+    .await;
+    match created {
+        Ok(_) => {}
+        // A database kept from an earlier run (`--database-url`): make sure the trust policy
+        // names this issuer.
+        Err(podiam_server::local::LocalError::Aws {
+            code: "EntityAlreadyExists",
+            ..
+        }) => {
+            podiam_server::local::iam_on(
+                &server.shared,
+                "UpdateAssumeRolePolicy",
+                &[("RoleName", ROLE), ("PolicyDocument", &trust)],
+            )
+            .await
+            .context("cannot update the existing bench role's trust policy")?;
+        }
+        Err(e) => return Err(e).context("cannot create the role"),
+    }
     let token = podiam_server::local::sign_token_on(&server.shared, |issuer| ServiceAccountToken {
         issuer: issuer.to_string(),
         namespace: NAMESPACE.into(),

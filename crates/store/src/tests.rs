@@ -373,6 +373,23 @@ async fn audit_events_from_every_writer_are_queried_in_one_place() {
         a.append_audit(&big).await.unwrap();
         let bulk = a.query_audit(&role("bulk")).await.unwrap();
         assert_eq!(bulk, big, "{}", b.location());
+
+        // Text with the characters PostgreSQL's COPY format escapes (and a `\N` that is text,
+        // not NULL) comes back as written.
+        let awkward = AuditRow {
+            subject: Some("tab\there\nnew\rline \\N back\\slash 日本".into()),
+            data: "{\"reason\":\"a \\\"quoted\\\" \\\\ path\\n\"}".into(),
+            ..audit_row(20_000, "c\td", "denied", Some("awkward"))
+        };
+        a.append_audit(std::slice::from_ref(&awkward))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.query_audit(&role("awkward")).await.unwrap(),
+            [awkward],
+            "{}",
+            b.location()
+        );
         a.close().await;
         other.close().await;
     }
