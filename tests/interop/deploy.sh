@@ -10,9 +10,22 @@
 # reviewer would (security contexts, probes, references between objects, the webhook's objects
 # against `podiam webhook manifests`) in tests/interop/deploy_check.py. Negative controls prove
 # both the strict schema check and the CRD subset reject a misspelt field.
+#
+# With PODIAM_BIN, tests/interop/deploy_pods.py checks every container against the real binary:
+# flags and variables it knows, every path it writes on a writable volume (the root filesystem is
+# read-only), every file it reads on a volume that has it, probes on paths and ports it serves.
+# Then, as root with PostgreSQL (PODIAM_TEST_DATABASE_URL, or a throwaway one from
+# scripts/with-postgres), it runs the rendered server and agent containers as the kubelet would
+# (read-only root holding only the binary, the pod's volumes, uid and groups, in a network namespace
+# of their own) and asks their probes. Negative controls prove each check fails on the fault it
+# is for, the runtime one on the missing data-directory volume it was written after.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KUBECTL_VERSION=1.37.1
+if [ -n "${PODIAM_BIN:-}" ] && [ -z "${PODIAM_TEST_DATABASE_URL:-}" ] && [ -z "${PODIAM_DEPLOY_PG_TRIED:-}" ] &&
+  [ "$(id -u)" = 0 ] && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  PODIAM_DEPLOY_PG_TRIED=1 exec scripts/with-postgres bash "$0" "$@"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -58,6 +71,9 @@ for overlay in deploy/overlays/*/; do
   done
   python3 tests/interop/deploy_check.py "$name" "$tmp/$name.yaml" \
     "$tmp/$name-1.33.0.out" "$tmp/$name-1.37.0.out" "$webhook_manifests" "${agent_manifests:-}"
+  if [ -n "${PODIAM_BIN:-}" ]; then
+    python3 tests/interop/deploy_pods.py static "$PODIAM_BIN" "$name" "$tmp/$name.yaml"
+  fi
 done
 
 # Negative controls: strict validation rejects a misspelt field in a rendered Deployment, and the
@@ -82,4 +98,109 @@ if python3 tests/interop/deploy_check.py --crd-only "$tmp/bad-crd.yaml" >/dev/nu
   echo "FAIL: the ServiceMonitor subset schema accepted a misspelt field" >&2
   exit 1
 fi
-echo "deploy/: every overlay renders and validates for Kubernetes 1.33 and 1.37"
+
+if [ -z "${PODIAM_BIN:-}" ]; then
+  echo "WARNING: PODIAM_BIN is not set: containers are not checked against the binary, nor run" >&2
+  echo "deploy/: every overlay renders and validates for Kubernetes 1.33 and 1.37"
+  exit 0
+fi
+
+# Negative controls for deploy_pods.py static: each fault in a copy of the dev render must fail
+# with its own message.
+python3 - "$tmp/dev.yaml" "$tmp" <<'PY'
+import json, sys, yaml
+def server_pod(docs):
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "podiam-server")["spec"]["template"]["spec"]
+def server(docs):
+    return server_pod(docs)["containers"][0]
+faults = {
+    # The bug this was written after: no writable volume at the data directory.
+    "no-data-volume": lambda d: server(d).__setitem__("volumeMounts", [
+        m for m in server(d)["volumeMounts"] if not m["mountPath"].startswith("/var/lib/podiam")]),
+    "data-volume-readonly": lambda d: [m.__setitem__("readOnly", True) for m in server(d)["volumeMounts"]
+                                       if m["mountPath"] == "/var/lib/podiam/aws"],
+    "unknown-flag": lambda d: server(d)["args"].append("--issuer-uri=https://x"),
+    "flag-without-value": lambda d: server(d)["args"].append("--replica-name"),
+    "unknown-env": lambda d: [e.__setitem__("name", "PODIAM_MASTER_KEY") for e in server(d)["env"]
+                              if e["name"] == "PODIAM_MASTER_KEY_FILE"],
+    "missing-key-file": lambda d: [e.__setitem__("value", "/etc/podiam/master-key/master.key")
+                                   for e in server(d)["env"] if e["name"] == "PODIAM_MASTER_KEY_FILE"],
+    # The master key's mode 0440 lets uid 65532 read it only through the pod's fsGroup.
+    "unreadable-key": lambda d: server_pod(d)["securityContext"].pop("fsGroup"),
+    "unserved-probe": lambda d: server(d)["readinessProbe"]["httpGet"].__setitem__("path", "/ready"),
+    "probe-scheme": lambda d: server(d)["livenessProbe"]["httpGet"].__setitem__("scheme", "HTTPS"),
+}
+for name, fault in faults.items():
+    docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+    fault(docs)
+    with open(f"{sys.argv[2]}/neg-{name}.yaml", "w") as out:
+        out.write("".join("---\n" + json.dumps(d) + "\n" for d in docs))
+PY
+declare -A expect=(
+  [no-data-volume]="writes /var/lib/podiam but the root filesystem is read-only and nothing is mounted there"
+  [data-volume-readonly]="below it is volume aws-files, not writable"
+  [unknown-flag]="--issuer-uri is not a flag"
+  [flag-without-value]="--replica-name needs a value"
+  [unknown-env]="env PODIAM_MASTER_KEY is read by neither"
+  [missing-key-file]="has no 'master.key'"
+  [unserved-probe]="asks /ready, which port 8443 does not serve"
+  [unreadable-key]="reads /etc/podiam/master-key/key as uid 65532, but its mode is 0o440 and the pod sets no fsGroup"
+  [probe-scheme]="asks HTTPS but port 8443 serves plain HTTP"
+)
+for fault in "${!expect[@]}"; do
+  if python3 tests/interop/deploy_pods.py static "$PODIAM_BIN" dev "$tmp/neg-$fault.yaml" >/dev/null 2>"$tmp/neg-$fault.err"; then
+    echo "FAIL: deploy_pods.py static passed a render with fault '$fault'" >&2
+    exit 1
+  fi
+  if ! grep -qF -- "${expect[$fault]}" "$tmp/neg-$fault.err"; then
+    echo "FAIL: deploy_pods.py static failed '$fault' for another reason:" >&2
+    cat "$tmp/neg-$fault.err" >&2
+    exit 1
+  fi
+done
+echo "deploy_pods.py static: ${#expect[@]} negative controls fail as they should"
+
+# Runtime: the server and agent containers of every overlay, run as their pods would.
+why_not=""
+if [ "$(id -u)" != 0 ]; then
+  why_not="not root (needs mount and network namespaces)"
+elif ! unshare --mount --net true 2>/dev/null; then
+  why_not="unshare --mount --net is not permitted here"
+elif [ -z "${PODIAM_TEST_DATABASE_URL:-}" ]; then
+  why_not="no PostgreSQL (PODIAM_TEST_DATABASE_URL unset and none installed)"
+fi
+if [ -n "$why_not" ]; then
+  echo "WARNING: SKIPPED running the containers on a read-only root: $why_not" >&2
+  echo "deploy/: every overlay renders and validates for Kubernetes 1.33 and 1.37; containers checked against $PODIAM_BIN (not run)"
+  exit 0
+fi
+# A database of its own per run (the master key differs), over the unix socket: the containers run
+# in a network namespace of their own, so the pod's port 8443 clashes with nothing on this host.
+pg_socket=$(psql "$PODIAM_TEST_DATABASE_URL" -Atc 'show unix_socket_directories' | cut -d, -f1)
+read -r pg_user pg_port < <(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.username, p.port or 5432)' "$PODIAM_TEST_DATABASE_URL")
+databases=()
+trap 'for db in "${databases[@]}"; do psql "$PODIAM_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done; rm -rf "$tmp"' EXIT
+run_pod() { # OVERLAY RENDERED KIND/NAME
+  local db="podiam_deploy_$$_${#databases[@]}"
+  psql "$PODIAM_TEST_DATABASE_URL" -qc "CREATE DATABASE $db" >/dev/null
+  databases+=("$db")
+  TMPDIR="$tmp" unshare --mount --net --propagation private python3 tests/interop/deploy_pods.py runtime "$PODIAM_BIN" "$1" "$2" "$3" \
+    "postgres://$pg_user@localhost:$pg_port/$db?host=/run/postgresql-test" "$pg_socket"
+}
+for overlay in deploy/overlays/*/; do
+  name=$(basename "$overlay")
+  run_pod "$name" "$tmp/$name.yaml" Deployment/podiam-server
+  run_pod "$name" "$tmp/$name.yaml" DaemonSet/podiam-agent
+done
+# Negative control: the server without its data-directory volume must not come up.
+if run_pod dev "$tmp/neg-no-data-volume.yaml" Deployment/podiam-server >"$tmp/neg-runtime.out" 2>&1; then
+  echo "FAIL: the server ran on a read-only root without a volume at its data directory" >&2
+  exit 1
+fi
+if ! grep -q "Read-only file system" "$tmp/neg-runtime.out"; then
+  echo "FAIL: the server without a data-directory volume failed for another reason:" >&2
+  cat "$tmp/neg-runtime.out" >&2
+  exit 1
+fi
+echo "runtime negative control: without its data-directory volume the server fails: $(grep -o 'cannot create the data directory[^:]*: Read-only file system' "$tmp/neg-runtime.out" | head -1)"
+echo "deploy/: every overlay renders and validates for Kubernetes 1.33 and 1.37; its containers agree with $PODIAM_BIN and run on a read-only root"
