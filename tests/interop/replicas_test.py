@@ -134,7 +134,9 @@ def podiam(*args, env=None):
     return subprocess.run([PODIAM, *args], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
 
 
-def test_one_audit_query_lists_every_replicas_events(a, b):
+def irsa_role(replica, name, namespace, service_account):
+    """Creates role `name` through `replica`, assumable by the built-in issuer's tokens for
+    `namespace`/`service_account`; returns its ARN."""
     host = ISSUER.removeprefix("https://")
     trust = json.dumps({
         "Version": "2012-10-17",
@@ -142,11 +144,15 @@ def test_one_audit_query_lists_every_replicas_events(a, b):
             "Effect": "Allow",
             "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"},
             "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:audit:app"}},
+            "Condition": {"StringEquals": {f"{host}:sub": f"system:serviceaccount:{namespace}:{service_account}"}},
         }],
     })
-    a.client("iam").create_role(RoleName="audit-app", AssumeRolePolicyDocument=trust)
-    role_arn = f"arn:aws:iam::{ACCOUNT}:role/audit-app"
+    replica.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=trust)
+    return f"arn:aws:iam::{ACCOUNT}:role/{name}"
+
+
+def test_one_audit_query_lists_every_replicas_events(a, b):
+    role_arn = irsa_role(a, "audit-app", "audit", "app")
     # The CLI signs tokens with the built-in issuer's key from the shared database.
     in_pod = {"PODIAM_DATABASE_URL": a.url, "PODIAM_MASTER_KEY_FILE": a.key_file}
     token = podiam("token", "create", "--namespace", "audit", "--service-account", "app", env=in_pod).stdout
@@ -196,6 +202,91 @@ def test_one_audit_query_lists_every_replicas_events(a, b):
     own = podiam("audit", "--data-dir", a.data_dir, "--role", "audit-app", "--output", "json").stdout.splitlines()
     assert [json.loads(line)["session_name"] for line in own] == ["via-a"], own
     assert all("replica" not in json.loads(line) for line in own), own
+
+
+def test_key_rotation_fails_no_request_on_either_replica(a, b):
+    """Session-key and issuer-key rotation while both replicas serve: every AssumeRoleWithWebIdentity
+    and every signed call made with the credentials on the *other* replica succeeds throughout, and
+    the new keys do take over (new session tokens name the new key ID, new JWTs the new `kid`)."""
+    role_arn = irsa_role(a, "rot-app", "rot", "app")
+    in_pod = {"PODIAM_DATABASE_URL": a.url, "PODIAM_MASTER_KEY_FILE": a.key_file}
+
+    def new_token():
+        return podiam("token", "create", "--namespace", "rot", "--service-account", "app", env=in_pod).stdout.strip()
+
+    def kid(jwt):
+        import base64
+        head = jwt.split(".")[0]
+        return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+
+    def session_key_id(token):
+        import base64
+        return int.from_bytes(base64.b64decode(token)[1:5], "big")
+
+    first = new_token()
+    tokens = {"first": first, "latest": first}
+    unsigned = {r.name: boto3.client("sts", endpoint_url=r.endpoint, region_name="us-east-1", aws_access_key_id="unused",
+                                     aws_secret_access_key="unused", config=Config(retries={"max_attempts": 1}))
+                for r in (a, b)}
+    # Wait until B has the role (written through A).
+    deadline = time.time() + 5
+    while True:
+        try:
+            unsigned["b"].assume_role_with_web_identity(RoleArn=role_arn, RoleSessionName="warm", WebIdentityToken=first)
+            break
+        except botocore.exceptions.ClientError:
+            assert time.time() < deadline, "replica B did not see the role"
+            time.sleep(0.05)
+
+    failures, key_ids, kids, rounds = [], {}, {}, [0]
+    stop = threading.Event()
+
+    def traffic(first_replica, second_replica):
+        while not stop.is_set():
+            for which in ("first", "latest"):
+                tok = tokens[which]
+                try:
+                    creds = unsigned[first_replica.name].assume_role_with_web_identity(
+                        RoleArn=role_arn, RoleSessionName=f"rot-{first_replica.name}", WebIdentityToken=tok)["Credentials"]
+                    key_ids.setdefault(session_key_id(creds["SessionToken"]), time.time())
+                    kids.setdefault(kid(tok), time.time())
+                    arn = second_replica.client("sts", creds).get_caller_identity()["Arn"]
+                    assert arn.endswith(f"assumed-role/rot-app/rot-{first_replica.name}"), arn
+                    rounds[0] += 1
+                except Exception as e:  # every failure is a finding
+                    failures.append(f"{time.time():.3f} {first_replica.name}->{second_replica.name} {which}: {e!r}")
+
+    def refresher():
+        while not stop.is_set():
+            tokens["latest"] = new_token()
+            time.sleep(0.3)
+
+    threads = [threading.Thread(target=traffic, args=(a, b)), threading.Thread(target=traffic, args=(b, a)),
+               threading.Thread(target=refresher)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        rotated = time.time()
+        print("       " + podiam("session-keys", "rotate", env=in_pod).stdout.strip())
+        print("       " + podiam("issuer", "rotate", env=in_pod).stdout.strip())
+        # Keys activate 10 s after rotation; keep going well past that.
+        time.sleep(14)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not failures, f"{len(failures)} failed requests during rotation:\n" + "\n".join(failures[:10])
+    assert rounds[0] > 20, rounds
+    assert len(key_ids) == 2, f"session tokens were sealed with keys {key_ids}: the new key never took over"
+    assert len(kids) == 2, f"tokens were signed with keys {kids}: the new issuer key never took over"
+    # The new keys were used only after the activation delay (10 s): until then a replica that had
+    # not yet loaded them would have refused what they sealed or signed.
+    new_key_after = max(key_ids.values()) - rotated
+    new_kid_after = max(kids.values()) - rotated
+    assert new_key_after > 9 and new_kid_after > 9, (new_key_after, new_kid_after)
+    print(f"       {rounds[0]} assume + cross-replica calls, none failed; new session key used from "
+          f"+{new_key_after:.1f}s, new issuer key from +{new_kid_after:.1f}s after rotation")
 
 
 def test_killing_a_mid_write_loses_nothing_acknowledged(a, b):
