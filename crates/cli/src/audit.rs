@@ -92,14 +92,18 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-/// This machine's server: `audit.log` under the data directory.
+/// This machine's server: `audit.log` under the data directory, after the rotated `audit.log.1`
+/// (the server moves the file there past 64 MiB).
 fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result<Vec<Event>> {
-    let path = data_dir.join("audit.log");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
-    };
+    let mut text = String::new();
+    for name in ["audit.log.1", "audit.log"] {
+        let path = data_dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => text.push_str(&t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        }
+    }
     let mut events: Vec<Event> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Event>(l).ok())
@@ -223,7 +227,10 @@ mod tests {
         .iter()
         .map(|e| serde_json::to_string(e).unwrap() + "\n")
         .collect();
-        std::fs::write(dir.join("audit.log"), lines + "not json\n").unwrap();
+        // The oldest event is in the rotated file; both are read, oldest first.
+        let (rotated, current) = lines.split_at(lines.find('\n').unwrap() + 1);
+        std::fs::write(dir.join("audit.log.1"), rotated).unwrap();
+        std::fs::write(dir.join("audit.log"), current.to_string() + "not json\n").unwrap();
         let times = |filter: AuditFilter| -> Vec<String> {
             from_file(&dir, &filter)
                 .unwrap()

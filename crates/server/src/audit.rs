@@ -120,12 +120,91 @@ const CAPACITY: usize = 16_384;
 const BATCH: usize = 512;
 /// The writer looks for events this often: the most an event waits before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// `audit.log` is renamed to `audit.log.1` (replacing the previous one) once it is this large, so
+/// the two files hold at most about twice this: a pod's data volume has a size limit, and the
+/// complete trail of a cluster of replicas belongs in the database (`podiam audit --database-url`)
+/// or a log pipeline that ships the files.
+pub const ROTATE_AT: u64 = 64 * 1024 * 1024;
+
+/// `audit.log` with its size, rotated past a limit.
+struct LogFile {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    len: u64,
+    rotate_at: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, rotate_at: u64) -> Result<LogFile, (PathBuf, std::io::Error)> {
+        let file = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => return Err((path, e)),
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        Ok(LogFile {
+            path,
+            out: std::io::BufWriter::with_capacity(64 * 1024, file),
+            len,
+            rotate_at,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        if self.out.write_all(line).is_ok() {
+            self.len = self
+                .len
+                .saturating_add(u64::try_from(line.len()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// Flushes the batch; past the limit, moves the file to `audit.log.1` and starts a new one.
+    fn flush_and_rotate(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        if self.len < self.rotate_at {
+            return;
+        }
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        let reopened = std::fs::rename(&self.path, &old).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+        });
+        match reopened {
+            Ok(file) => {
+                self.out = std::io::BufWriter::with_capacity(64 * 1024, file);
+                self.len = 0;
+            }
+            // Keep appending to the file we have (renamed or not): losing events is worse.
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the audit log");
+                self.rotate_at = self.rotate_at.saturating_mul(2);
+            }
+        }
+    }
+}
 
 impl Audit {
     /// Starts the writer appending to `path`: one dedicated thread with a buffered file, fed by
     /// a bounded queue, flushing once per batch (no async file I/O on the runtime's threads).
     /// With `database`, each batch also goes to the store's audit table (see [`DatabaseSink`]).
+    /// Past [`ROTATE_AT`] bytes the file becomes `audit.log.1` and a new one starts.
     pub fn start(path: PathBuf, database: Option<DatabaseSink>) -> Audit {
+        Audit::start_rotating_at(path, database, ROTATE_AT)
+    }
+
+    pub(crate) fn start_rotating_at(
+        path: PathBuf,
+        database: Option<DatabaseSink>,
+        rotate_at: u64,
+    ) -> Audit {
         let queue = Arc::new(Queue {
             pending: Mutex::new(Vec::with_capacity(BATCH)),
             full: Condvar::new(),
@@ -138,15 +217,15 @@ impl Audit {
             .name("podiam-audit".into())
             .spawn(move || {
                 let queue = writer_queue;
-                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-                let mut out = match file {
-                    Ok(f) => Some(std::io::BufWriter::with_capacity(64 * 1024, f)),
-                    Err(e) => {
+                let mut out = match LogFile::open(path, rotate_at) {
+                    Ok(f) => Some(f),
+                    Err((path, e)) => {
                         tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; audit events are discarded");
                         None
                     }
                 };
                 let mut batch = Vec::with_capacity(BATCH);
+                let mut line = Vec::with_capacity(1024);
                 // Runs until every `Audit` handle is gone and the queue is empty.
                 while queue.take(&mut batch) {
                     let Some(out) = &mut out else {
@@ -154,25 +233,20 @@ impl Audit {
                         continue;
                     };
                     for e in batch.drain(..) {
-                        match &mut database {
-                            None => {
-                                if serde_json::to_writer(&mut *out, &e).is_ok() {
-                                    let _ = out.write_all(b"\n");
-                                }
-                            }
-                            // The database keeps the very line the file gets.
-                            Some(db) => {
-                                if let Ok(line) = serde_json::to_string(&e) {
-                                    let _ = out.write_all(line.as_bytes());
-                                    let _ = out.write_all(b"\n");
-                                    db.push(e, line);
-                                }
-                            }
+                        line.clear();
+                        if serde_json::to_writer(&mut line, &e).is_err() {
+                            continue;
+                        }
+                        line.push(b'\n');
+                        out.write_line(&line);
+                        // The database keeps the very line the file gets.
+                        if let Some(db) = &mut database
+                            && let Ok(text) = std::str::from_utf8(&line[..line.len() - 1])
+                        {
+                            db.push(e, text.to_owned());
                         }
                     }
-                    if let Err(e) = out.flush() {
-                        tracing::error!(error = %e, "cannot write the audit log");
-                    }
+                    out.flush_and_rotate();
                     if let Some(db) = &mut database {
                         db.hand_over();
                     }

@@ -142,3 +142,50 @@ async fn a_failing_database_costs_retries_and_a_count_never_a_file_line() {
     audit.record(event(2, "allowed"));
     eventually("the next line", async || file_lines(&log).len() == 3).await;
 }
+
+#[tokio::test]
+async fn the_log_rotates_past_its_size_and_keeps_the_newest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let audit = Audit::start_rotating_at(log.clone(), None, 1_000);
+    let line = serde_json::to_string(&event(0, "allowed")).unwrap().len() + 1;
+    assert!(
+        30 * line > 3 * 1_000,
+        "the events must fill the file several times over"
+    );
+    for i in 0..30 {
+        audit.record(event(i, "allowed"));
+        // Spread over several of the writer's batches.
+        if i % 5 == 4 {
+            tokio::time::sleep(FLUSH_EVERY * 2).await;
+        }
+    }
+    // A snapshot of both files that ends with the last event (a read that straddles a rotation
+    // does not, and is taken again).
+    let mut both = Vec::new();
+    eventually("the last event written", async || {
+        both = [file_lines(&rotated), file_lines(&log)].concat();
+        both.last().is_some_and(|l| l.contains("\"req-29\""))
+    })
+    .await;
+    // The two files hold the newest events, in order, with nothing missing between them; the
+    // oldest ones went with an earlier rotation.
+    let kept: Vec<usize> = both
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Event>(l).unwrap().request_id[4..]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(kept, (30 - kept.len()..30).collect::<Vec<_>>());
+    assert!(kept.len() < 30, "nothing was rotated away: {kept:?}");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    assert!(
+        size(&rotated) >= 1_000,
+        "rotated at {} bytes",
+        size(&rotated)
+    );
+    assert!(size(&log) < 1_000 + 5 * line as u64, "{} bytes", size(&log));
+}
