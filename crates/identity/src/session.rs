@@ -5,8 +5,11 @@
 //! Wire format (then standard base64, as AWS session tokens are):
 //!
 //! ```text
-//! version (1 byte, = 1) | key id (4 bytes, big-endian) | nonce (12 bytes) | ciphertext | tag (16 bytes)
+//! version (1 byte, = 2) | key id (4 bytes, big-endian) | nonce (12 bytes) | ciphertext | tag (16 bytes)
 //! ```
+//!
+//! The plaintext is the claims in [`codec`]'s binary layout (version 2); version 1 tokens, whose
+//! plaintext is JSON, are still opened.
 //!
 //! The version and key id travel in the clear so the opener can pick the key; both are bound into
 //! the AEAD's additional data (with a domain label), so changing either fails authentication.
@@ -23,8 +26,11 @@ use crate::clock::{Clock, Rng, RngError, from_unix_seconds, unix_seconds};
 use crate::credentials::{AccessKeyId, SecretAccessKey};
 use crate::encoding::{b64_decode, b64_encode};
 
-/// The only format version this crate seals and opens.
-pub const SESSION_TOKEN_VERSION: u8 = 1;
+/// The format version this crate seals: 2, the claims in [`codec`]'s binary layout.
+pub const SESSION_TOKEN_VERSION: u8 = 2;
+/// The first format (the claims as JSON): still opened, so sessions issued before an upgrade
+/// stay valid until they expire.
+pub const SESSION_TOKEN_VERSION_JSON: u8 = 1;
 /// Tokens longer than this are refused before decoding (AWS makes no promise on size; ours are
 /// well under 4 KiB even with a 2,048-character session policy and 50 tags).
 pub const MAX_SESSION_TOKEN_LEN: usize = 16 * 1024;
@@ -419,8 +425,8 @@ impl SessionKeyRing {
         let key = self
             .active(claims.issued_at)
             .ok_or(SealError::NoActiveKey)?;
-        let plaintext =
-            serde_json::to_vec(claims).map_err(|e| SealError::Serialize(e.to_string()))?;
+        let plaintext = codec::encode(claims)
+            .map_err(|e| SealError::Serialize(format!("{} is too long", e.0)))?;
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)?;
         let header = header(key.id);
@@ -456,7 +462,7 @@ impl SessionKeyRing {
         }
         let (header, rest) = blob.split_at(HEADER_LEN);
         let version = header[0];
-        if version != SESSION_TOKEN_VERSION {
+        if version != SESSION_TOKEN_VERSION && version != SESSION_TOKEN_VERSION_JSON {
             return Err(OpenError::UnsupportedVersion { version });
         }
         let key_id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
@@ -477,8 +483,12 @@ impl SessionKeyRing {
             .key
             .open_in_place(nonce, Aad::from(aad(header)), &mut in_out)
             .map_err(|_| OpenError::AuthenticationFailed)?;
-        let claims: SessionClaims = serde_json::from_slice(plaintext)
-            .map_err(|e| OpenError::InvalidPayload(crate::jwt::describe_json_error(&e)))?;
+        let claims: SessionClaims = if version == SESSION_TOKEN_VERSION {
+            codec::decode(plaintext).map_err(OpenError::InvalidPayload)?
+        } else {
+            serde_json::from_slice(plaintext)
+                .map_err(|e| OpenError::InvalidPayload(crate::jwt::describe_json_error(&e)))?
+        };
         if now >= claims.expires_at {
             return Err(OpenError::Expired {
                 expired_at: unix_seconds(claims.expires_at),
@@ -500,6 +510,8 @@ fn aad(header: &[u8]) -> Vec<u8> {
     aad.extend_from_slice(header);
     aad
 }
+
+mod codec;
 
 #[cfg(test)]
 mod tests;

@@ -77,6 +77,76 @@ fn round_trip_keeps_every_field() {
     assert_eq!(ring.open(&token, &clock(T0)).unwrap(), pod);
 }
 
+/// Seals `claims` as version 1 did (JSON plaintext), with the ring's first key.
+fn seal_v1(ring: &SessionKeyRing, claims: &SessionClaims) -> String {
+    let key = &ring.keys()[0];
+    let header = header(key.id);
+    let mut blob = header.to_vec();
+    blob[0] = SESSION_TOKEN_VERSION_JSON;
+    let nonce = [7u8; NONCE_LEN];
+    blob.extend_from_slice(&nonce);
+    let mut in_out = serde_json::to_vec(claims).unwrap();
+    key.key
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(&blob[..HEADER_LEN])),
+            &mut in_out,
+        )
+        .unwrap();
+    blob.extend_from_slice(&in_out);
+    b64_encode(&blob)
+}
+
+#[test]
+fn version_1_tokens_still_open_and_version_2_ones_are_shorter() {
+    let ring = ring();
+    let v1 = seal_v1(&ring, &claims());
+    assert_eq!(ring.open(&v1, &clock(T0 + 10)).unwrap(), claims());
+    let v2 = ring.seal(&claims(), &SystemRng).unwrap();
+    assert_eq!(b64_decode(&v2).unwrap()[0], SESSION_TOKEN_VERSION);
+    // The binary layout drops the JSON's names: a third shorter for this session.
+    assert!(
+        v2.len() * 4 < v1.len() * 3,
+        "v2 {} vs v1 {}",
+        v2.len(),
+        v1.len()
+    );
+    // The version is authenticated: a v2 payload relabelled as v1 (or the reverse) is refused.
+    let mut relabelled = b64_decode(&v2).unwrap();
+    relabelled[0] = SESSION_TOKEN_VERSION_JSON;
+    assert_eq!(
+        ring.open(&b64_encode(&relabelled), &clock(T0)),
+        Err(OpenError::AuthenticationFailed)
+    );
+}
+
+#[test]
+fn the_binary_payload_refuses_every_truncation_and_trailing_bytes() {
+    let bytes = codec::encode(&claims()).unwrap();
+    assert_eq!(codec::decode(&bytes).unwrap(), claims());
+    for n in 0..bytes.len() {
+        assert!(
+            codec::decode(&bytes[..n]).is_err(),
+            "a prefix of {n} bytes decoded"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(
+        codec::decode(&longer).unwrap_err(),
+        "1 bytes after the claims"
+    );
+    // A string over 65,535 bytes cannot be sealed (the caller's limits keep far below it).
+    let huge = SessionClaims {
+        session_policy: Some("x".repeat(70_000)),
+        ..claims()
+    };
+    assert!(matches!(
+        ring().seal(&huge, &SystemRng),
+        Err(SealError::Serialize(m)) if m.contains("session_policy")
+    ));
+}
+
 #[test]
 fn expiry_is_checked_against_the_clock() {
     let ring = ring();
@@ -101,7 +171,9 @@ fn every_flipped_bit_is_refused() {
         changed[i] ^= 0x01;
         let result = ring.open(&b64_encode(&changed), &clock(T0));
         let expected = match i {
-            0 => OpenError::UnsupportedVersion { version: 0 },
+            0 => OpenError::UnsupportedVersion {
+                version: SESSION_TOKEN_VERSION ^ 1,
+            },
             1..=3 => OpenError::UnknownKeyId {
                 key_id: u32::from_be_bytes([changed[1], changed[2], changed[3], changed[4]]),
             },
@@ -254,14 +326,91 @@ fn oversized_and_wrong_version() {
         })
     );
     let mut blob = b64_decode(&ring.seal(&claims(), &SystemRng).unwrap()).unwrap();
-    blob[0] = 2;
+    blob[0] = 3;
     assert_eq!(
         ring.open(&b64_encode(&blob), &clock(T0)),
-        Err(OpenError::UnsupportedVersion { version: 2 })
+        Err(OpenError::UnsupportedVersion { version: 3 })
     );
 }
 
+fn arb_source() -> impl Strategy<Value = SessionSource> {
+    let s = || ".{0,40}";
+    prop_oneof![
+        (s(), s(), s()).prop_map(|(issuer, subject, audience)| SessionSource::WebIdentity {
+            issuer,
+            subject,
+            audience
+        }),
+        (s(), s(), s(), s(), s()).prop_map(
+            |(cluster_name, namespace, service_account, pod_name, pod_uid)| {
+                SessionSource::PodIdentity {
+                    cluster_name,
+                    namespace,
+                    service_account,
+                    pod_name,
+                    pod_uid,
+                }
+            }
+        ),
+        s().prop_map(|caller_arn| SessionSource::AssumeRole { caller_arn }),
+    ]
+}
+
+fn arb_claims() -> impl Strategy<Value = SessionClaims> {
+    let s = || ".{0,60}";
+    let strings = || proptest::collection::vec(".{0,20}", 0..5);
+    (
+        (s(), s(), s(), s(), s(), ".{0,20}"),
+        proptest::collection::vec((".{0,20}", ".{0,30}"), 0..6),
+        strings(),
+        proptest::option::of(".{0,200}"),
+        strings(),
+        proptest::option::of(s()),
+        (-10_000_000_000i64..10_000_000_000, 0i64..100_000),
+        arb_source(),
+    )
+        .prop_map(
+            |(
+                (account_id, assumed_role_arn, role_arn, role_id, role_session_name, secret),
+                tags,
+                transitive_tag_keys,
+                session_policy,
+                session_policy_arns,
+                source_identity,
+                (issued, duration),
+                source,
+            )| SessionClaims {
+                access_key_id: AccessKeyId::parse("ASIAQWERTYUIOPASDFGH").unwrap(),
+                secret_access_key: SecretAccessKey::new(secret),
+                account_id,
+                assumed_role_arn,
+                role_arn,
+                role_id,
+                role_session_name,
+                session_tags: tags
+                    .into_iter()
+                    .map(|(key, value)| SessionTag { key, value })
+                    .collect(),
+                transitive_tag_keys,
+                session_policy,
+                session_policy_arns,
+                source_identity,
+                issued_at: from_unix_seconds(issued),
+                expires_at: from_unix_seconds(issued + duration),
+                source,
+            },
+        )
+}
+
 proptest! {
+    /// Any session, whatever its text (multi-byte, control characters, empty), comes back from
+    /// the binary payload exactly as sealed.
+    #[test]
+    fn binary_payload_round_trips(c in arb_claims()) {
+        let bytes = codec::encode(&c).unwrap();
+        prop_assert_eq!(codec::decode(&bytes).unwrap(), c);
+    }
+
     #[test]
     fn garbage_never_panics(input in ".{0,400}") {
         let _ = ring().open(&input, &clock(T0));
