@@ -87,7 +87,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             }
             crate::emit(&out)?;
         }
-        Output::Text => crate::emit(&text(&events, from_database))?,
+        Output::Text => {
+            crate::emit(&text(&events, from_database))?;
+            if events.is_empty() {
+                eprintln!("no matching events");
+            }
+        }
     }
     Ok(ExitCode::from(exit::OK))
 }
@@ -95,6 +100,12 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
 /// This machine's server: `audit.log` under the data directory, after the rotated `audit.log.1`
 /// (the server moves the file there past 64 MiB).
 fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result<Vec<Event>> {
+    if !data_dir.join("audit.log").exists() && !data_dir.join("podiam.db").exists() {
+        anyhow::bail!(
+            "no podiam data in {}: give the server's --data-dir, or --database-url for servers on PostgreSQL",
+            data_dir.display()
+        );
+    }
     let mut text = String::new();
     for name in ["audit.log.1", "audit.log"] {
         let path = data_dir.join(name);
@@ -107,6 +118,10 @@ fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result
     let mut events: Vec<Event> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        .map(|mut e| {
+            e.role = role_of(&e);
+            e
+        })
         .filter(|e| {
             filter
                 .since_ms
@@ -153,20 +168,41 @@ fn from_database(url: &str, filter: &AuditFilter) -> anyhow::Result<Vec<Event>> 
         .filter_map(|row| {
             let mut e = serde_json::from_str::<Event>(&row.data).ok()?;
             e.replica = Some(row.replica);
+            e.role = role_of(&e);
             Some(e)
         })
         .collect())
 }
 
+/// The role a call was made as: the one the event names (STS decisions) or, for a call signed
+/// with role credentials, the role of the session (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/S`).
+fn role_of(e: &Event) -> Option<String> {
+    if let Some(r) = &e.role {
+        return Some(r.clone());
+    }
+    let subject = e.subject.as_deref()?;
+    let (prefix, rest) = subject.split_once(":assumed-role/")?;
+    let account = prefix.strip_prefix("arn:aws:sts::")?;
+    let (role, _session) = rest.split_once('/')?;
+    Some(format!("arn:aws:iam::{account}:role/{role}"))
+}
+
 fn text(events: &[Event], with_replica: bool) -> String {
-    let mut out = String::from(if with_replica {
-        "TIME                  REPLICA              "
-    } else {
-        "TIME                  "
-    });
-    out.push_str(
-        "OUTCOME  ACTION                     ROLE                 NAMESPACE/SERVICEACCOUNT     POD                  TOKEN AGE  SOURCE           REASON\n",
-    );
+    let mut header = vec!["TIME"];
+    if with_replica {
+        header.push("REPLICA");
+    }
+    header.extend([
+        "OUTCOME",
+        "ACTION",
+        "ROLE",
+        "NAMESPACE/SERVICEACCOUNT",
+        "POD",
+        "TOKEN AGE",
+        "SOURCE",
+        "REASON",
+    ]);
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_string()).collect()];
     for e in events {
         let who = match (&e.namespace, &e.service_account) {
             (Some(n), Some(s)) => format!("{n}/{s}"),
@@ -181,21 +217,39 @@ fn text(events: &[Event], with_replica: bool) -> String {
             .role
             .as_deref()
             .map_or("-", |r| r.rsplit('/').next().unwrap_or(r));
-        out.push_str(&format!("{:<21} ", e.time));
+        let mut row = vec![e.time.clone()];
         if with_replica {
-            out.push_str(&format!("{:<20} ", e.replica.as_deref().unwrap_or("-")));
+            row.push(e.replica.clone().unwrap_or_else(|| "-".into()));
         }
-        out.push_str(&format!(
-            "{:<8} {:<26} {:<20} {:<28} {:<20} {:<10} {:<16} {}\n",
-            e.outcome,
-            e.action,
-            role,
+        row.extend([
+            e.outcome.clone(),
+            e.action.clone(),
+            role.to_string(),
             who,
-            e.pod.as_deref().unwrap_or("-"),
+            e.pod.clone().unwrap_or_else(|| "-".into()),
             age,
-            e.source_ip.as_deref().unwrap_or("-"),
-            e.reason.as_deref().unwrap_or("")
-        ));
+            e.source_ip.clone().unwrap_or_else(|| "-".into()),
+            e.reason.clone().unwrap_or_default(),
+        ]);
+        rows.push(row);
+    }
+    // Columns as wide as their widest cell, two spaces apart; the reason last, unpadded.
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -268,11 +322,87 @@ mod tests {
         assert!(text(std::slice::from_ref(&e), false).starts_with("TIME                  OUTCOME"));
         e.replica = Some("podiam-server-0".into());
         let table = text(&[e], true);
-        assert!(table.starts_with("TIME                  REPLICA              OUTCOME"));
+        assert!(table.starts_with("TIME                  REPLICA          OUTCOME"));
         assert!(
-            table.contains("2026-01-01T00:00:01Z  podiam-server-0      allowed"),
+            table.contains("2026-01-01T00:00:01Z  podiam-server-0  allowed"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn columns_stay_aligned_with_long_roles_and_callers() {
+        let mut sts = event(
+            "2026-01-01T00:00:01Z",
+            "allowed",
+            "weasel-weasel-eks-pod-sa",
+        );
+        sts.namespace = Some("weasel".into());
+        sts.service_account = Some("weasel-eks-pod-sa".into());
+        let mut iam = event("2026-01-01T00:00:02Z", "denied", "x");
+        iam.action = "ListRoles".into();
+        iam.role = None;
+        iam.subject = Some(
+            "arn:aws:sts::000000000000:assumed-role/weasel-weasel-eks-pod-sa/botocore-session-1"
+                .into(),
+        );
+        sts.source_ip = Some("127.0.0.1".into());
+        iam.reason = Some("no identity-based policy allows the action".into());
+        iam.role = role_of(&iam);
+        let table = text(&[sts, iam], false);
+        let lines: Vec<&str> = table.lines().collect();
+        let column = |l: &str, word: &str| l.find(word).unwrap();
+        // OUTCOME, ROLE and SOURCE start at the same column on every line.
+        for (line, cell, header) in [
+            (1, "allowed", "OUTCOME"),
+            (2, "denied", "OUTCOME"),
+            (1, "weasel-weasel", "ROLE"),
+            (2, "weasel-weasel", "ROLE"),
+            (1, "127.0.0.1", "SOURCE"),
+            (2, "no identity-based", "REASON"),
+        ] {
+            assert_eq!(
+                column(lines[line], cell),
+                column(lines[0], header),
+                "{table}"
+            );
+        }
+        assert!(!table.lines().any(|l| l.ends_with(' ')), "{table}");
+    }
+
+    #[test]
+    fn a_call_with_role_credentials_counts_for_that_role() {
+        let mut e = event("2026-01-01T00:00:01Z", "denied", "x");
+        e.role = None;
+        e.subject =
+            Some("arn:aws:sts::000000000000:assumed-role/payments-api/eks-dev-api-7d9".into());
+        assert_eq!(
+            role_of(&e).as_deref(),
+            Some("arn:aws:iam::000000000000:role/payments-api")
+        );
+        e.subject = Some("arn:aws:iam::000000000000:user/podiam-admin".into());
+        assert_eq!(role_of(&e), None);
+        let dir = std::env::temp_dir().join(format!("podiam-audit-role-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        e.subject = Some("arn:aws:sts::000000000000:assumed-role/payments-api/s".into());
+        std::fs::write(
+            dir.join("audit.log"),
+            serde_json::to_string(&e).unwrap() + "\n",
+        )
+        .unwrap();
+        let filter = AuditFilter {
+            role: Some("payments-api".into()),
+            denied_only: true,
+            ..AuditFilter::default()
+        };
+        assert_eq!(from_file(&dir, &filter).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_without_podiam_data_is_an_error_not_an_empty_table() {
+        let dir = std::env::temp_dir().join(format!("podiam-audit-none-{}", std::process::id()));
+        let e = from_file(&dir, &AuditFilter::default()).unwrap_err();
+        assert!(e.to_string().contains("--data-dir"), "{e}");
     }
 
     #[test]
