@@ -128,6 +128,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             replica_name: args.replica_name,
         })
         .await
+        .map_err(|e| start_error(e, args.listen))
         .with_context(|| format!("podiam could not start with data in `{}`", data_dir.display()))?;
         let mut text = format!(
             "podiam is up at {} (account {})\n",
@@ -139,16 +140,93 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
                 data_dir.display()
             ));
         }
-        text.push_str(&format!(
-            "\nexport AWS_CONFIG_FILE={} AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=podiam\n",
-            server.aws_config_file.display(),
-            server.aws_credentials_file.display()
-        ));
+        text.push_str(&export_line(&server.aws_config_file, &server.aws_credentials_file));
         crate::emit(&text)?;
+        // SIGTERM (`kill`, a CI runner, Kubernetes) stops the server as Ctrl-C does, exit 0.
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             r = server.wait() => r.context("the server stopped")?,
             _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
         }
         Ok(ExitCode::from(exit::OK))
     })
+}
+
+/// The start error, said once (the server's messages already include their cause) and, for an
+/// address in use, with what to do.
+fn start_error(e: podiam_server::StartError, listen: SocketAddr) -> anyhow::Error {
+    use podiam_server::StartError;
+    match e {
+        StartError::Listen { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!(
+                "{listen} is already in use (is podiam already running? `podiam up` prints its address): stop the other process, or pick another address with --listen, such as --listen 127.0.0.1:0 for any free port"
+            )
+        }
+        e @ (StartError::Listen { .. } | StartError::DataDir { .. } | StartError::Write { .. }) => {
+            anyhow::anyhow!("{e}")
+        }
+        e => e.into(),
+    }
+}
+
+/// The line to paste into a shell: paths quoted when they need it.
+fn export_line(config: &std::path::Path, credentials: &std::path::Path) -> String {
+    format!(
+        "\nexport AWS_CONFIG_FILE={} AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=podiam\n",
+        shell_quote(&config.display().to_string()),
+        shell_quote(&credentials.display().to_string())
+    )
+}
+
+/// `word` as one POSIX shell word: unchanged when it is plain, single-quoted otherwise.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_export_line_survives_a_paste_into_a_shell() {
+        let line = export_line(
+            std::path::Path::new("/home/me/.local/share/podiam/aws/config"),
+            std::path::Path::new("/tmp/it's here/aws/credentials"),
+        );
+        assert_eq!(
+            line,
+            "\nexport AWS_CONFIG_FILE=/home/me/.local/share/podiam/aws/config AWS_SHARED_CREDENTIALS_FILE='/tmp/it'\\''s here/aws/credentials' AWS_PROFILE=podiam\n"
+        );
+    }
+
+    #[test]
+    fn an_address_in_use_says_what_to_do_once() {
+        let addr: SocketAddr = "127.0.0.1:7780".parse().unwrap();
+        let e = start_error(
+            podiam_server::StartError::Listen {
+                addr,
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            },
+            addr,
+        );
+        let text = format!("{e:#}");
+        assert!(text.contains("--listen 127.0.0.1:0"), "{text}");
+        assert_eq!(text.matches("in use").count(), 1, "{text}");
+    }
 }
