@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use podiam_server::local::{EksOp, eks_as_admin};
+use podiam_server::local::{EksOp, JwksOf, JwksReplaced, LocalError, eks_as_admin, replace_jwks};
 use serde_json::json;
 
 use crate::exit;
@@ -57,12 +57,20 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                 if let Some(u) = &args.issuer_url {
                     body["issuerUrl"] = json!(u);
                 }
-                if let Some(f) = &args.jwks_file {
-                    let text = std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?;
+                let jwks = match &args.jwks_file {
+                    Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?),
+                    None => None,
+                };
+                if let Some(text) = &jwks {
                     body["jwks"] = json!(text);
                 }
                 let data_dir = crate::up::data_dir(args.data_dir);
-                let out = eks_as_admin(&data_dir, EksOp::CreateCluster(body)).await?;
+                let out = match eks_as_admin(&data_dir, EksOp::CreateCluster(body)).await {
+                    Err(LocalError::Aws { code: "ResourceInUseException", .. }) => {
+                        return registered_again(&data_dir, &args.name, args.issuer_url.as_deref(), jwks.as_deref()).await;
+                    }
+                    other => other?,
+                };
                 let c = &out["cluster"];
                 crate::emit(&format!(
                     "registered cluster {} ({}), tokens issued by {}\n",
@@ -84,4 +92,31 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(exit::OK))
     })
+}
+
+/// `cluster create` for a name already registered: with --jwks-file and the same issuer, the
+/// cluster's keys are replaced (its API server changed its signing key); otherwise what to do.
+async fn registered_again(
+    data_dir: &std::path::Path,
+    name: &str,
+    issuer_url: Option<&str>,
+    jwks: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (Some(url), Some(jwks)) = (issuer_url, jwks) else {
+        bail!(
+            "cluster `{name}` is already registered (`podiam cluster list`); to give it the keys its API server signs with now, run this again with --issuer-url and --jwks-file"
+        );
+    };
+    match replace_jwks(data_dir, JwksOf::Cluster(name), url, jwks).await? {
+        JwksReplaced::Yes => {
+            crate::emit(&format!(
+                "updated the keys of cluster {name} (tokens issued by {url})\n"
+            ))?;
+            Ok(ExitCode::from(exit::OK))
+        }
+        JwksReplaced::OtherIssuer(old) => bail!(
+            "cluster `{name}` is registered with issuer {old}, not {url}: register this one under another --name"
+        ),
+        JwksReplaced::Missing => bail!("cluster `{name}` was deleted meanwhile: run this again"),
+    }
 }

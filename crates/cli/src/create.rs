@@ -2,12 +2,12 @@
 //! role with an IRSA trust policy for one ServiceAccount, attaches policies, and prints the
 //! ServiceAccount manifest with its `eks.amazonaws.com/role-arn` annotation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use podiam_server::local::{LocalError, iam_as_admin};
+use podiam_server::local::{EksOp, JwksOf, JwksReplaced, LocalError, iam_as_admin, replace_jwks};
 
 use crate::exit;
 
@@ -59,7 +59,13 @@ async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode
     if let Some(j) = &jwks {
         params.push(("Jwks", j.as_str()));
     }
-    let xml = iam_as_admin(&data_dir, "CreateOpenIDConnectProvider", &params).await?;
+    let xml = match iam_as_admin(&data_dir, "CreateOpenIDConnectProvider", &params).await {
+        Err(LocalError::Aws {
+            code: "EntityAlreadyExists",
+            ..
+        }) => return provider_registered_again(&data_dir, &args.url, jwks.as_deref()).await,
+        other => other?,
+    };
     let arn = xml
         .split("<OpenIDConnectProviderArn>")
         .nth(1)
@@ -77,6 +83,63 @@ async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode
         args.client_ids.join(", ")
     );
     Ok(ExitCode::from(exit::OK))
+}
+
+/// `create oidcprovider` for an issuer already registered: with --jwks-file, its keys are
+/// replaced (the API server changed its signing key); otherwise what to do.
+async fn provider_registered_again(
+    data_dir: &Path,
+    url: &str,
+    jwks: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let settings = podiam_server::local::settings(data_dir).await?;
+    let account = settings.get("account_id").cloned().unwrap_or_default();
+    let id = podiam_server::iam::provider_id(url).unwrap_or_default();
+    let arn = format!("arn:aws:iam::{account}:oidc-provider/{id}");
+    let Some(jwks) = jwks else {
+        bail!(
+            "{url} is already registered as {arn}; to give it the keys the API server signs with now, run this again with --jwks-file (`kubectl get --raw /openid/v1/jwks`)"
+        );
+    };
+    match replace_jwks(data_dir, JwksOf::OidcProvider(&arn), url, jwks).await? {
+        JwksReplaced::Yes => {
+            crate::emit(&format!("{arn}\n"))?;
+            eprintln!("updated the keys of {url} (from the given JWKS)");
+            Ok(ExitCode::from(exit::OK))
+        }
+        JwksReplaced::OtherIssuer(old) => {
+            bail!(
+                "{arn} is registered for {old}, not {url}: delete it first with `aws iam delete-open-id-connect-provider --open-id-connect-provider-arn {arn}`"
+            )
+        }
+        JwksReplaced::Missing => bail!("{arn} was deleted meanwhile: run this again"),
+    }
+}
+
+/// Fails before anything is created when a policy to attach does not exist, saying how to make it.
+async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Result<()> {
+    for arn in arns {
+        match iam_as_admin(data_dir, "GetPolicy", &[("PolicyArn", arn)]).await {
+            Err(LocalError::Aws {
+                code: "NoSuchEntity" | "InvalidInput" | "ValidationError",
+                ..
+            }) => {
+                if arn.starts_with("arn:aws:iam::aws:policy/") {
+                    bail!(
+                        "there is no AWS managed policy `{arn}` in podiam: `aws iam list-policies --scope AWS` lists the ones it ships; nothing was created"
+                    );
+                }
+                let name = arn.rsplit('/').next().unwrap_or(arn);
+                bail!(
+                    "there is no policy `{arn}`: create it first with\n  aws iam create-policy --policy-name {name} --policy-document file://policy.json\nnothing was created"
+                );
+            }
+            other => {
+                other.with_context(|| format!("cannot read the policy `{arn}`"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -109,6 +172,20 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
     let settings = podiam_server::local::settings(&data_dir).await?;
     let account = settings.get("account_id").cloned().unwrap_or_default();
     let role_arn = format!("arn:aws:iam::{account}:role/{}", args.role_name);
+    let clusters = podiam_server::local::eks_as_admin(&data_dir, EksOp::ListClusters).await?;
+    if !clusters["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c.as_str() == Some(args.cluster.as_str()))
+    {
+        bail!(
+            "no cluster named `{}` is registered (`podiam cluster list`): register it first with\n  podiam cluster create --name {} --issuer-url URL   # or --builtin for podiam's own tokens\nnothing was created",
+            args.cluster,
+            args.cluster
+        );
+    }
+    check_policies_exist(&data_dir, &args.permission_policy_arns).await?;
     match iam_as_admin(&data_dir, "GetRole", &[("RoleName", &args.role_name)]).await {
         Ok(_) => eprintln!("using existing role {role_arn}"),
         Err(LocalError::Aws {
@@ -141,9 +218,9 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
         .await
         .with_context(|| format!("could not attach `{arn}` to `{}`", args.role_name))?;
     }
-    let out = podiam_server::local::eks_as_admin(
+    let out = match podiam_server::local::eks_as_admin(
         &data_dir,
-        podiam_server::local::EksOp::CreateAssociation {
+        EksOp::CreateAssociation {
             cluster: args.cluster.clone(),
             body: serde_json::json!({
                 "namespace": args.namespace,
@@ -153,7 +230,17 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
             }),
         },
     )
-    .await?;
+    .await
+    {
+        Err(LocalError::Aws {
+            code: "ResourceInUseException",
+            message,
+        }) => bail!(
+            "{message}: see it with `aws eks list-pod-identity-associations --cluster-name {}`, give it another role with `aws eks update-pod-identity-association`",
+            args.cluster
+        ),
+        other => other?,
+    };
     let a = &out["association"];
     crate::emit(&format!(
         "{}  {}/{} -> {}  ({})\n",
@@ -244,6 +331,7 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
             other?;
         }
     }
+    check_policies_exist(&data_dir, &args.attach_policy_arns).await?;
     let mut role_name = args
         .role_name
         .unwrap_or_else(|| format!("{}-{}", args.namespace, args.name));

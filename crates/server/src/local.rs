@@ -176,6 +176,68 @@ fn retire_all<K: Clone>(
     changes
 }
 
+/// Whose static JWKS [`replace_jwks`] replaces.
+pub enum JwksOf<'a> {
+    /// An IAM OIDC provider, by ARN.
+    OidcProvider(&'a str),
+    /// A cluster registered for EKS Pod Identity, by name.
+    Cluster(&'a str),
+}
+
+/// What [`replace_jwks`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JwksReplaced {
+    Yes,
+    /// No such provider or cluster.
+    Missing,
+    /// It is registered with this other issuer URL: nothing changed.
+    OtherIssuer(String),
+}
+
+/// Replaces the keys given at registration for an issuer podiam cannot reach, after the cluster's
+/// API server changed its signing key (registering again with the same issuer URL). A
+/// compare-and-swap write: a concurrent change makes it fail.
+pub async fn replace_jwks(
+    data_dir: &Path,
+    target: JwksOf<'_>,
+    issuer_url: &str,
+    jwks: &str,
+) -> Result<JwksReplaced, LocalError> {
+    crate::issuer::check_jwks(jwks)?;
+    let (store, state) = open(data_dir).await?;
+    let same = |url: &str| url.trim_end_matches('/') == issuer_url.trim_end_matches('/');
+    let write = match target {
+        JwksOf::OidcProvider(arn) => state.oidc_providers.get(arn).map(|old| {
+            let mut new = old.clone();
+            new.static_jwks = Some(jwks.to_string());
+            let write = (
+                Change::OidcProvider(arn.to_string(), Some(new)),
+                Change::OidcProvider(arn.to_string(), Some(old.clone())),
+            );
+            (old.url.clone(), write)
+        }),
+        JwksOf::Cluster(name) => state.clusters.get(name).map(|old| {
+            let mut new = old.clone();
+            new.static_jwks = Some(jwks.to_string());
+            let write = (
+                Change::Cluster(name.to_string(), Some(new)),
+                Change::Cluster(name.to_string(), Some(old.clone())),
+            );
+            (old.issuer_url.clone(), write)
+        }),
+    };
+    let result = match write {
+        None => Ok(JwksReplaced::Missing),
+        Some((url, _)) if !same(&url) => Ok(JwksReplaced::OtherIssuer(url)),
+        Some((_, w)) => store
+            .apply_checked(std::slice::from_ref(&w))
+            .await
+            .map(|()| JwksReplaced::Yes),
+    };
+    store.close().await;
+    Ok(result?)
+}
+
 /// An EKS operation the CLI runs as the administrator.
 pub enum EksOp {
     CreateCluster(serde_json::Value),

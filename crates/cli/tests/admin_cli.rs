@@ -1,0 +1,298 @@
+//! The admin verbs as the user stories run them: the real binary, `podiam up` on a free port, then
+//! `podiam create …`, `podiam cluster create`, `podiam audit` on its data directory. Failures must
+//! leave nothing half-made and say what to do next.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test on unexpected errors"
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn podiam(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podiam"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("PODIAM_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podiam-admin-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `podiam up --listen 127.0.0.1:0`, with the address from its first line.
+struct Up {
+    child: Child,
+    addr: String,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn up(dir: &Path, listen: &str) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podiam"))
+        .args(["up", "--listen", listen, "--data-dir"])
+        .arg(dir)
+        .env_remove("PODIAM_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first
+        .strip_prefix("podiam is up at http://")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    Up {
+        child,
+        addr,
+        stdout,
+    }
+}
+
+impl Up {
+    /// Stops it as a CI runner or Kubernetes does, and returns its exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("podiam up did not stop on SIGTERM within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap()
+    }
+}
+
+#[test]
+fn sigterm_stops_podiam_up_cleanly_and_a_busy_port_says_what_to_do() {
+    let dir = scratch("sigterm");
+    let server = up(&dir, "127.0.0.1:0");
+    // A second `podiam up` on the same address.
+    let other = scratch("sigterm-other");
+    let o = podiam(&other, &["up", "--listen", &server.addr]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("already in use") && err.contains("--listen 127.0.0.1:0"),
+        "{err}"
+    );
+    assert_eq!(err.matches("in use").count(), 1, "said twice: {err}");
+    // `kill $pid; wait $pid` under `set -e` must not fail the job.
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}
+
+#[test]
+fn a_missing_policy_creates_nothing_and_says_how_to_make_it() {
+    let dir = scratch("policy");
+    let mut server = up(&dir, "127.0.0.1:0");
+    let mut rest = String::new();
+    for _ in 0..3 {
+        server.stdout.read_line(&mut rest).unwrap();
+    }
+    assert!(rest.contains("export AWS_CONFIG_FILE="), "{rest}");
+
+    let missing = "arn:aws:iam::000000000000:policy/weasel-pod";
+    let irsa = [
+        "create",
+        "iamserviceaccount",
+        "--name",
+        "weasel-eks-pod-sa",
+        "--namespace",
+        "weasel",
+    ];
+    let o = podiam(
+        &dir,
+        &[&irsa[..], &["--attach-policy-arn", missing]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "aws iam create-policy --policy-name weasel-pod --policy-document file://policy.json"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // No role was left behind: the same command without the policy creates it.
+    let o = podiam(&dir, &irsa);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "eks.amazonaws.com/role-arn: arn:aws:iam::000000000000:role/weasel-weasel-eks-pod-sa"
+        ),
+        "{}",
+        stdout(&o)
+    );
+
+    // Pod Identity: an unknown cluster or policy is refused before the role is created.
+    let assoc = [
+        "create",
+        "podidentityassociation",
+        "--cluster",
+        "prod",
+        "--namespace",
+        "payments",
+        "--service-account",
+        "api",
+        "--role-name",
+        "payments-api",
+    ];
+    let o = podiam(&dir, &assoc);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("podiam cluster create --name prod"),
+        "{}",
+        stderr(&o)
+    );
+    let o = podiam(&dir, &["cluster", "create", "--name", "prod", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let no_such = "arn:aws:iam::aws:policy/AmazonS3ReadOnly";
+    let o = podiam(
+        &dir,
+        &[&assoc[..], &["--permission-policy-arns", no_such]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("aws iam list-policies --scope AWS"),
+        "{}",
+        stderr(&o)
+    );
+    let read_only = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess";
+    let o = podiam(
+        &dir,
+        &[&assoc[..], &["--permission-policy-arns", read_only]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("created role arn:aws:iam::000000000000:role/payments-api"),
+        "the role was made by a failed attempt: {}",
+        stderr(&o)
+    );
+    // The same association again says where to look.
+    let o = podiam(&dir, &assoc);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("aws eks list-pod-identity-associations --cluster-name prod"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn registering_an_unreachable_issuer_again_replaces_its_keys() {
+    let dir = scratch("jwks");
+    let server = up(&dir, "127.0.0.1:0");
+    let jwks = server.get("/openid/v1/jwks");
+    assert!(jwks.contains("\"keys\""), "{jwks}");
+    assert_eq!(server.terminate().code(), Some(0));
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, &jwks).unwrap();
+    let file = file.to_str().unwrap();
+    let issuer = "https://kubernetes.default.svc";
+
+    // IRSA: `podiam create oidcprovider`, as docs/operating.md says, then again after a key change.
+    let provider = [
+        "create",
+        "oidcprovider",
+        "--url",
+        issuer,
+        "--jwks-file",
+        file,
+    ];
+    let o = podiam(&dir, &provider);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let arn = "arn:aws:iam::000000000000:oidc-provider/kubernetes.default.svc\n";
+    assert_eq!(stdout(&o), arn);
+    let o = podiam(&dir, &provider);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), arn);
+    assert!(stderr(&o).contains("updated the keys"), "{}", stderr(&o));
+    let o = podiam(&dir, &provider[..4]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--jwks-file"), "{}", stderr(&o));
+
+    // Pod Identity: `podiam cluster create`, the same way.
+    let cluster = [
+        "cluster",
+        "create",
+        "--name",
+        "prod",
+        "--issuer-url",
+        issuer,
+        "--jwks-file",
+        file,
+    ];
+    let o = podiam(&dir, &cluster);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = podiam(&dir, &cluster);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("updated the keys of cluster prod"),
+        "{}",
+        stdout(&o)
+    );
+    let o = podiam(&dir, &cluster[..6]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--jwks-file"), "{}", stderr(&o));
+    let mut elsewhere = cluster;
+    elsewhere[5] = "https://other.example";
+    let o = podiam(&dir, &elsewhere);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("registered with issuer https://kubernetes.default.svc"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn audit_of_a_directory_without_podiam_data_says_so() {
+    let dir = std::env::temp_dir().join(format!("podiam-admin-nothing-{}", std::process::id()));
+    let o = podiam(&dir, &["audit", "--denied"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no podiam data in"), "{}", stderr(&o));
+}
