@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use podiam_identity::clock::format_amz_date;
-use podiam_identity::sigv4::{
-    CredentialScope, HttpRequest, VerifyOptions, sign_authorization_header,
-};
-use podiam_identity::{AccessKeyId, SecretAccessKey};
+use podiam_identity::sigv4::{HttpRequest, SigningCredentials, SigningParams, sign};
 
 use crate::clock::AgentClock;
 use crate::source::{CredentialSource, Credentials, PodCredentials, SourceError};
@@ -24,23 +20,7 @@ use crate::wire::{
 // === the agent's key ===
 
 /// The agent's own AWS key.
-#[derive(Clone)]
-pub struct AgentKey {
-    /// `AKIA…` (or `ASIA…` with a session token).
-    pub access_key_id: AccessKeyId,
-    /// The secret.
-    pub secret_access_key: SecretAccessKey,
-    /// `aws_session_token`, for temporary keys.
-    pub session_token: Option<String>,
-}
-
-impl fmt::Debug for AgentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentKey")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
+pub type AgentKey = SigningCredentials;
 
 /// Why the agent's key could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -88,25 +68,11 @@ impl KeySource {
     /// # Errors
     /// [`KeyError::Invalid`] when only one of the pair is set or the ID is malformed.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, KeyError> {
-        let invalid = |problem: &str| KeyError::Invalid {
+        let key = SigningCredentials::from_env(env).map_err(|e| KeyError::Invalid {
             path: PathBuf::from("environment"),
-            problem: problem.to_owned(),
-        };
-        match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (None, None) => Ok(None),
-            (Some(id), Some(secret)) => {
-                let access_key_id =
-                    AccessKeyId::parse(id.trim()).map_err(|e| invalid(&e.to_string()))?;
-                Ok(Some(Self::Static(Arc::new(AgentKey {
-                    access_key_id,
-                    secret_access_key: SecretAccessKey::new(secret.trim()),
-                    session_token: env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
-                }))))
-            }
-            _ => Err(invalid(
-                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither",
-            )),
-        }
+            problem: e.to_string(),
+        })?;
+        Ok(key.map(|k| Self::Static(Arc::new(k))))
     }
 
     /// A credentials file; read once now so a bad file stops the agent before it binds a port.
@@ -151,63 +117,27 @@ impl KeySource {
                     return Ok(Arc::clone(k));
                 }
                 let text = std::fs::read_to_string(path).map_err(read_err)?;
-                match parse_credentials_file(&text, profile) {
+                match SigningCredentials::from_shared_credentials(&text, profile) {
                     Ok(k) => {
                         let k = Arc::new(k);
                         *cached = Some((stamp, Arc::clone(&k)));
                         Ok(k)
                     }
                     // A half-written file: keep signing with the key we had.
-                    Err(problem) => match cached.as_ref() {
+                    Err(e) => match cached.as_ref() {
                         Some((_, k)) => {
-                            tracing::warn!(path = %path.display(), %problem, "credentials file unreadable; keeping the previous key");
+                            tracing::warn!(path = %path.display(), problem = %e, "credentials file unreadable; keeping the previous key");
                             Ok(Arc::clone(k))
                         }
                         None => Err(KeyError::Invalid {
                             path: path.clone(),
-                            problem,
+                            problem: e.to_string(),
                         }),
                     },
                 }
             }
         }
     }
-}
-
-/// The `[profile]` section of an AWS shared-credentials file.
-fn parse_credentials_file(text: &str, profile: &str) -> Result<AgentKey, String> {
-    let mut in_profile = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_owned();
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v),
-                "aws_secret_access_key" => secret = Some(v),
-                "aws_session_token" => token = Some(v),
-                _ => {}
-            }
-        }
-    }
-    let id = id.ok_or_else(|| format!("profile `{profile}` has no aws_access_key_id"))?;
-    let secret =
-        secret.ok_or_else(|| format!("profile `{profile}` has no aws_secret_access_key"))?;
-    Ok(AgentKey {
-        access_key_id: AccessKeyId::parse(&id).map_err(|e| e.to_string())?,
-        secret_access_key: SecretAccessKey::new(secret),
-        session_token: token.filter(|t| !t.is_empty()),
-    })
 }
 
 // === impl HttpSource ===
@@ -320,22 +250,7 @@ impl HttpSource {
             .key
             .current()
             .map_err(|e| unavailable(format!("the agent's key: {e}")))?;
-        let time = self.clock.wall();
-        let amz_date = format_amz_date(time);
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("content-type", content_type),
-            ("host", &host),
-            ("x-amz-date", &amz_date),
-        ];
-        if let Some(t) = &key.session_token {
-            headers.push(("x-amz-security-token", t));
-        }
-        let signed: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-        let scope = CredentialScope {
-            date: amz_date.get(..8).unwrap_or_default().to_owned(),
-            region: self.config.region.clone(),
-            service: service.to_owned(),
-        };
+        let headers = [("content-type", content_type), ("host", host.as_str())];
         let request = HttpRequest {
             method: "POST",
             path: parsed.path(),
@@ -343,25 +258,15 @@ impl HttpSource {
             headers: &headers,
             body,
         };
-        let authorization = sign_authorization_header(
-            &request,
-            &key.access_key_id,
-            &key.secret_access_key,
-            &scope,
-            &signed,
-            time,
-            &VerifyOptions::default(),
-        )
-        .map_err(|e| unavailable(format!("while signing: {e}")))?;
+        let params = SigningParams::new(&key, &self.config.region, service, self.clock.wall());
+        let signature = sign(&request, &params).map_err(|e| unavailable(e.to_string()))?;
         let mut builder = self
             .client
             .post(parsed)
             .header("content-type", content_type)
-            .header("x-amz-date", &amz_date)
-            .header("authorization", authorization)
             .body(body.to_vec());
-        if let Some(t) = &key.session_token {
-            builder = builder.header("x-amz-security-token", t);
+        for (name, value) in signature {
+            builder = builder.header(name, value);
         }
         let response = builder
             .send()
@@ -458,21 +363,9 @@ pub fn node_role_session_name(node_name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn credentials_file_profiles() {
-        let text = "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = d\n\n\
-                    # comment\n[podiam]\naws_access_key_id=AKIAPODIAM\naws_secret_access_key= s/+x \n";
-        let k = parse_credentials_file(text, "podiam").unwrap();
-        assert_eq!(k.access_key_id.as_str(), "AKIAPODIAM");
-        assert_eq!(k.secret_access_key.expose_secret(), "s/+x");
-        assert!(parse_credentials_file(text, "missing").is_err());
-        assert!(
-            !format!("{k:?}").contains("s/+x"),
-            "Debug does not show the secret"
-        );
-    }
+    use super::*;
 
     #[test]
     fn key_file_is_reread_when_it_changes() {
@@ -503,25 +396,23 @@ mod tests {
     }
 
     #[test]
-    fn env_key_needs_both_halves() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        assert!(KeySource::from_env(env(&[])).unwrap().is_none());
-        assert!(KeySource::from_env(env(&[("AWS_ACCESS_KEY_ID", "AKIAX")])).is_err());
+    fn env_key_errors_name_the_environment() {
+        assert!(KeySource::from_env(|_| None).unwrap().is_none());
+        let half = KeySource::from_env(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIAX".to_owned()));
         assert!(
-            KeySource::from_env(env(&[
-                ("AWS_ACCESS_KEY_ID", "AKIAX"),
-                ("AWS_SECRET_ACCESS_KEY", "s")
-            ]))
-            .unwrap()
-            .is_some()
+            matches!(half, Err(KeyError::Invalid { path, .. }) if path == Path::new("environment"))
         );
+        let both = KeySource::from_env(|k| {
+            (k != "AWS_SESSION_TOKEN").then(|| {
+                if k == "AWS_ACCESS_KEY_ID" {
+                    "AKIAX"
+                } else {
+                    "s"
+                }
+                .to_owned()
+            })
+        });
+        assert!(matches!(both, Ok(Some(KeySource::Static(_)))));
     }
 
     #[test]

@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use podiam_identity::clock::format_amz_date;
-use podiam_identity::sigv4::{
-    CredentialScope, HttpRequest, VerifyOptions, sign_authorization_header,
-};
-use podiam_identity::{AccessKeyId, SecretAccessKey};
+use podiam_identity::sigv4::{HttpRequest, SigningCredentials, SigningParams, sign, uri_encode};
 use serde::Deserialize;
 
 use crate::identity::Associations;
@@ -50,23 +46,7 @@ pub enum PodiamError {
 }
 
 /// An AWS key to sign with.
-#[derive(Clone)]
-pub struct PodiamKey {
-    /// `AKIA…` (or `ASIA…` with a session token).
-    pub access_key_id: AccessKeyId,
-    /// The secret.
-    pub secret_access_key: SecretAccessKey,
-    /// `aws_session_token`, for temporary keys.
-    pub session_token: Option<String>,
-}
-
-impl fmt::Debug for PodiamKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PodiamKey")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
+pub type PodiamKey = SigningCredentials;
 
 /// Where the key comes from.
 #[derive(Clone, Debug)]
@@ -89,18 +69,8 @@ impl KeySource {
     /// # Errors
     /// [`PodiamError::Key`] when only one of the pair is set or the ID is malformed.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, PodiamError> {
-        match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (None, None) => Ok(None),
-            (Some(id), Some(secret)) => Ok(Some(Self::Static(PodiamKey {
-                access_key_id: AccessKeyId::parse(id.trim())
-                    .map_err(|e| PodiamError::Key(format!("AWS_ACCESS_KEY_ID: {e}")))?,
-                secret_access_key: SecretAccessKey::new(secret.trim()),
-                session_token: env("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
-            }))),
-            _ => Err(PodiamError::Key(
-                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".to_owned(),
-            )),
-        }
+        let key = SigningCredentials::from_env(env).map_err(|e| PodiamError::Key(e.to_string()))?;
+        Ok(key.map(Self::Static))
     }
 
     /// A credentials file and profile; read once now so a bad file stops the webhook at start.
@@ -126,47 +96,11 @@ impl KeySource {
             Self::File { path, profile } => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))?;
-                parse_credentials_file(&text, profile)
+                SigningCredentials::from_shared_credentials(&text, profile)
                     .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))
             }
         }
     }
-}
-
-/// The `[profile]` section of an AWS shared-credentials file.
-fn parse_credentials_file(text: &str, profile: &str) -> Result<PodiamKey, String> {
-    let mut in_profile = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-            continue;
-        }
-        if !in_profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_owned();
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v),
-                "aws_secret_access_key" => secret = Some(v),
-                "aws_session_token" => token = Some(v),
-                _ => {}
-            }
-        }
-    }
-    let id = id.ok_or_else(|| format!("profile `{profile}` has no aws_access_key_id"))?;
-    let secret =
-        secret.ok_or_else(|| format!("profile `{profile}` has no aws_secret_access_key"))?;
-    Ok(PodiamKey {
-        access_key_id: AccessKeyId::parse(&id).map_err(|e| e.to_string())?,
-        secret_access_key: SecretAccessKey::new(secret),
-        session_token: token.filter(|t| !t.is_empty()),
-    })
 }
 
 /// Settings for [`PodiamSource`].
@@ -227,19 +161,6 @@ struct Page {
 struct Summary {
     namespace: String,
     service_account: String,
-}
-
-/// RFC 3986 unreserved characters stay, everything else is `%XX` (as SigV4 canonicalises).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl PodiamSource {
@@ -304,12 +225,12 @@ impl PodiamSource {
         let mut query = format!("maxResults={PAGE_SIZE}");
         if let Some(t) = next_token {
             query.push_str("&nextToken=");
-            query.push_str(&percent_encode(t));
+            query.push_str(&uri_encode(t));
         }
         let url = format!(
             "{}/clusters/{}/pod-identity-associations?{query}",
             self.opts.endpoint.trim_end_matches('/'),
-            percent_encode(&self.opts.cluster)
+            uri_encode(&self.opts.cluster)
         );
         let parsed = reqwest::Url::parse(&url).map_err(|e| unreachable(format!("`{url}`: {e}")))?;
         let host = match (parsed.host_str(), parsed.port()) {
@@ -318,18 +239,7 @@ impl PodiamSource {
             (None, _) => return Err(unreachable(format!("no host in `{url}`"))),
         };
         let key = self.opts.key.current()?;
-        let time = SystemTime::now();
-        let amz_date = format_amz_date(time);
-        let mut headers: Vec<(&str, &str)> = vec![("host", &host), ("x-amz-date", &amz_date)];
-        if let Some(t) = &key.session_token {
-            headers.push(("x-amz-security-token", t));
-        }
-        let signed: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-        let scope = CredentialScope {
-            date: amz_date.get(..8).unwrap_or_default().to_owned(),
-            region: self.opts.region.clone(),
-            service: "eks".to_owned(),
-        };
+        let headers = [("host", host.as_str())];
         let request = HttpRequest {
             method: "GET",
             path: parsed.path(),
@@ -337,24 +247,14 @@ impl PodiamSource {
             headers: &headers,
             body: b"",
         };
-        let authorization = sign_authorization_header(
-            &request,
-            &key.access_key_id,
-            &key.secret_access_key,
-            &scope,
-            &signed,
-            time,
-            &VerifyOptions::default(),
-        )
-        .map_err(|e| unreachable(format!("while signing: {e}")))?;
+        let params = SigningParams::new(&key, &self.opts.region, "eks", SystemTime::now());
+        let signature = sign(&request, &params).map_err(|e| unreachable(e.to_string()))?;
         let mut builder = self
             .client
             .get(parsed.clone())
-            .header("x-amz-date", &amz_date)
-            .header("authorization", authorization)
             .header("accept", "application/json");
-        if let Some(t) = &key.session_token {
-            builder = builder.header("x-amz-security-token", t);
+        for (name, value) in signature {
+            builder = builder.header(name, value);
         }
         let response = builder
             .send()
@@ -436,25 +336,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_file_profile() {
-        let text = "[default]\naws_access_key_id = AKIAAAAAAAAAAAAAAAAA\naws_secret_access_key = a\n\n[podiam]\naws_access_key_id=AKIABBBBBBBBBBBBBBBB\naws_secret_access_key=b\n";
-        let k = parse_credentials_file(text, "podiam").unwrap();
-        assert_eq!(k.access_key_id.to_string(), "AKIABBBBBBBBBBBBBBBB");
-        assert!(k.session_token.is_none());
-        assert!(parse_credentials_file(text, "other").is_err());
-    }
-
-    #[test]
     fn env_key_needs_both_halves() {
         let none = KeySource::from_env(|_| None).unwrap();
         assert!(none.is_none());
         let half = KeySource::from_env(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIA".to_owned()));
         assert!(half.is_err());
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
-        assert_eq!(percent_encode("a b/c+="), "a%20b%2Fc%2B%3D");
     }
 }

@@ -12,8 +12,16 @@
 //!
 //! Errors are typed; the server maps them to `IncompleteSignature`, `SignatureDoesNotMatch`,
 //! `MissingAuthenticationToken`, `RequestExpired` and friends (see each variant).
+//!
+//! The client side ([`sign`], [`SigningCredentials`]) builds the same canonical request, so
+//! podiam's own components sign exactly what the verifier checks.
 
 mod canonical;
+mod client;
+
+pub use client::{
+    CredentialsError, SignError, SigningCredentials, SigningParams, sign, uri_encode,
+};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
