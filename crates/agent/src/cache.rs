@@ -445,13 +445,7 @@ impl<S: CredentialSource> CredentialCache<S> {
                 inner.metrics.renewal("evicted");
             }
             Err(e) => {
-                let now = inner.clock.now();
-                let wait = inner
-                    .config
-                    .retry_after_error
-                    .min(old.expires_at.saturating_duration_since(now) / 2);
-                old.next_attempt
-                    .store(inner.ms(now + wait), Ordering::Relaxed);
+                let wait = inner.retry_later(&old.next_attempt, old.expires_at);
                 tracing::warn!(pod_uid = %old.pod_uid, error = %e, retry_in = ?wait, "renewal failed; serving cached credentials until they expire");
                 inner.metrics.renewal("error");
             }
@@ -466,14 +460,8 @@ impl<S: CredentialSource> CredentialCache<S> {
                 inner.metrics.renewal("ok");
             }
             Err(e) => {
-                let now = inner.clock.now();
-                let wait = inner
-                    .config
-                    .retry_after_error
-                    .min(old.expires_at.saturating_duration_since(now) / 2);
-                old.next_attempt
-                    .store(inner.ms(now + wait), Ordering::Relaxed);
-                tracing::warn!(error = %e, "node credential renewal failed; serving cached credentials until they expire");
+                let wait = inner.retry_later(&old.next_attempt, old.expires_at);
+                tracing::warn!(error = %e, retry_in = ?wait, "node credential renewal failed; serving cached credentials until they expire");
                 inner.metrics.renewal("error");
             }
         }
@@ -483,6 +471,19 @@ impl<S: CredentialSource> CredentialCache<S> {
 impl<S> Inner<S> {
     fn ms(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// After a failed renewal, the next attempt comes after `retry_after_error`, but at the
+    /// latest halfway to expiry, so short-lived credentials still get further attempts before
+    /// they lapse. Returns the wait.
+    fn retry_later(&self, next_attempt: &AtomicU64, expires_at: Instant) -> Duration {
+        let now = self.clock.now();
+        let wait = self
+            .config
+            .retry_after_error
+            .min(expires_at.saturating_duration_since(now) / 2);
+        next_attempt.store(self.ms(now + wait), Ordering::Relaxed);
+        wait
     }
 
     fn mark_served(&self, l: &Liveness, now: Instant, expires_at: Instant) {

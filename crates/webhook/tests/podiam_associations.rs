@@ -8,48 +8,28 @@
 
 mod support;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use podiam_server::local::{EksOp, eks_as_admin, iam_as_admin};
 use podiam_webhook::podiam::{KeySource, PodiamOptions};
 use podiam_webhook::server::{KubeOptions, Options, Running, start};
 use rustls::RootCertStore;
-use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
+use support::{connect, eventually, send};
 
 const ACCOUNT: &str = "000000000000";
 const CLUSTER: &str = "dev";
 const ROLE: &str = "cart-role";
-const DEADLINE: Duration = Duration::from_secs(20);
 const POD_IDENTITY_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
 /// More than one page (100) of associations, so the webhook must follow `nextToken`.
 const BULK: usize = 120;
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn associate(data_dir: &Path, namespace: &str, service_account: &str) {
     eks_as_admin(
@@ -158,25 +138,7 @@ impl Harness {
     }
 
     async fn connect(&self) -> SendRequest<Full<Bytes>> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(self.running.addr)
-            .await
-            .unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        sender
+        connect(self.running.addr, &self.roots).await.0
     }
 
     fn metrics(&self) -> String {
@@ -210,18 +172,9 @@ async fn admit(sender: &mut SendRequest<Full<Bytes>>, sa: &str) -> Option<Value>
         }
     }))
     .unwrap();
-    sender.ready().await.unwrap();
-    let req = hyper::Request::builder()
-        .method("POST")
-        .uri("/mutate")
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let out: Value =
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let (status, body) = send(sender, "POST", "/mutate", "application/json", body).await;
+    assert_eq!(status, 200);
+    let out: Value = serde_json::from_slice(&body).unwrap();
     let r = &out["response"];
     assert_eq!(r["uid"], uid.as_str());
     assert_eq!(r["allowed"], true, "{out}");

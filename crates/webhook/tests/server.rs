@@ -9,23 +9,22 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use podiam_webhook::server::{KubeOptions, Options, Running, start};
 use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
+use support::{connect, eventually, send};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/s3-reader";
-const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Pair {
     cert_pem: String,
@@ -41,25 +40,6 @@ fn self_signed() -> Pair {
         cert_pem: ck.cert.pem(),
         key_pem: ck.signing_key.serialize_pem(),
         der: ck.cert.der().clone(),
-    }
-}
-
-/// Poll `check` until it returns `Some`, at most `DEADLINE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -114,57 +94,8 @@ impl Harness {
 
     /// A new HTTPS connection; returns a request sender and the certificate the server presented.
     async fn connect(&self) -> (SendRequest<Full<Bytes>>, CertificateDer<'static>) {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        let tcp = tokio::net::TcpStream::connect(self.running.addr)
-            .await
-            .unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let presented = tls.get_ref().1.peer_certificates().unwrap()[0]
-            .clone()
-            .into_owned();
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        (sender, presented)
+        connect(self.running.addr, &self.roots).await
     }
-}
-
-async fn send(
-    sender: &mut SendRequest<Full<Bytes>>,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, Vec<u8>) {
-    sender.ready().await.unwrap();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    (
-        status,
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
 }
 
 fn pod(service_account: &str) -> Value {
