@@ -151,11 +151,14 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
                 Err(_) => std::future::pending::<()>().await,
             }
         };
-        tokio::select! {
-            r = server.wait() => r.context("the server stopped")?,
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
+        // A stop writes out the audit events of the decisions already made.
+        let stop = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = term => {}
+            }
+        };
+        server.run_until(stop).await.context("the server stopped")?;
         Ok(ExitCode::from(exit::OK))
     })
 }

@@ -110,8 +110,11 @@ pub struct Audit {
 /// Events waiting for the writer.
 struct Queue {
     pending: Mutex<Vec<Event>>,
-    /// Signalled when `pending` reaches a full batch.
+    /// Signalled when `pending` reaches a full batch (or someone waits for a flush).
     full: Condvar,
+    /// Events queued so far, and events the writer has handled (written, or given up on).
+    queued: AtomicU64,
+    handled: AtomicU64,
 }
 
 /// Events held in memory at most; past it new events are dropped (and counted).
@@ -208,6 +211,8 @@ impl Audit {
         let queue = Arc::new(Queue {
             pending: Mutex::new(Vec::with_capacity(BATCH)),
             full: Condvar::new(),
+            queued: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
         });
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_writer = Arc::clone(&dropped);
@@ -228,8 +233,10 @@ impl Audit {
                 let mut line = Vec::with_capacity(1024);
                 // Runs until every `Audit` handle is gone and the queue is empty.
                 while queue.take(&mut batch) {
+                    let taken = u64::try_from(batch.len()).unwrap_or(u64::MAX);
                     let Some(out) = &mut out else {
                         batch.clear();
+                        queue.handled.fetch_add(taken, Ordering::Release);
                         continue;
                     };
                     for e in batch.drain(..) {
@@ -247,6 +254,7 @@ impl Audit {
                         }
                     }
                     out.flush_and_rotate();
+                    queue.handled.fetch_add(taken, Ordering::Release);
                     if let Some(db) = &mut database {
                         db.hand_over();
                     }
@@ -286,9 +294,31 @@ impl Audit {
             return;
         }
         pending.push(event);
+        queue.queued.fetch_add(1, Ordering::Relaxed);
         if pending.len() == BATCH {
             queue.full.notify_one();
         }
+    }
+
+    /// Waits until the writer has handled every event recorded before the call, at most
+    /// `grace`; `true` if it has.
+    pub async fn flush(&self, grace: Duration) -> bool {
+        let Some(queue) = &self.queue else {
+            return true;
+        };
+        let target = {
+            let _pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.queued.load(Ordering::Relaxed)
+        };
+        queue.full.notify_one();
+        let deadline = tokio::time::Instant::now() + grace;
+        while queue.handled.load(Ordering::Acquire) < target {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 }
 

@@ -126,6 +126,7 @@ pub struct Server {
     pub aws_credentials_file: PathBuf,
     pub account_id: String,
     pub shared: Arc<Shared>,
+    audit: Audit,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -140,6 +141,34 @@ impl Server {
 
     pub fn abort(&self) {
         self.task.abort();
+    }
+
+    /// Serves until `stop` completes (then [`Server::shutdown`]) or the serving task fails.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let ended = tokio::select! {
+            r = &mut self.task => Some(r),
+            () = stop => None,
+        };
+        match ended {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(std::io::Error::other(e)),
+            None => {
+                self.shutdown(std::time::Duration::from_secs(5)).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops serving, then waits (at most `grace`) until every audit event recorded so far is in
+    /// `audit.log`: a stop (Ctrl-C, SIGTERM) loses no decision already made.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        self.task.abort();
+        if !self.audit.flush(grace).await {
+            tracing::warn!("stopping before every audit event was written");
+        }
     }
 }
 
@@ -190,11 +219,12 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
     let endpoint = format!("{scheme}://{addr}");
 
     let mut state = store.load().await?;
-    let first_start = !state.settings.contains_key("account_id");
-    if first_start {
+    let mut first_start = false;
+    if !state.settings.contains_key("account_id") {
         // Replicas starting together on an empty database: the first bootstrap wins, the others
-        // load what it wrote.
-        state = write_unless_raced(&store, state, bootstrap(&options, &endpoint)?).await?;
+        // load what it wrote (and do not report a first start).
+        (state, first_start) =
+            write_unless_raced(&store, state, bootstrap(&options, &endpoint)?).await?;
     }
     // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
     let partition = "aws".to_string();
@@ -204,7 +234,7 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         .map(|p| Change::Policy(p.arn.clone(), Some(p)))
         .collect();
     if !missing.is_empty() {
-        state = write_unless_raced(&store, state, missing).await?;
+        state = write_unless_raced(&store, state, missing).await?.0;
     }
     let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
     let config = Config {
@@ -223,7 +253,7 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         audit::DatabaseSink::for_server(&shared, options.replica_name.clone()),
     );
     tokio::spawn(watch_store(Arc::clone(&shared)));
-    let mut app = router(Arc::clone(&shared), audit, options.tls.is_some());
+    let mut app = router(Arc::clone(&shared), audit.clone(), options.tls.is_some());
     if bench_noop {
         app = app.route(
             "/__bench/noop",
@@ -255,16 +285,18 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         aws_credentials_file: credentials_file,
         account_id,
         shared,
+        audit,
         task,
     })
 }
 
-/// Writes start-up changes unless another replica wrote them first, and returns the state after.
+/// Writes start-up changes unless another replica wrote them first, and returns the state after
+/// and whether these changes were the ones written.
 async fn write_unless_raced(
     store: &Store,
     mut state: State,
     changes: Vec<Change>,
-) -> Result<State, StartError> {
+) -> Result<(State, bool), StartError> {
     let checked: Vec<(Change, Change)> = changes
         .iter()
         .map(|c| (c.clone(), state.current(c)))
@@ -274,9 +306,9 @@ async fn write_unless_raced(
             for c in &changes {
                 state.apply(c);
             }
-            Ok(state)
+            Ok((state, true))
         }
-        Err(podiam_store::StoreError::Conflict { .. }) => Ok(store.load().await?),
+        Err(podiam_store::StoreError::Conflict { .. }) => Ok((store.load().await?, false)),
         Err(e) => Err(e.into()),
     }
 }
@@ -669,6 +701,23 @@ async fn aws_query(
             {
                 let mut ev = audit::Event::new(&ctx, &action);
                 ev.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
+                // A role session's denial belongs to its role (`podiam audit --role`, also in
+                // the database), with the pod it was issued to when the session says.
+                if let Some(auth::Caller::Session(s)) = &ctx.caller {
+                    ev.role = Some(s.role_arn.clone());
+                    ev.session_name = Some(s.role_session_name.clone());
+                    if let podiam_identity::session::SessionSource::PodIdentity {
+                        namespace,
+                        service_account,
+                        pod_name,
+                        ..
+                    } = &s.source
+                    {
+                        ev.namespace = Some(namespace.clone());
+                        ev.service_account = Some(service_account.clone());
+                        ev.pod = Some(pod_name.clone());
+                    }
+                }
                 ev.finish(&r);
                 app.audit.record(ev);
             }

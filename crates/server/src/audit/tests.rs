@@ -189,3 +189,20 @@ async fn the_log_rotates_past_its_size_and_keeps_the_newest_events() {
     );
     assert!(size(&log) < 1_000 + 5 * line as u64, "{} bytes", size(&log));
 }
+
+#[tokio::test]
+async fn flush_returns_once_every_recorded_event_is_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let audit = Audit::start(log.clone(), None);
+    for i in 0..1_000 {
+        audit.record(event(i, "allowed"));
+    }
+    assert!(audit.flush(Duration::from_secs(10)).await);
+    // No waiting here: flush promised the lines are written.
+    let lines = file_lines(&log);
+    assert_eq!(lines.len(), 1_000);
+    assert!(lines[999].contains("\"req-999\""));
+    // Nothing recorded since: returns at once.
+    assert!(audit.flush(Duration::ZERO).await);
+}
