@@ -709,7 +709,7 @@ async fn pod_identity(
     let jwks = if ctx.shared.is_own_issuer(&c.issuer_url) {
         ctx.shared.keys().jwks.clone()
     } else if let Some(j) = &c.static_jwks {
-        std::sync::Arc::new(crate::issuer::parse_jwks(j)?)
+        ctx.shared.static_jwks(j)?
     } else {
         ctx.shared.remote_jwks(&c.issuer_url, false).await?
     };

@@ -28,6 +28,8 @@ pub struct Shared {
     state: RwLock<Arc<State>>,
     writer: tokio::sync::Mutex<()>,
     compiled: RwLock<CompiledCache>,
+    /// Static JWKS documents (given at provider or cluster registration), parsed once.
+    static_jwks: RwLock<HashMap<Arc<str>, Arc<podiam_identity::Jwks>>>,
     keys: RwLock<Arc<Keys>>,
     remote: crate::jwks::JwksCache,
     pub metrics: crate::metrics::Metrics,
@@ -69,6 +71,7 @@ impl Shared {
             state: RwLock::new(Arc::new(state)),
             writer: tokio::sync::Mutex::new(()),
             compiled: RwLock::new(Default::default()),
+            static_jwks: RwLock::new(HashMap::new()),
             keys: RwLock::new(Arc::new(keys)),
             remote: crate::jwks::JwksCache::new(),
             metrics: crate::metrics::Metrics::new(),
@@ -183,6 +186,30 @@ impl Shared {
             Ok(mut g) => *g = Arc::new(next),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
         }
+    }
+
+    /// A static JWKS, parsed once per distinct text. The same `Arc` comes back for the same
+    /// text, so tokens verified with it are remembered (the verified-token cache is tied to the
+    /// key set's identity); registering new keys gives a new text, hence a new key set.
+    pub fn static_jwks(&self, text: &str) -> Result<Arc<podiam_identity::Jwks>, AwsError> {
+        if let Ok(cache) = self.static_jwks.read()
+            && let Some(j) = cache.get(text)
+        {
+            return Ok(Arc::clone(j));
+        }
+        let jwks = Arc::new(crate::issuer::parse_jwks(text)?);
+        if let Ok(mut cache) = self.static_jwks.write() {
+            // A handful of clusters and providers; past this, something churns: start over.
+            if cache.len() >= 1_024 {
+                cache.clear();
+            }
+            return Ok(Arc::clone(
+                cache
+                    .entry(Arc::from(text))
+                    .or_insert_with(|| Arc::clone(&jwks)),
+            ));
+        }
+        Ok(jwks)
     }
 
     /// Parses a stored document once and keeps the compiled form.

@@ -223,7 +223,7 @@ async fn provider_jwks(
         return Ok(ctx.shared.keys().jwks.clone());
     }
     if let Some(j) = &provider.static_jwks {
-        return crate::issuer::parse_jwks(j).map(std::sync::Arc::new);
+        return ctx.shared.static_jwks(j);
     }
     ctx.shared.remote_jwks(&provider.url, false).await
 }

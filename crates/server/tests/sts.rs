@@ -437,7 +437,18 @@ async fn keys_of_another_issuer_come_from_its_discovery_document_or_a_static_jwk
     let stat = trust_issuer(&a2, &issuer_d, Some(&jwks_d)).await;
     let (status, body) = assume_role(&a2, &stat, &token_d).await;
     assert_eq!(status, 200, "{body}");
-    let _ = jwks_b;
+    // The static JWKS is parsed once: the same key set serves every request (so tokens verified
+    // with it are remembered), and other keys make another one.
+    let shared = &a2.server.shared;
+    let first = shared.static_jwks(&jwks_d).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &first,
+        &shared.static_jwks(&jwks_d).unwrap()
+    ));
+    let other = shared.static_jwks(&jwks_b).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &other));
+    let (status, body) = assume_role(&a2, &stat, &token_d).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
