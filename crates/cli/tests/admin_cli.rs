@@ -117,8 +117,22 @@ fn sigterm_stops_podiam_up_cleanly_and_a_busy_port_says_what_to_do() {
         "{err}"
     );
     assert_eq!(err.matches("in use").count(), 1, "said twice: {err}");
+    // A decision made just before the stop is in audit.log after it (the writer batches every
+    // 20 ms; the stop waits for it).
+    let refused = server.get(
+        "/?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=stop-test\
+         &RoleArn=arn:aws:iam::000000000000:role/none&WebIdentityToken=not.a.jwt",
+    );
+    assert!(refused.contains("InvalidIdentityToken"), "{refused}");
     // `kill $pid; wait $pid` under `set -e` must not fail the job.
     assert_eq!(server.terminate().code(), Some(0));
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"action\":\"AssumeRoleWithWebIdentity\""),
+        "the last decision is missing from audit.log: {audit:?}"
+    );
+    // The database was closed: SQLite's write-ahead log is checkpointed and gone.
+    assert!(!dir.join("podiam.db-wal").exists() && !dir.join("podiam.db-shm").exists());
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&other).unwrap();
 }

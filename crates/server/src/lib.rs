@@ -29,7 +29,7 @@ pub mod error;
 pub mod iam;
 mod ids;
 pub mod issuer;
-mod jwks;
+pub mod jwks;
 pub mod local;
 mod managed;
 pub mod metrics;
@@ -163,12 +163,15 @@ impl Server {
     }
 
     /// Stops serving, then waits (at most `grace`) until every audit event recorded so far is in
-    /// `audit.log`: a stop (Ctrl-C, SIGTERM) loses no decision already made.
+    /// `audit.log` (a stop, Ctrl-C or SIGTERM, loses no decision already made), and closes the
+    /// database.
     pub async fn shutdown(self, grace: std::time::Duration) {
         self.task.abort();
         if !self.audit.flush(grace).await {
             tracing::warn!("stopping before every audit event was written");
         }
+        // Closing the pool checkpoints SQLite's write-ahead log and removes its -wal/-shm files.
+        self.shared.store().close().await;
     }
 }
 
