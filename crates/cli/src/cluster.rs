@@ -78,6 +78,16 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                     c["arn"].as_str().unwrap_or_default(),
                     c["identity"]["oidc"]["issuer"].as_str().unwrap_or_default()
                 ))?;
+                if let (Some(url), None) = (&args.issuer_url, &jwks) {
+                    crate::create::warn_if_unreachable(
+                        url,
+                        &format!(
+                            "kubectl get --raw /openid/v1/jwks | podiam cluster create --name {} --issuer-url {url} --jwks-file /dev/stdin",
+                            args.name
+                        ),
+                    )
+                    .await;
+                }
             }
             ClusterCommand::List(args) => {
                 let data_dir = crate::up::data_dir(args.data_dir);

@@ -82,7 +82,33 @@ async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode
         args.url,
         args.client_ids.join(", ")
     );
+    if jwks.is_none() {
+        warn_if_unreachable(
+            &args.url,
+            &format!(
+                "kubectl get --raw /openid/v1/jwks | podiam create oidcprovider --url {} --jwks-file /dev/stdin",
+                args.url
+            ),
+        )
+        .await;
+    }
     Ok(ExitCode::from(exit::OK))
+}
+
+/// How long registration tries the issuer's discovery document and JWKS, in all.
+const ISSUER_CHECK: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// After registering an issuer without its keys: fetches them as the server will (discovery, then
+/// `jwks_uri`), and if that fails says what failed and `register`, the command that gives podiam
+/// the keys instead. The registration stands: the server may reach what this machine cannot.
+pub async fn warn_if_unreachable(issuer: &str, register: &str) {
+    if let Err(problem) = podiam_server::jwks::check_issuer(issuer, ISSUER_CHECK).await {
+        eprintln!(
+            "warning: cannot fetch the keys of {issuer} from this machine: {problem}\n\
+             The registration stands, but tokens from this issuer will be refused (IDPCommunicationError) unless the podiam server can reach it. If it cannot (a private API server, https://kubernetes.default.svc), give podiam the keys instead, and again after the API server's signing key changes:\n  \
+             {register}"
+        );
+    }
 }
 
 /// `create oidcprovider` for an issuer already registered: with --jwks-file, its keys are

@@ -47,9 +47,13 @@ impl Default for JwksCache {
 
 impl JwksCache {
     pub fn new() -> JwksCache {
+        Self::with_timeout(TIMEOUT)
+    }
+
+    fn with_timeout(timeout: Duration) -> JwksCache {
         let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent("podiam")
             .build()
@@ -74,7 +78,11 @@ impl JwksCache {
                 return Ok(Arc::clone(&e.jwks));
             }
         }
-        match self.fetch(issuer).await {
+        match self
+            .fetch(issuer)
+            .await
+            .map_err(|problem| communication_error(issuer, problem))
+        {
             Ok(jwks) => {
                 let jwks = Arc::new(jwks);
                 entries.insert(
@@ -97,66 +105,96 @@ impl JwksCache {
         }
     }
 
-    async fn get_json(&self, issuer: &str, url: &str) -> Result<serde_json::Value, AwsError> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or_else(|| communication_error(issuer, "no HTTP client"))?;
+    /// What went wrong is the `Err`: DNS, connect, TLS, timeout, HTTP status, not JSON.
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let client = self.client.as_ref().ok_or("no HTTP client")?;
         let mut response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| communication_error(issuer, format!("GET {url}: {e}")))?;
+            .map_err(|e| format!("GET {url}: {}", describe(&e)))?;
         if !response.status().is_success() {
-            return Err(communication_error(
-                issuer,
-                format!("GET {url} answered {}", response.status()),
-            ));
+            return Err(format!("GET {url}: HTTP status {}", response.status()));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| communication_error(issuer, format!("GET {url}: {e}")))?
+            .map_err(|e| format!("GET {url}: {}", describe(&e)))?
         {
             if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(communication_error(
-                    issuer,
-                    format!("GET {url}: the document is over 1 MiB"),
-                ));
+                return Err(format!("GET {url}: the document is over 1 MiB"));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| communication_error(issuer, format!("GET {url}: not JSON: {e}")))
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
     }
 
-    async fn fetch(&self, issuer: &str) -> Result<Jwks, AwsError> {
+    async fn fetch(&self, issuer: &str) -> Result<Jwks, String> {
         let discovery_url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let discovery = self.get_json(issuer, &discovery_url).await?;
+        let discovery = self.get_json(&discovery_url).await?;
         // OpenID Connect Discovery: the document's `issuer` must be the issuer asked about.
         let declared = discovery
             .get("issuer")
             .and_then(|v| v.as_str())
             .unwrap_or("");
         if declared.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return Err(communication_error(
-                issuer,
-                format!("the discovery document names issuer `{declared}`"),
-            ));
+            return Err(format!("the discovery document names issuer `{declared}`"));
         }
         let jwks_uri = discovery
             .get("jwks_uri")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                communication_error(issuer, "the discovery document has no `jwks_uri`")
-            })?;
-        let jwks = self.get_json(issuer, jwks_uri).await?;
+            .ok_or("the discovery document has no `jwks_uri`")?;
+        let jwks = self.get_json(jwks_uri).await?;
         let text = jwks.to_string();
-        Jwks::from_json(text.as_bytes())
-            .map_err(|e| communication_error(issuer, format!("{jwks_uri}: {e}")))
+        let jwks = Jwks::from_json(text.as_bytes()).map_err(|e| format!("{jwks_uri}: {e}"))?;
+        Ok(jwks)
     }
+}
+
+/// A transport error as what failed (DNS, connect, TLS, timeout) and the innermost cause:
+/// reqwest's own text names only the URL.
+fn describe(e: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let chain = causes.join(": ").to_lowercase();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if chain.contains("dns error") {
+        "DNS lookup failed"
+    } else if chain.contains("certificate") || chain.contains("tls") {
+        "TLS failed"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    match causes.last() {
+        Some(cause) => format!("{what} ({cause})"),
+        None => format!("{what} ({e})"),
+    }
+}
+
+/// Fetches `issuer`'s keys once, as the server does (discovery, then `jwks_uri`), within
+/// `timeout` in all; `Ok` is the number of usable keys. For the check at registration, from
+/// wherever the registering command runs.
+pub async fn check_issuer(issuer: &str, timeout: Duration) -> Result<usize, String> {
+    let cache = JwksCache::with_timeout(timeout);
+    let jwks = tokio::time::timeout(timeout, cache.fetch(issuer))
+        .await
+        .map_err(|_| format!("timed out (no keys within {timeout:?})"))??;
+    if jwks.keys().is_empty() {
+        return Err(format!(
+            "the issuer's JWKS has no keys podiam can use ({} skipped)",
+            jwks.skipped().len()
+        ));
+    }
+    Ok(jwks.keys().len())
 }
