@@ -55,10 +55,10 @@ else
   echo "WARNING: PODIAM_BIN is not set: the webhook's objects are not compared with 'podiam webhook manifests'" >&2
 fi
 
-for overlay in deploy/overlays/*/; do
-  name=$(basename "$overlay")
-  echo "== kubectl kustomize $overlay"
-  "$kubectl" kustomize "$overlay" > "$tmp/$name.yaml"
+check_overlay() { # NAME DIR WEBHOOK-MANIFESTS: render DIR, validate it, check it (and against the binary)
+  local name=$1 dir=$2 version rc
+  echo "== kubectl kustomize $dir"
+  "$kubectl" kustomize "$dir" > "$tmp/$name.yaml"
   for version in 1.33.0 1.37.0; do
     rc=0
     kubernetes-validate --strict -k "$version" "$tmp/$name.yaml" > "$tmp/$name-$version.out" 2>&1 || rc=$?
@@ -70,10 +70,42 @@ for overlay in deploy/overlays/*/; do
     echo "kubernetes-validate --strict -k $version: $(grep -c ' passed ' "$tmp/$name-$version.out") objects passed"
   done
   python3 tests/interop/deploy_check.py "$name" "$tmp/$name.yaml" \
-    "$tmp/$name-1.33.0.out" "$tmp/$name-1.37.0.out" "$webhook_manifests" "${agent_manifests:-}"
+    "$tmp/$name-1.33.0.out" "$tmp/$name-1.37.0.out" "$3" "${agent_manifests:-}"
   if [ -n "${PODIAM_BIN:-}" ]; then
     python3 tests/interop/deploy_pods.py static "$PODIAM_BIN" "$name" "$tmp/$name.yaml"
   fi
+}
+
+for overlay in deploy/overlays/*/; do
+  check_overlay "$(basename "$overlay")" "$overlay" "$webhook_manifests"
+done
+
+# The webhook's optional association mode (--podiam-endpoint): every overlay with
+# components/webhook-podiam-associations added to its components, in a copy of deploy/ (as an
+# operator adds it to theirs), compared with `podiam webhook manifests --podiam-endpoint URL
+# --cluster NAME` for the overlay's URL and cluster.
+cp -r deploy "$tmp/deploy"
+for overlay in deploy/overlays/*/; do
+  base=$(basename "$overlay")
+  name="$base+webhook-podiam-associations"
+  python3 - "$tmp/deploy/overlays/$base/kustomization.yaml" <<'PY'
+import sys, yaml
+k = yaml.safe_load(open(sys.argv[1]))
+k.setdefault("components", []).append("../../components/webhook-podiam-associations")
+yaml.safe_dump(k, open(sys.argv[1], "w"), sort_keys=False)
+PY
+  printed=""
+  if [ -n "${PODIAM_BIN:-}" ]; then
+    read -r url cluster < <("$kubectl" kustomize "$tmp/deploy/overlays/$base" | python3 -c '
+import sys, yaml
+cm = next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("podiam-agent-config"))
+print(cm["data"]["PODIAM_SERVER_URL"], cm["data"]["PODIAM_CLUSTER_NAME"])')
+    ca=()
+    case "$url" in https://*) ca=(--podiam-ca-secret podiam-server-tls) ;; esac
+    printed="$tmp/$name-webhook-manifests.yaml"
+    "$PODIAM_BIN" webhook manifests --namespace podiam --podiam-endpoint "$url" --cluster "$cluster" "${ca[@]}" > "$printed"
+  fi
+  check_overlay "$name" "$tmp/deploy/overlays/$base" "$printed"
 done
 
 # Negative controls: strict validation rejects a misspelt field in a rendered Deployment, and the

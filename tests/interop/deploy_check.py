@@ -10,7 +10,11 @@
    (Secret, ConfigMap, Service selector and port, PDB, ServiceMonitor, Issuer) lands on something.
 4. The webhook's objects carry what `podiam webhook manifests` prints (and the agent's what
    `podiam agent manifests` prints, once that exists).
+5. OVERLAY+webhook-podiam-associations (the overlay with components/webhook-podiam-associations):
+   the webhook reads podiam's associations with the agents' URL and cluster, from the
+   podiam-webhook-credentials Secret mounted read-only, 0440, at the path its flag names.
 """
+import re
 import sys
 
 import jsonschema
@@ -108,6 +112,7 @@ def pod_specs(docs):
 
 
 def main(overlay, rendered, outs, webhook, agent):
+    overlay, _, component = overlay.partition("+")
     docs = load(rendered)
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     crd = [d for d in docs if (d["apiVersion"], d["kind"]) in CRD_KINDS]
@@ -134,6 +139,8 @@ def main(overlay, rendered, outs, webhook, agent):
     # 3. Pods: security, probes, resources.
     secrets = {n for (k, n) in by if k == "Secret"} | {d["spec"]["secretName"] for d in docs if d["kind"] == "Certificate"}
     secrets |= OPERATOR_SECRETS[overlay]
+    if component:
+        secrets.add("podiam-webhook-credentials")
     configmaps = {n for (k, n) in by if k == "ConfigMap"}
     for w, tpl in pod_specs(docs):
         spec, wname = tpl["spec"], w["metadata"]["name"]
@@ -237,6 +244,44 @@ def main(overlay, rendered, outs, webhook, agent):
     assert ds["hostNetwork"] and ds["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert not [p for c in ds["containers"] for p in c.get("ports", []) if p["containerPort"] == 80]
 
+    # 5. The webhook's association mode.
+    wpod = by[("Deployment", "podiam-webhook")]["spec"]["template"]["spec"]
+    wc0 = wpod["containers"][0]
+    wenv = {}
+    for e in wc0.get("env", []):
+        ref = e.get("valueFrom", {}).get("configMapKeyRef")
+        wenv[e["name"]] = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref["name"])[
+            "data"][ref["key"]] if ref else e.get("value")
+    wflags = dict(a[2:].split("=", 1) for a in wc0["args"][1:] if "=" in a)
+    if component == "webhook-podiam-associations":
+        assert wflags["podiam-endpoint"] == "$(PODIAM_SERVER_URL)" and wenv["PODIAM_SERVER_URL"] == url, wflags
+        assert wflags["cluster"] == "$(PODIAM_CLUSTER_NAME)", wflags
+        assert wenv["PODIAM_CLUSTER_NAME"] == agent_cm["data"]["PODIAM_CLUSTER_NAME"]
+        path = wflags["podiam-credentials-file"]
+        mount = next(m for m in wc0["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+        vol = next(v for v in wpod["volumes"] if v["name"] == mount["name"])["secret"]
+        assert mount.get("readOnly") is True, mount
+        assert vol["secretName"] == "podiam-webhook-credentials", vol
+        item = next(i for i in vol["items"] if f"{mount['mountPath']}/{i['path']}" == path)
+        assert item["key"] == "credentials", item
+        assert item.get("mode", vol.get("defaultMode")) == 0o440, vol
+        assert wpod["securityContext"]["fsGroup"] == wpod["securityContext"]["runAsGroup"] == 65532
+        assert ("Secret", "podiam-webhook-credentials") not in by, "the webhook's key is the operator's"
+        if url.startswith("https://"):
+            ca = wenv["SSL_CERT_FILE"]
+            m = next(m for m in wc0["volumeMounts"] if ca.startswith(m["mountPath"].rstrip("/") + "/"))
+            v = next(v for v in wpod["volumes"] if v["name"] == m["name"])["secret"]
+            assert v["secretName"] == "podiam-server-tls" and ca == f"{m['mountPath']}/ca.crt", (ca, v)
+        if "NetworkPolicy" in kinds:
+            egress = by[("NetworkPolicy", "podiam-webhook")]["spec"]["egress"]
+            assert any(r.get("to") == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "podiam-server"}}}]
+                       and {"protocol": "TCP", "port": 8443} in r.get("ports", []) for r in egress), egress
+        print(f"INFO {overlay}+{component}: the webhook reads podiam's associations at {url} for cluster "
+              f"{wenv['PODIAM_CLUSTER_NAME']} with the key mounted at {path}")
+    else:
+        assert component == "", component
+        assert "podiam-endpoint" not in wflags
+
     # 4. The webhook's objects match `podiam webhook manifests` (modulo labels, our extra flags,
     # mounts and the image tag, which kustomize sets).
     if webhook:
@@ -245,13 +290,20 @@ def main(overlay, rendered, outs, webhook, agent):
             got = by[key]
             if key[0] == "Deployment":
                 gc, wc = got["spec"]["template"]["spec"]["containers"][0], want["spec"]["template"]["spec"]["containers"][0]
-                assert set(wc["args"]) <= set(gc["args"]), set(wc["args"]) - set(gc["args"])
+                gargs = {re.sub(r"\$\(([A-Z_]+)\)", lambda m: wenv[m[1]], a) for a in gc["args"]}
+                assert set(wc["args"]) <= gargs, set(wc["args"]) - gargs
+                assert {e["name"] for e in wc.get("env", [])} <= set(wenv), wc.get("env")
                 assert gc["ports"] == wc["ports"] and gc["image"] == wc["image"]
                 for k in ("livenessProbe", "readinessProbe"):
                     assert gc[k]["httpGet"] == wc[k]["httpGet"], k
                 for k, v in wc["securityContext"].items():
                     assert gc["securityContext"][k] == v, k
                 assert all(m in gc["volumeMounts"] for m in wc["volumeMounts"])
+                for k, v in want["spec"]["template"]["spec"]["securityContext"].items():
+                    assert got["spec"]["template"]["spec"]["securityContext"][k] == v, k
+                gvols = {v["name"]: v for v in got["spec"]["template"]["spec"]["volumes"]}
+                for v in want["spec"]["template"]["spec"]["volumes"]:
+                    assert gvols.get(v["name"]) == v, v
                 assert got["spec"]["replicas"] >= 1
             else:
                 for field in ("rules", "roleRef", "subjects", "webhooks"):

@@ -71,6 +71,7 @@ OPERATOR_SECRETS = {
     "podiam-database": {"url"},
     "podiam-master-key": {"key"},
     "podiam-agent-key": {"aws_access_key_id", "aws_secret_access_key"},
+    "podiam-webhook-credentials": {"credentials"},
 }
 CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 # Options whose value is a path in other pods (the webhook writes it into the pods it mutates), not

@@ -13,6 +13,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 "$PODIAM_BIN" webhook manifests --namespace iam-system > "$tmp/manifests.yaml"
+# The association mode (--podiam-endpoint): its key from a Secret, its CA from another.
+"$PODIAM_BIN" webhook manifests --namespace iam-system --podiam-endpoint https://podiam.podiam.svc:8443 \
+  --cluster prod --podiam-ca-secret podiam-server-tls > "$tmp/podiam-mode.yaml"
 
 check() { # file version -> 0 if every built-in object passed and only cert-manager kinds were skipped
   local out rc=0
@@ -39,7 +42,41 @@ PY
 
 for version in 1.33.0 1.37.0; do
   check "$tmp/manifests.yaml" "$version"
+  check "$tmp/podiam-mode.yaml" "$version"
 done
+
+# The association mode's Deployment: the flags are `podiam webhook`'s, the credentials file the
+# flag names is the Secret's key where it is mounted (read-only, 0440, readable through fsGroup),
+# SSL_CERT_FILE is the CA Secret's ca.crt, and no Secret value is printed.
+"$PODIAM_BIN" webhook --help > "$tmp/help.txt"
+python3 - "$tmp/podiam-mode.yaml" "$tmp/help.txt" <<'PY'
+import re, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+known = set(re.findall(r"^\s+(?:-\w, )?--([a-z0-9-]+)", open(sys.argv[2]).read(), re.M))
+assert not [d for d in docs if d["kind"] == "Secret"], "a Secret was printed"
+pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+c = pod["containers"][0]
+assert c["args"][0] == "webhook"
+flags = dict(a[2:].split("=", 1) for a in c["args"][1:])
+assert set(flags) <= known, set(flags) - known
+assert flags["podiam-endpoint"] == "https://podiam.podiam.svc:8443" and flags["cluster"] == "prod", flags
+mounts = {m["name"]: m for m in c["volumeMounts"]}
+volumes = {v["name"]: v for v in pod["volumes"]}
+def mounted(path):
+    m = next(m for m in mounts.values() if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    v = volumes[m["name"]]["secret"]
+    item = next(i for i in v["items"] if f"{m['mountPath']}/{i['path']}" == path)
+    return m, v, item
+m, v, item = mounted(flags["podiam-credentials-file"])
+assert m["readOnly"] is True and v["secretName"] == "podiam-webhook-credentials" and item["key"] == "credentials", (m, v)
+assert item.get("mode", v.get("defaultMode")) == 0o440, v
+assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"] == pod["securityContext"]["runAsUser"]
+env = {e["name"]: e["value"] for e in c["env"]}
+m, v, item = mounted(env["SSL_CERT_FILE"])
+assert v["secretName"] == "podiam-server-tls" and item["key"] == "ca.crt", v
+print(f"INFO association mode: --podiam-credentials-file={flags['podiam-credentials-file']} is Secret "
+      "podiam-webhook-credentials' key credentials, mounted read-only, mode 0440")
+PY
 
 # cert-manager objects: a strict subset of the cert-manager.io/v1 CRD schema.
 python3 - "$tmp/manifests.yaml" <<'PY'
@@ -93,4 +130,4 @@ if kubernetes-validate --strict --quiet -k 1.37.0 "$tmp/bad.yaml" >/dev/null; th
   echo "FAIL: kubernetes-validate --strict accepted a misspelt field" >&2
   exit 1
 fi
-echo "webhook manifests: valid for Kubernetes 1.33 and 1.37"
+echo "webhook manifests (and with --podiam-endpoint): valid for Kubernetes 1.33 and 1.37"

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use podiam_webhook::flags::parse_go_duration;
 use podiam_webhook::identity::{ComposeRoleArn, partition_for_region};
-use podiam_webhook::manifests::{ManifestOptions, render};
+use podiam_webhook::manifests::{ManifestOptions, PodiamAssociations, render};
 use podiam_webhook::mutate::{DEFAULT_ANNOTATION_PREFIX, clamp_token_expiration, parse_go_bool};
 use podiam_webhook::podiam::{KeySource, PodiamOptions};
 use podiam_webhook::server::{KubeOptions, Options, start};
@@ -49,6 +49,25 @@ struct ManifestArgs {
     /// Deployment replicas.
     #[arg(long, default_value_t = 2)]
     replicas: i32,
+    /// Also read Pod Identity associations from podiam at this URL (the webhook's
+    /// --podiam-endpoint); the key comes from --podiam-credentials-secret.
+    #[arg(long, requires = "cluster")]
+    podiam_endpoint: Option<String>,
+    /// The cluster as registered with podiam (the webhook's --cluster).
+    #[arg(long, requires = "podiam_endpoint")]
+    cluster: Option<String>,
+    /// Secret (that you create) whose key `credentials` is a shared-credentials file with the
+    /// webhook's access key; mounted read-only (0440) for --podiam-credentials-file.
+    #[arg(
+        long,
+        default_value = "podiam-webhook-credentials",
+        requires = "podiam_endpoint"
+    )]
+    podiam_credentials_secret: String,
+    /// Secret whose `ca.crt` signed podiam's serving certificate (an https --podiam-endpoint
+    /// with a private CA, e.g. podiam-server-tls); trusted through SSL_CERT_FILE.
+    #[arg(long, requires = "podiam_endpoint")]
+    podiam_ca_secret: Option<String>,
     /// Extra `podiam webhook` flags for the Deployment, after `--`.
     #[arg(last = true)]
     extra: Vec<String>,
@@ -310,6 +329,14 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
                 image: m.image,
                 replicas: m.replicas,
                 extra_args: m.extra,
+                podiam: m.podiam_endpoint.zip(m.cluster).map(|(endpoint, cluster)| {
+                    PodiamAssociations {
+                        endpoint,
+                        cluster,
+                        credentials_secret: m.podiam_credentials_secret,
+                        ca_secret: m.podiam_ca_secret,
+                    }
+                }),
             };
             crate::emit(&render(&opts))?;
             Ok(ExitCode::from(exit::OK))

@@ -19,7 +19,36 @@ pub struct ManifestOptions {
     pub replicas: i32,
     /// Extra `podiam webhook` flags (e.g. `--aws-default-region=eu-west-1`).
     pub extra_args: Vec<String>,
+    /// Also read Pod Identity associations from podiam (`--podiam-endpoint`, `--cluster`).
+    pub podiam: Option<PodiamAssociations>,
 }
+
+/// `--podiam-endpoint` mode: the flags, and the key read from a Secret the operator creates
+/// (never printed here), mounted read-only as a shared-credentials file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodiamAssociations {
+    /// podiam's URL (`--podiam-endpoint`).
+    pub endpoint: String,
+    /// The cluster as registered with podiam (`--cluster`).
+    pub cluster: String,
+    /// The Secret with key [`CREDENTIALS_KEY`]: a shared-credentials file whose `[default]` profile
+    /// is the webhook's access key.
+    pub credentials_secret: String,
+    /// A Secret whose `ca.crt` is the CA of podiam's serving certificate (an `https` endpoint with a
+    /// private CA), trusted through `SSL_CERT_FILE`; `None`: the image's CA certificates.
+    pub ca_secret: Option<String>,
+}
+
+/// The Secret's key holding the shared-credentials file.
+pub const CREDENTIALS_KEY: &str = "credentials";
+/// Where that Secret is mounted.
+pub const CREDENTIALS_DIR: &str = "/etc/podiam/webhook-credentials";
+/// Where the CA Secret is mounted (`SSL_CERT_FILE` is its `ca.crt`).
+pub const CA_DIR: &str = "/etc/podiam/server-ca";
+/// The group the webhook runs as; the pod's fsGroup, so the key file can be mode 0440.
+const GID: i64 = 65532;
+/// Secret files: root's, group [`GID`], readable by nobody else.
+const CREDENTIALS_MODE: i64 = 0o440;
 
 impl Default for ManifestOptions {
     fn default() -> Self {
@@ -29,6 +58,7 @@ impl Default for ManifestOptions {
             image: "ghcr.io/podiam/podiam:0.1.0".to_owned(),
             replicas: 2,
             extra_args: Vec::new(),
+            podiam: None,
         }
     }
 }
@@ -57,8 +87,63 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
         format!("--tls-key={CERT_DIR}/tls.key"),
         format!("--namespace={ns}"),
     ];
+    let mut mounts = vec![json!({ "name": "certs", "mountPath": CERT_DIR, "readOnly": true })];
+    let mut volumes = vec![json!({ "name": "certs", "secret": { "secretName": secret } })];
+    let mut env: Vec<Value> = Vec::new();
+    let mut pod_security = json!({
+        "runAsNonRoot": true, "runAsUser": GID, "runAsGroup": GID,
+        "seccompProfile": { "type": "RuntimeDefault" }
+    });
+    if let Some(p) = &o.podiam {
+        args.push(format!("--podiam-endpoint={}", p.endpoint));
+        args.push(format!("--cluster={}", p.cluster));
+        args.push(format!(
+            "--podiam-credentials-file={CREDENTIALS_DIR}/{CREDENTIALS_KEY}"
+        ));
+        mounts.push(
+            json!({ "name": "podiam-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true }),
+        );
+        volumes.push(json!({
+            "name": "podiam-credentials",
+            "secret": {
+                "secretName": p.credentials_secret,
+                "items": [{ "key": CREDENTIALS_KEY, "path": CREDENTIALS_KEY }],
+                "defaultMode": CREDENTIALS_MODE
+            }
+        }));
+        pod_security["fsGroup"] = json!(GID);
+        if let Some(ca) = &p.ca_secret {
+            mounts.push(json!({ "name": "server-ca", "mountPath": CA_DIR, "readOnly": true }));
+            volumes.push(json!({
+                "name": "server-ca",
+                "secret": { "secretName": ca, "items": [{ "key": "ca.crt", "path": "ca.crt" }] }
+            }));
+            env.push(json!({ "name": "SSL_CERT_FILE", "value": format!("{CA_DIR}/ca.crt") }));
+        }
+    }
     args.extend(o.extra_args.iter().cloned());
     let probe = json!({ "httpGet": { "path": "/healthz", "port": "https", "scheme": "HTTPS" }, "periodSeconds": 10 });
+    let mut container = json!({
+        "name": "webhook",
+        "image": o.image,
+        "args": args,
+        "ports": [
+            { "name": "https", "containerPort": HTTPS_PORT, "protocol": "TCP" },
+            { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" }
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": probe,
+        "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": { "drop": ["ALL"] }
+        },
+        "volumeMounts": mounts
+    });
+    if !env.is_empty() {
+        container["env"] = json!(env);
+    }
     vec![
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": labels } }),
         json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(true) }),
@@ -100,26 +185,9 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
                     "metadata": { "labels": labels },
                     "spec": {
                         "serviceAccountName": name,
-                        "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
-                        "containers": [{
-                            "name": "webhook",
-                            "image": o.image,
-                            "args": args,
-                            "ports": [
-                                { "name": "https", "containerPort": HTTPS_PORT, "protocol": "TCP" },
-                                { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" }
-                            ],
-                            "readinessProbe": probe,
-                            "livenessProbe": probe,
-                            "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true,
-                                "capabilities": { "drop": ["ALL"] }
-                            },
-                            "volumeMounts": [{ "name": "certs", "mountPath": CERT_DIR, "readOnly": true }]
-                        }],
-                        "volumes": [{ "name": "certs", "secret": { "secretName": secret } }]
+                        "securityContext": pod_security,
+                        "containers": [container],
+                        "volumes": volumes
                     }
                 }
             }
@@ -227,5 +295,94 @@ mod tests {
             text.matches("---\n").count(),
             objects(&ManifestOptions::default()).len()
         );
+    }
+
+    fn podiam_mode(ca: Option<&str>) -> ManifestOptions {
+        ManifestOptions {
+            podiam: Some(PodiamAssociations {
+                endpoint: "https://podiam.podiam.svc:8443".into(),
+                cluster: "prod".into(),
+                credentials_secret: "podiam-webhook-credentials".into(),
+                ca_secret: ca.map(str::to_owned),
+            }),
+            ..ManifestOptions::default()
+        }
+    }
+
+    fn deployment(objs: &[Value]) -> &Value {
+        &objs.iter().find(|o| o["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"]
+    }
+
+    #[test]
+    fn podiam_mode_mounts_the_credentials_file_the_flag_names() {
+        let objs = objects(&podiam_mode(None));
+        let pod = deployment(&objs);
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(args.contains(&"--podiam-endpoint=https://podiam.podiam.svc:8443"));
+        assert!(args.contains(&"--cluster=prod"));
+        let file = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--podiam-credentials-file="))
+            .unwrap();
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "podiam-credentials")
+            .unwrap();
+        assert_eq!(mount["readOnly"], true);
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "podiam-credentials")
+            .unwrap();
+        let item = &volume["secret"]["items"][0];
+        assert_eq!(
+            file,
+            format!(
+                "{}/{}",
+                mount["mountPath"].as_str().unwrap(),
+                item["path"].as_str().unwrap()
+            )
+        );
+        assert_eq!(volume["secret"]["secretName"], "podiam-webhook-credentials");
+        assert_eq!(item["key"], CREDENTIALS_KEY);
+        // Group-readable only, by the pod's fsGroup, which is the webhook's group.
+        assert_eq!(volume["secret"]["defaultMode"], 0o440);
+        assert_eq!(
+            pod["securityContext"]["fsGroup"],
+            pod["securityContext"]["runAsGroup"]
+        );
+        // No Secret is printed: its value is the operator's.
+        assert!(objs.iter().all(|o| o["kind"] != "Secret"));
+        assert!(c.get("env").is_none());
+    }
+
+    #[test]
+    fn podiam_mode_trusts_a_private_ca_only_when_asked() {
+        let objs = objects(&podiam_mode(Some("podiam-server-tls")));
+        let pod = deployment(&objs);
+        let c = &pod["containers"][0];
+        assert_eq!(c["env"][0]["name"], "SSL_CERT_FILE");
+        assert_eq!(c["env"][0]["value"], format!("{CA_DIR}/ca.crt"));
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == CA_DIR)
+        );
+        let default = objects(&ManifestOptions::default());
+        let pod = deployment(&default);
+        assert!(pod["securityContext"].get("fsGroup").is_none());
+        assert_eq!(pod["volumes"].as_array().unwrap().len(), 1);
+        assert!(!render(&ManifestOptions::default()).contains("podiam-credentials"));
     }
 }
