@@ -47,7 +47,7 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cmd {
             ClusterCommand::Create(args) => {
                 if !args.builtin && args.issuer_url.is_none() {
@@ -101,7 +101,10 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             }
         }
         Ok(ExitCode::from(exit::OK))
-    })
+    });
+    // The issuer check's DNS lookup, when it timed out, still holds a blocking thread.
+    runtime.shutdown_timeout(crate::create::ISSUER_CHECK);
+    result
 }
 
 /// `cluster create` for a name already registered: with --jwks-file and the same issuer, the

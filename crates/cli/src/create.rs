@@ -96,7 +96,7 @@ async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode
 }
 
 /// How long registration tries the issuer's discovery document and JWKS, in all.
-const ISSUER_CHECK: std::time::Duration = std::time::Duration::from_secs(3);
+pub const ISSUER_CHECK: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// After registering an issuer without its keys: fetches them as the server will (discovery, then
 /// `jwks_uri`), and if that fails says what failed and `register`, the command that gives podiam
@@ -321,11 +321,14 @@ pub fn run(cmd: CreateCommand) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cmd {
+    let result = match cmd {
         CreateCommand::Iamserviceaccount(args) => runtime.block_on(create(args)),
         CreateCommand::Podidentityassociation(args) => runtime.block_on(create_association(args)),
         CreateCommand::Oidcprovider(args) => runtime.block_on(create_oidc_provider(args)),
-    }
+    };
+    // The issuer check's DNS lookup, when it timed out, still holds a blocking thread.
+    runtime.shutdown_timeout(ISSUER_CHECK);
+    result
 }
 
 async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {

@@ -310,3 +310,155 @@ fn audit_of_a_directory_without_podiam_data_says_so() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no podiam data in"), "{}", stderr(&o));
 }
+
+/// One HTTP exchange on `listener` answered with `response`, within 10 s; false if nobody came.
+fn answer_once(listener: &std::net::TcpListener, response: &str) -> bool {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match listener.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request).unwrap();
+                s.write_all(response.as_bytes()).unwrap();
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A registration that succeeds without a warning.
+fn registers_quietly(dir: &Path, args: &[&str]) {
+    let o = podiam(dir, args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
+fn registering_an_issuer_without_its_keys_checks_it_can_be_fetched_from_here() {
+    let dir = scratch("reach");
+    let server = up(&dir, "127.0.0.1:0");
+    let jwks = server.get("/openid/v1/jwks");
+    assert_eq!(server.terminate().code(), Some(0));
+    let file = dir.join("jwks.json");
+    std::fs::write(&file, &jwks).unwrap();
+    let keys = ["--jwks-file", file.to_str().unwrap()];
+
+    // Unreachable: registered all the same (exit 0), with a warning naming what failed and the
+    // command that registers the keys instead.
+    for (issuer, failed) in [
+        ("http://127.0.0.1:1", "cannot connect"),
+        ("https://issuer.invalid", "DNS lookup failed"),
+    ] {
+        let started = Instant::now();
+        let o = podiam(&dir, &["create", "oidcprovider", "--url", issuer]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let id = issuer.split("://").nth(1).unwrap();
+        assert_eq!(
+            stdout(&o),
+            format!("arn:aws:iam::000000000000:oidc-provider/{id}\n")
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("warning: cannot fetch the keys of {issuer} from this machine"))
+                && (err.contains(failed) || err.contains("timed out"))
+                && err.contains(&format!(
+                    "kubectl get --raw /openid/v1/jwks | podiam create oidcprovider --url {issuer} --jwks-file /dev/stdin"
+                )),
+            "{err}"
+        );
+        // That command, run now, gives the registered provider its keys.
+        let o = podiam(
+            &dir,
+            &[&["create", "oidcprovider", "--url", issuer], &keys[..]].concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("updated the keys"), "{}", stderr(&o));
+
+        let name = format!("c{}", id.len());
+        let o = podiam(
+            &dir,
+            &["cluster", "create", "--name", &name, "--issuer-url", issuer],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("registered cluster"), "{}", stdout(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("warning: cannot fetch the keys of {issuer} from this machine"))
+                && err.contains(&format!(
+                    "kubectl get --raw /openid/v1/jwks | podiam cluster create --name {name} --issuer-url {issuer} --jwks-file /dev/stdin"
+                )),
+            "{err}"
+        );
+        let o = podiam(&dir, &["cluster", "list"]);
+        assert!(stdout(&o).contains(&name), "{}", stdout(&o));
+    }
+
+    // An issuer that answers, but not with a discovery document: the HTTP status is named.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let not_found = std::thread::spawn(move || {
+        answer_once(
+            &listener,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+    });
+    let o = podiam(&dir, &["create", "oidcprovider", "--url", &issuer]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(not_found.join().unwrap(), "the issuer was not asked");
+    assert!(
+        stderr(&o).contains("HTTP status 404 Not Found"),
+        "{}",
+        stderr(&o)
+    );
+
+    // With --jwks-file, nothing is fetched: the issuer's port sees no connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    registers_quietly(
+        &dir,
+        &[&["create", "oidcprovider", "--url", &issuer], &keys[..]].concat(),
+    );
+    let cluster = [
+        "cluster",
+        "create",
+        "--name",
+        "keys-given",
+        "--issuer-url",
+        &issuer,
+    ];
+    registers_quietly(&dir, &[&cluster[..], &keys[..]].concat());
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "a registration with --jwks-file connected to the issuer"
+    );
+
+    // A reachable issuer (another podiam's built-in one): no warning.
+    let other = scratch("reach-issuer");
+    let issuer_server = up(&other, "127.0.0.1:0");
+    let issuer = format!("http://{}", issuer_server.addr);
+    registers_quietly(&dir, &["create", "oidcprovider", "--url", &issuer]);
+    registers_quietly(
+        &dir,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "own",
+            "--issuer-url",
+            &issuer,
+        ],
+    );
+    assert_eq!(issuer_server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&other).unwrap();
+}
