@@ -141,26 +141,33 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             ));
         }
         text.push_str(&export_line(&server.aws_config_file, &server.aws_credentials_file));
+        // SIGTERM (`kill`, a CI runner, Kubernetes) stops the server as Ctrl-C does, exit 0. The
+        // handlers are in place before the address is printed: a signal right after it stops
+        // cleanly too, instead of killing the process.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
         crate::emit(&text)?;
-        // SIGTERM (`kill`, a CI runner, Kubernetes) stops the server as Ctrl-C does, exit 0.
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         // A stop writes out the audit events of the decisions already made.
         let stop = async {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = term => {}
+                () = received(interrupt.as_mut()) => {}
+                () = received(term.as_mut()) => {}
             }
         };
         server.run_until(stop).await.context("the server stopped")?;
         Ok(ExitCode::from(exit::OK))
     })
+}
+
+/// Waits for `signal`; forever when its handler could not be installed.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// The start error, said once (the server's messages already include their cause) and, for an
