@@ -35,50 +35,18 @@ use aws_config::BehaviorVersion;
 use aws_config::Region;
 use aws_sdk_sts::config::Credentials;
 use aws_types::os_shim_internal::{Env, Fs};
+use podiam_interop::{
+    ACCOUNT, CALL_TIMEOUT, CHILD_MARKER, REGION, bounded, podiam_bin, run_child, wait_bounded,
+};
 
-const ACCOUNT: &str = "000000000000";
-const REGION: &str = "us-east-1";
 const CLUSTER: &str = "rust-sdk";
 const NAMESPACE: &str = "shop";
 const SERVICE_ACCOUNT: &str = "cart";
 const POD: &str = "cart-7d9f";
 const POD_UID: &str = "0b6f9c1e-9d0a-4d3e-8a53-6f1f0c2b1a11";
 const ROLE: &str = "cart-role";
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Set in the child's environment; the child test does nothing without it.
-const CHILD_MARKER: &str = "PODIAM_INTEROP_CHILD";
 
 // === the podiam binary, `podiam up` and `podiam agent` ===
-
-fn podiam_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PODIAM_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "PODIAM_BIN={} does not exist; build it with `cargo build -p podiam-cli`",
-            bin.display()
-        );
-        return bin;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut targets = vec![root.join("target")];
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        targets.insert(0, root.join(dir));
-    }
-    let candidates: Vec<PathBuf> = targets
-        .iter()
-        .flat_map(|t| [t.join("debug/podiam"), t.join("release/podiam")])
-        .collect();
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p.clone())
-        .unwrap_or_else(|| {
-            panic!("no podiam binary: set PODIAM_BIN or build one with `cargo build -p podiam-cli`")
-        })
-}
 
 /// A child process whose stdout lines are delivered on a channel; killed on drop.
 struct Process {
@@ -283,27 +251,6 @@ fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> std::io::Res
     Ok((status, body))
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a child process ran longer than {limit:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(CALL_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {CALL_TIMEOUT:?}"))
-}
-
 /// GetCallerIdentity with `config` is the pod's role session; GetRole (the attached policy)
 /// is allowed. Returns the caller ARN.
 async fn check_pod_session(config: &aws_config::SdkConfig) -> String {
@@ -321,47 +268,6 @@ async fn check_pod_session(config: &aws_config::SdkConfig) -> String {
         .await
         .expect("GetRole is allowed by the association's policy");
     arn
-}
-
-/// Runs one `#[ignore]`d test of this binary with exactly `env` (plus the marker and a HOME
-/// without `.aws`); fails with its output if it fails.
-fn run_child(test: &str, env: &[(&str, &str)]) -> String {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env_clear()
-        .envs(env.iter().copied())
-        .env(CHILD_MARKER, "1")
-        .env("HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let status = wait_bounded(&mut child, CHILD_TIMEOUT);
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        status.success() && out.contains("1 passed"),
-        "{test} failed ({status}):\n{out}\n{err}"
-    );
-    out
 }
 
 #[tokio::test]

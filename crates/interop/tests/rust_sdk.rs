@@ -31,57 +31,17 @@ use aws_config::BehaviorVersion;
 use aws_config::Region;
 use aws_sdk_iam::error::ProvideErrorMetadata as _;
 use aws_sdk_sts::config::Credentials;
+use podiam_interop::{
+    ACCOUNT, CALL_TIMEOUT, REGION, bounded, child_env, podiam_bin, run_child, wait_bounded,
+};
 
-const ACCOUNT: &str = "000000000000";
-const REGION: &str = "us-east-1";
 const NAMESPACE: &str = "interop";
 const SERVICE_ACCOUNT: &str = "rust-sdk";
 /// The name `podiam create iamserviceaccount` gives the role: `NAMESPACE-NAME`.
 const IRSA_ROLE: &str = "interop-rust-sdk";
 const READ_ROLES_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:GetRole","Resource":"arn:aws:iam::000000000000:role/*"}]}"#;
-/// Every SDK call and child process gets at most this long.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
-/// Set in the child's environment; the child tests do nothing without it.
-const CHILD_MARKER: &str = "PODIAM_INTEROP_CHILD";
 
 // === the podiam binary and a running `podiam up` ===
-
-fn podiam_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("PODIAM_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "PODIAM_BIN={} does not exist; build it with `cargo build -p podiam-cli`",
-            bin.display()
-        );
-        return bin;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut targets = vec![root.join("target")];
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        targets.insert(0, root.join(dir));
-    }
-    let candidates: Vec<PathBuf> = targets
-        .iter()
-        .flat_map(|t| [t.join("debug/podiam"), t.join("release/podiam")])
-        .collect();
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p.clone())
-        .unwrap_or_else(|| {
-            panic!(
-                "no podiam binary: set PODIAM_BIN or build one with `cargo build -p podiam-cli` (looked at {})",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-}
 
 struct Podiam {
     bin: PathBuf,
@@ -260,27 +220,6 @@ fn healthz(addr: &str) -> std::io::Result<bool> {
     Ok(&head[9..12] == b"200")
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a child process ran longer than {limit:?} and was killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(CALL_TIMEOUT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {CALL_TIMEOUT:?}"))
-}
-
 // === the checks every set of credentials goes through ===
 
 /// GetCallerIdentity is the assumed role (and session, when given); GetRole is allowed;
@@ -320,52 +259,6 @@ async fn check_role_session(
 }
 
 // === web identity: the explicit provider and the default chain, in child processes ===
-
-/// Runs one `#[ignore]`d test of this binary with exactly `env` (plus the marker and a HOME
-/// without `.aws`), and fails with its output if it fails.
-fn run_child(test: &str, env: &[(&str, &str)]) {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env_clear()
-        .envs(env.iter().copied())
-        .env(CHILD_MARKER, "1")
-        .env("HOME", home.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain both pipes off this thread so a chatty child cannot block on them.
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-    let status = wait_bounded(&mut child, CHILD_TIMEOUT);
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        status.success() && out.contains("1 passed"),
-        "{test} failed ({status}):\n{out}\n{err}"
-    );
-}
-
-fn child_env(name: &str) -> Option<String> {
-    std::env::var(CHILD_MARKER).ok()?;
-    Some(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set in the child")))
-}
 
 #[tokio::test]
 async fn web_identity_provider_and_default_chain_get_credentials_from_podiam() {
