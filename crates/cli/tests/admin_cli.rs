@@ -462,3 +462,114 @@ fn registering_an_issuer_without_its_keys_checks_it_can_be_fetched_from_here() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&other).unwrap();
 }
+
+/// base64url without padding, as JWTs use it.
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+/// POSTs an unsigned AssumeRoleWithWebIdentity and returns the whole raw response ("" when the
+/// connection closed without one).
+fn assume_with(addr: &str, token: &str) -> String {
+    let body = format!(
+        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=drain\
+         &RoleArn=arn:aws:iam::000000000000:role/drain&WebIdentityToken={token}"
+    );
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response
+}
+
+#[test]
+fn a_request_being_answered_when_sigterm_arrives_still_gets_its_answer() {
+    let dir = scratch("drain");
+    let server = up(&dir, "127.0.0.1:0");
+    // An issuer that takes 1.5 s to answer anything: AssumeRoleWithWebIdentity waits on its
+    // discovery document, then reports IDPCommunicationError.
+    let issuer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer_url = format!("http://{}", issuer.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in issuer.incoming().take(32) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request);
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    let o = podiam(&dir, &["create", "oidcprovider", "--url", &issuer_url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = podiam(
+        &dir,
+        &[
+            "create",
+            "iamserviceaccount",
+            "--name",
+            "sa",
+            "--namespace",
+            "ns",
+            "--role-name",
+            "drain",
+            "--issuer",
+            &issuer_url,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64url(br#"{"alg":"RS256","kid":"k1"}"#),
+        b64url(format!(r#"{{"iss":"{issuer_url}","sub":"system:serviceaccount:ns:sa","aud":["sts.amazonaws.com"],"exp":4102444800,"iat":1700000000}}"#).as_bytes())
+    );
+    // The running server learns of the provider within about a second.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = assume_with(&server.addr, &token);
+        if r.contains("IDPCommunicationError") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never saw the provider: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A request in flight (waiting on the issuer) when SIGTERM arrives is answered, not cut.
+    let addr = server.addr.clone();
+    let pending = std::thread::spawn(move || {
+        let started = Instant::now();
+        (assume_with(&addr, &token), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.terminate().code(), Some(0));
+    let (response, took) = pending.join().unwrap();
+    assert!(
+        response.contains("IDPCommunicationError"),
+        "the request in flight got {response:?} after {took:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

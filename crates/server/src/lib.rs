@@ -127,6 +127,7 @@ pub struct Server {
     pub account_id: String,
     pub shared: Arc<Shared>,
     audit: Audit,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -162,11 +163,26 @@ impl Server {
         }
     }
 
-    /// Stops serving, then waits (at most `grace`) until every audit event recorded so far is in
-    /// `audit.log` (a stop, Ctrl-C or SIGTERM, loses no decision already made), and closes the
-    /// database.
+    /// Stops accepting connections, lets the requests being answered finish, waits until every
+    /// audit event recorded so far is in `audit.log` (a stop, Ctrl-C or SIGTERM, loses no
+    /// decision already made: all within `grace`), and closes the database.
     pub async fn shutdown(self, grace: std::time::Duration) {
+        // No new connections; requests already being answered finish (their connections' tasks
+        // outlive the accept loop), within the grace period.
         self.task.abort();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("stopping with requests still being answered");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // A response just produced is still being written by its connection task.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let grace = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_secs(1));
         if !self.audit.flush(grace).await {
             tracing::warn!("stopping before every audit event was written");
         }
@@ -266,6 +282,12 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
             }),
         );
     }
+    // Counts requests being answered, so that a stop lets them finish (see `Server::shutdown`).
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&in_flight),
+        count_in_flight,
+    ));
     let task = match options.tls.clone() {
         None => tokio::spawn(async move {
             axum::serve(
@@ -289,8 +311,26 @@ async fn start_with(options: Options, bench_noop: bool) -> Result<Server, StartE
         account_id,
         shared,
         audit,
+        in_flight,
         task,
     })
+}
+
+/// Middleware: one more request in flight until its response is produced (or it is dropped).
+async fn count_in_flight(
+    AxumState(in_flight): AxumState<Arc<std::sync::atomic::AtomicUsize>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    struct Guard(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+    in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _guard = Guard(in_flight);
+    next.run(request).await
 }
 
 /// Writes start-up changes unless another replica wrote them first, and returns the state after
