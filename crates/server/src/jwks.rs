@@ -26,8 +26,12 @@ struct Entry {
 
 pub struct JwksCache {
     client: Option<reqwest::Client>,
-    entries: tokio::sync::Mutex<HashMap<String, Entry>>,
+    /// One slot per issuer: a fetch holds only its issuer's slot, so a slow or dead issuer never
+    /// delays the requests of another (nor the cache hits of its own, once cached).
+    entries: std::sync::Mutex<HashMap<String, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 
 fn communication_error(issuer: &str, problem: impl std::fmt::Display) -> AwsError {
     AwsError::new(
@@ -63,16 +67,26 @@ impl JwksCache {
             .ok();
         JwksCache {
             client,
-            entries: tokio::sync::Mutex::new(HashMap::new()),
+            entries: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The issuer's keys; `refresh` asks for a refetch (an unknown `kid`), honoured at most
     /// once per [`MIN_REFRESH`].
     pub async fn get(&self, issuer: &str, refresh: bool) -> Result<Arc<Jwks>, AwsError> {
-        // One fetch at a time: concurrent requests for a cold issuer wait for the first.
-        let mut entries = self.entries.lock().await;
-        if let Some(e) = entries.get(issuer) {
+        let slot = {
+            let mut slots = self
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slots.get(issuer) {
+                Some(slot) => Arc::clone(slot),
+                None => Arc::clone(slots.entry(issuer.to_string()).or_default()),
+            }
+        };
+        // One fetch at a time per issuer: concurrent requests for a cold issuer wait for the first.
+        let mut entry = slot.lock().await;
+        if let Some(e) = entry.as_ref() {
             let age = e.fetched.elapsed();
             if age < TTL && (!refresh || age < MIN_REFRESH) {
                 return Ok(Arc::clone(&e.jwks));
@@ -85,17 +99,14 @@ impl JwksCache {
         {
             Ok(jwks) => {
                 let jwks = Arc::new(jwks);
-                entries.insert(
-                    issuer.to_string(),
-                    Entry {
-                        jwks: Arc::clone(&jwks),
-                        fetched: Instant::now(),
-                    },
-                );
+                *entry = Some(Entry {
+                    jwks: Arc::clone(&jwks),
+                    fetched: Instant::now(),
+                });
                 Ok(jwks)
             }
             // Keep serving the keys we have if the issuer is briefly unreachable.
-            Err(e) => match entries.get(issuer) {
+            Err(e) => match entry.as_ref() {
                 Some(old) if old.fetched.elapsed() < TTL * 24 => {
                     tracing::warn!(issuer, error = %e.message, "keeping cached keys: refetch failed");
                     Ok(Arc::clone(&old.jwks))

@@ -474,3 +474,74 @@ async fn a_remembered_token_is_refused_once_its_key_is_gone() {
     let (status, body) = assume(&f, &sign(&f, &claims(&f))).await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn a_slow_issuer_does_not_hold_up_the_requests_of_another() {
+    let a = fixture().await;
+    let b = fixture().await;
+    let issuer_b = b.server.shared.config.issuer_url.clone();
+    let token_b = sign(&b, &claims(&b));
+    let from_b = trust_issuer(&a, &issuer_b, None).await;
+    let (status, body) = assume_role(&a, &from_b, &token_b).await;
+    assert_eq!(status, 200, "{body}");
+
+    // An issuer that accepts and answers nothing for 3 s.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}", slow.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                drop(stream);
+            });
+        }
+    });
+    let from_slow = trust_issuer(&a, &slow_url, None).await;
+    let slow_token = format!(
+        "{}.{}.c2ln",
+        b64(br#"{"alg":"RS256","kid":"k"}"#),
+        b64(
+            json!({"iss": slow_url, "sub": "system:serviceaccount:ns:sa", "aud": ["sts.amazonaws.com"], "exp": 4_102_444_800_i64})
+                .to_string()
+                .as_bytes()
+        )
+    );
+    // Both at once on one task: the slow issuer's request, and 300 ms into it one of B's.
+    let slow_request = async {
+        let started = std::time::Instant::now();
+        let answer = post(
+            a.server.addr,
+            &[
+                ("Action", "AssumeRoleWithWebIdentity"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", &from_slow),
+                ("RoleSessionName", "s1"),
+                ("WebIdentityToken", &slow_token),
+            ],
+        )
+        .await;
+        (answer, started.elapsed())
+    };
+    let b_request = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        (assume_role(&a, &from_b, &token_b).await, started.elapsed())
+    };
+    let (((slow_status, slow_body), slow_took), ((status, body), took)) =
+        tokio::join!(slow_request, b_request);
+    // B's token was answered at once from B's cached keys, while the slow fetch was under way.
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        slow_took > Duration::from_secs(2),
+        "the slow issuer answered in {slow_took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "another issuer's fetch held this request for {took:?}"
+    );
+    assert_eq!(
+        (slow_status, code(&slow_body)),
+        (400, "IDPCommunicationError"),
+        "{slow_body}"
+    );
+}
