@@ -134,3 +134,48 @@ pub fn child_env(name: &str) -> Option<String> {
     std::env::var(CHILD_MARKER).ok()?;
     Some(std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set in the child")))
 }
+
+/// Runs `podiam ARGS --data-dir DATA_DIR` (at most [`CALL_TIMEOUT`]); fails with its stderr
+/// unless it succeeds; returns its stdout.
+pub fn podiam_cli(bin: &Path, data_dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(bin)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, CALL_TIMEOUT);
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "podiam {args:?} failed: {err}");
+    out
+}
+
+/// The administrator's access key ID and secret from `DATA_DIR/aws/credentials` (the `podiam`
+/// profile `podiam up` writes).
+pub fn admin_key(data_dir: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(data_dir.join("aws").join("credentials")).unwrap();
+    assert!(text.starts_with("[podiam]"), "{text}");
+    let value = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} in the credentials file"))
+    };
+    (value("aws_access_key_id"), value("aws_secret_access_key"))
+}

@@ -32,7 +32,7 @@ use aws_config::Region;
 use aws_sdk_iam::error::ProvideErrorMetadata as _;
 use aws_sdk_sts::config::Credentials;
 use podiam_interop::{
-    ACCOUNT, CALL_TIMEOUT, REGION, bounded, child_env, podiam_bin, run_child, wait_bounded,
+    ACCOUNT, REGION, admin_key, bounded, child_env, podiam_bin, podiam_cli, run_child,
 };
 
 const NAMESPACE: &str = "interop";
@@ -127,31 +127,7 @@ impl Podiam {
 
     /// Runs a `podiam` command against this data directory; returns stdout.
     fn cli(&self, args: &[&str]) -> String {
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_bounded(&mut child, CALL_TIMEOUT);
-        let (mut out, mut err) = (String::new(), String::new());
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(status.success(), "podiam {args:?} failed: {err}");
-        out
+        podiam_cli(&self.bin, self.data_dir(), args)
     }
 
     /// A projected ServiceAccount token from the built-in issuer, in a file (as kubelet writes it).
@@ -171,23 +147,8 @@ impl Podiam {
 
     /// The administrator's key from `DATA_DIR/aws/credentials` (profile `podiam`).
     fn admin_credentials(&self) -> Credentials {
-        let text =
-            std::fs::read_to_string(self.data_dir().join("aws").join("credentials")).unwrap();
-        let value = |key: &str| {
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .find(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_else(|| panic!("no {key} in the credentials file"))
-        };
-        assert!(text.starts_with("[podiam]"), "{text}");
-        Credentials::new(
-            value("aws_access_key_id"),
-            value("aws_secret_access_key"),
-            None,
-            None,
-            "podiam-admin",
-        )
+        let (id, secret) = admin_key(self.data_dir());
+        Credentials::new(id, secret, None, None, "podiam-admin")
     }
 
     /// SDK config for this endpoint with the given credentials.
