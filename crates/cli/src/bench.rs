@@ -146,6 +146,7 @@ async fn bench_in(
         master_key: None,
         tls: None,
         replica_name: None,
+        clock: Default::default(),
     })
     .await
     .context("cannot start the server")?;
@@ -156,27 +157,23 @@ async fn bench_in(
         .trim_start_matches("https://")
         .trim_start_matches("http://");
     let trust = crate::create::role_trust_policy(ACCOUNT, provider, NAMESPACE, SERVICE_ACCOUNT);
-    let created = podiam_server::local::iam_on(
-        &server.shared,
-        "CreateRole",
-        &[("RoleName", ROLE), ("AssumeRolePolicyDocument", &trust)],
-    )
-    .await;
+    let admin = podiam_server::local::Admin::on(&server.shared)?;
+    let created = admin
+        .create_role(podiam_server::local::CreateRole {
+            role_name: ROLE.into(),
+            assume_role_policy_document: trust.clone(),
+            ..Default::default()
+        })
+        .await;
     match created {
         Ok(_) => {}
         // A database kept from an earlier run (`--database-url`): make sure the trust policy
         // names this issuer.
-        Err(podiam_server::local::LocalError::Aws {
-            code: "EntityAlreadyExists",
-            ..
-        }) => {
-            podiam_server::local::iam_on(
-                &server.shared,
-                "UpdateAssumeRolePolicy",
-                &[("RoleName", ROLE), ("PolicyDocument", &trust)],
-            )
-            .await
-            .context("cannot update the existing bench role's trust policy")?;
+        Err(e) if e.kind() == Some(podiam_server::error::ErrorKind::EntityAlreadyExists) => {
+            admin
+                .update_assume_role_policy(ROLE, &trust)
+                .await
+                .context("cannot update the existing bench role's trust policy")?;
         }
         Err(e) => return Err(e).context("cannot create the role"),
     }

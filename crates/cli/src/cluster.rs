@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use podiam_server::local::{EksOp, JwksOf, JwksReplaced, LocalError, eks_as_admin, replace_jwks};
-use serde_json::json;
+use podiam_server::error::ErrorKind;
+use podiam_server::local::{CreateCluster, JwksOf, JwksReplaced, as_admin, replace_jwks};
 
 use crate::exit;
 
@@ -53,30 +53,27 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                 if !args.builtin && args.issuer_url.is_none() {
                     bail!("say where the cluster's keys come from: --issuer-url URL [--jwks-file F], or --builtin");
                 }
-                let mut body = json!({"name": args.name, "builtin": args.builtin});
-                if let Some(u) = &args.issuer_url {
-                    body["issuerUrl"] = json!(u);
-                }
                 let jwks = match &args.jwks_file {
                     Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?),
                     None => None,
                 };
-                if let Some(text) = &jwks {
-                    body["jwks"] = json!(text);
-                }
+                let input = CreateCluster {
+                    name: args.name.clone(),
+                    builtin: args.builtin,
+                    issuer_url: args.issuer_url.clone(),
+                    jwks: jwks.clone(),
+                    ..CreateCluster::default()
+                };
                 let data_dir = crate::up::data_dir(args.data_dir);
-                let out = match eks_as_admin(&data_dir, EksOp::CreateCluster(body)).await {
-                    Err(LocalError::Aws { code: "ResourceInUseException", .. }) => {
+                let c = match as_admin(&data_dir, async |a| a.create_cluster(input).await).await {
+                    Err(e) if e.kind() == Some(ErrorKind::ResourceInUse) => {
                         return registered_again(&data_dir, &args.name, args.issuer_url.as_deref(), jwks.as_deref()).await;
                     }
                     other => other?,
                 };
-                let c = &out["cluster"];
                 crate::emit(&format!(
                     "registered cluster {} ({}), tokens issued by {}\n",
-                    c["name"].as_str().unwrap_or_default(),
-                    c["arn"].as_str().unwrap_or_default(),
-                    c["identity"]["oidc"]["issuer"].as_str().unwrap_or_default()
+                    c.name, c.arn, c.issuer_url
                 ))?;
                 if let (Some(url), None) = (&args.issuer_url, &jwks) {
                     crate::create::warn_if_unreachable(
@@ -91,10 +88,10 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             }
             ClusterCommand::List(args) => {
                 let data_dir = crate::up::data_dir(args.data_dir);
-                let out = eks_as_admin(&data_dir, EksOp::ListClusters).await?;
+                let names = as_admin(&data_dir, async |a| a.list_clusters()).await?;
                 let mut text = String::new();
-                for name in out["clusters"].as_array().into_iter().flatten() {
-                    text.push_str(name.as_str().unwrap_or_default());
+                for name in names {
+                    text.push_str(&name);
                     text.push('\n');
                 }
                 crate::emit(&text)?;

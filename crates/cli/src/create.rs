@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use podiam_server::local::{EksOp, JwksOf, JwksReplaced, LocalError, iam_as_admin, replace_jwks};
+use podiam_server::error::ErrorKind;
+use podiam_server::local::{
+    CreateAssociation, CreateOpenIdConnectProvider, CreateRole, JwksOf, JwksReplaced, as_admin,
+    replace_jwks,
+};
 
 use crate::exit;
 
@@ -46,31 +50,19 @@ async fn create_oidc_provider(args: OidcProviderArgs) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
-    let names: Vec<String> = (1..=args.client_ids.len())
-        .map(|i| format!("ClientIDList.member.{i}"))
-        .collect();
-    let mut params: Vec<(&str, &str)> = vec![("Url", args.url.as_str())];
-    params.extend(
-        names
-            .iter()
-            .map(String::as_str)
-            .zip(args.client_ids.iter().map(String::as_str)),
-    );
-    if let Some(j) = &jwks {
-        params.push(("Jwks", j.as_str()));
-    }
-    let xml = match iam_as_admin(&data_dir, "CreateOpenIDConnectProvider", &params).await {
-        Err(LocalError::Aws {
-            code: "EntityAlreadyExists",
-            ..
-        }) => return provider_registered_again(&data_dir, &args.url, jwks.as_deref()).await,
+    let input = CreateOpenIdConnectProvider {
+        url: args.url.clone(),
+        client_ids: args.client_ids.clone(),
+        jwks: jwks.clone(),
+        ..CreateOpenIdConnectProvider::default()
+    };
+    let provider = match as_admin(&data_dir, async |a| a.create_oidc_provider(input).await).await {
+        Err(e) if e.kind() == Some(ErrorKind::EntityAlreadyExists) => {
+            return provider_registered_again(&data_dir, &args.url, jwks.as_deref()).await;
+        }
         other => other?,
     };
-    let arn = xml
-        .split("<OpenIDConnectProviderArn>")
-        .nth(1)
-        .and_then(|r| r.split("</OpenIDConnectProviderArn>").next())
-        .unwrap_or_default();
+    let arn = &provider.arn;
     let keys = if jwks.is_some() {
         "the given JWKS"
     } else {
@@ -145,11 +137,13 @@ async fn provider_registered_again(
 /// Fails before anything is created when a policy to attach does not exist, saying how to make it.
 async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Result<()> {
     for arn in arns {
-        match iam_as_admin(data_dir, "GetPolicy", &[("PolicyArn", arn)]).await {
-            Err(LocalError::Aws {
-                code: "NoSuchEntity" | "InvalidInput" | "ValidationError",
-                ..
-            }) => {
+        match as_admin(data_dir, async |a| a.get_policy(arn)).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::NoSuchEntity | ErrorKind::InvalidInput | ErrorKind::Validation)
+                ) =>
+            {
                 if arn.starts_with("arn:aws:iam::aws:policy/") {
                     bail!(
                         "there is no AWS managed policy `{arn}` in podiam: `aws iam list-policies --scope AWS` lists the ones it ships; nothing was created"
@@ -198,13 +192,8 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
     let settings = podiam_server::local::settings(&data_dir).await?;
     let account = settings.get("account_id").cloned().unwrap_or_default();
     let role_arn = format!("arn:aws:iam::{account}:role/{}", args.role_name);
-    let clusters = podiam_server::local::eks_as_admin(&data_dir, EksOp::ListClusters).await?;
-    if !clusters["clusters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c.as_str() == Some(args.cluster.as_str()))
-    {
+    let clusters = as_admin(&data_dir, async |a| a.list_clusters()).await?;
+    if !clusters.contains(&args.cluster) {
         bail!(
             "no cluster named `{}` is registered (`podiam cluster list`): register it first with\n  podiam cluster create --name {} --issuer-url URL   # or --builtin for podiam's own tokens\nnothing was created",
             args.cluster,
@@ -212,69 +201,50 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
         );
     }
     check_policies_exist(&data_dir, &args.permission_policy_arns).await?;
-    match iam_as_admin(&data_dir, "GetRole", &[("RoleName", &args.role_name)]).await {
+    match as_admin(&data_dir, async |a| a.get_role(&args.role_name)).await {
         Ok(_) => eprintln!("using existing role {role_arn}"),
-        Err(LocalError::Aws {
-            code: "NoSuchEntity",
-            ..
-        }) => {
-            iam_as_admin(
-                &data_dir,
-                "CreateRole",
-                &[
-                    ("RoleName", &args.role_name),
-                    ("AssumeRolePolicyDocument", POD_IDENTITY_TRUST),
-                    (
-                        "Description",
-                        "EKS Pod Identity role (podiam create podidentityassociation)",
-                    ),
-                ],
-            )
-            .await?;
+        Err(e) if e.kind() == Some(ErrorKind::NoSuchEntity) => {
+            let input = CreateRole {
+                role_name: args.role_name.clone(),
+                assume_role_policy_document: POD_IDENTITY_TRUST.into(),
+                description: Some(
+                    "EKS Pod Identity role (podiam create podidentityassociation)".into(),
+                ),
+                ..CreateRole::default()
+            };
+            as_admin(&data_dir, async |a| a.create_role(input).await).await?;
             eprintln!("created role {role_arn} trusting pods.eks.amazonaws.com");
         }
         Err(e) => return Err(e.into()),
     }
     for arn in &args.permission_policy_arns {
-        iam_as_admin(
-            &data_dir,
-            "AttachRolePolicy",
-            &[("RoleName", &args.role_name), ("PolicyArn", arn)],
-        )
+        as_admin(&data_dir, async |a| {
+            a.attach_role_policy(&args.role_name, arn).await
+        })
         .await
         .with_context(|| format!("could not attach `{arn}` to `{}`", args.role_name))?;
     }
-    let out = match podiam_server::local::eks_as_admin(
-        &data_dir,
-        EksOp::CreateAssociation {
-            cluster: args.cluster.clone(),
-            body: serde_json::json!({
-                "namespace": args.namespace,
-                "serviceAccount": args.service_account,
-                "roleArn": role_arn,
-                "disableSessionTags": args.disable_session_tags,
-            }),
-        },
-    )
+    let input = CreateAssociation {
+        namespace: args.namespace.clone(),
+        service_account: args.service_account.clone(),
+        role_arn: role_arn.clone(),
+        disable_session_tags: args.disable_session_tags,
+        ..CreateAssociation::default()
+    };
+    let a = match as_admin(&data_dir, async |a| {
+        a.create_association(&args.cluster, input).await
+    })
     .await
     {
-        Err(LocalError::Aws {
-            code: "ResourceInUseException",
-            message,
-        }) => bail!(
-            "{message}: see it with `aws eks list-pod-identity-associations --cluster-name {}`, give it another role with `aws eks update-pod-identity-association`",
+        Err(e) if e.kind() == Some(ErrorKind::ResourceInUse) => bail!(
+            "{e}: see it with `aws eks list-pod-identity-associations --cluster-name {}`, give it another role with `aws eks update-pod-identity-association`",
             args.cluster
         ),
         other => other?,
     };
-    let a = &out["association"];
     crate::emit(&format!(
         "{}  {}/{} -> {}  ({})\n",
-        a["associationId"].as_str().unwrap_or_default(),
-        args.namespace,
-        args.service_account,
-        role_arn,
-        a["associationArn"].as_str().unwrap_or_default()
+        a.association_id, args.namespace, args.service_account, role_arn, a.association_arn
     ))?;
     Ok(ExitCode::from(exit::OK))
 }
@@ -343,17 +313,8 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
         bail!("`{issuer}` is not an issuer URL");
     };
     let provider_arn = format!("arn:aws:iam::{account}:oidc-provider/{provider}");
-    match iam_as_admin(
-        &data_dir,
-        "GetOpenIDConnectProvider",
-        &[("OpenIDConnectProviderArn", &provider_arn)],
-    )
-    .await
-    {
-        Err(LocalError::Aws {
-            code: "NoSuchEntity",
-            ..
-        }) => bail!(
+    match as_admin(&data_dir, async |a| a.get_oidc_provider(&provider_arn)).await {
+        Err(e) if e.kind() == Some(ErrorKind::NoSuchEntity) => bail!(
             "there is no IAM OIDC provider for `{issuer}`: create it first with\n  aws iam create-open-id-connect-provider --url {issuer} --client-id-list sts.amazonaws.com"
         ),
         other => {
@@ -370,21 +331,14 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
         "IRSA role for system:serviceaccount:{}:{} (podiam create iamserviceaccount)",
         args.namespace, args.name
     );
-    match iam_as_admin(
-        &data_dir,
-        "CreateRole",
-        &[
-            ("RoleName", &role_name),
-            ("AssumeRolePolicyDocument", &trust),
-            ("Description", &description),
-        ],
-    )
-    .await
-    {
-        Err(LocalError::Aws {
-            code: "EntityAlreadyExists",
-            ..
-        }) => bail!(
+    let input = CreateRole {
+        role_name: role_name.clone(),
+        assume_role_policy_document: trust,
+        description: Some(description),
+        ..CreateRole::default()
+    };
+    match as_admin(&data_dir, async |a| a.create_role(input).await).await {
+        Err(e) if e.kind() == Some(ErrorKind::EntityAlreadyExists) => bail!(
             "a role named `{role_name}` already exists: pick another with --role-name, or delete it with `aws iam delete-role --role-name {role_name}`"
         ),
         other => {
@@ -392,11 +346,9 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for arn in &args.attach_policy_arns {
-        iam_as_admin(
-            &data_dir,
-            "AttachRolePolicy",
-            &[("RoleName", &role_name), ("PolicyArn", arn)],
-        )
+        as_admin(&data_dir, async |a| {
+            a.attach_role_policy(&role_name, arn).await
+        })
         .await
         .with_context(|| format!("created role `{role_name}` but could not attach `{arn}`"))?;
     }

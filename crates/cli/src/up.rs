@@ -126,6 +126,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             master_key,
             tls,
             replica_name: args.replica_name,
+            clock: Default::default(),
         })
         .await
         .map_err(|e| start_error(e, args.listen))

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use tokio::sync::mpsc;
 
-use crate::Ctx;
-use crate::error::AwsError;
+use crate::ctx::Ctx;
+use crate::error::{AwsError, Protocol};
 use crate::metrics::ResultLabels;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,9 +68,9 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(ctx: &Ctx<'_>, action: &str) -> Event {
+    pub(crate) fn new(ctx: &Ctx<'_>, action: &str) -> Event {
         Event {
-            time: crate::iam::date(ctx.facts.now),
+            time: podiam_policy::date::format_date(ctx.facts.now),
             request_id: ctx.request_id.to_string(),
             action: action.to_string(),
             source_ip: ctx.facts.source_ip.clone(),
@@ -79,19 +79,14 @@ impl Event {
         }
     }
 
-    pub fn finish<T>(&mut self, result: &Result<T, AwsError>) {
+    /// Records the outcome: `allowed`, `denied` ([`AwsError::is_denial`]) or `error`, with the
+    /// code the client of `protocol` saw.
+    pub fn finish<T>(&mut self, result: &Result<T, AwsError>, protocol: Protocol) {
         match result {
             Ok(_) => self.outcome = "allowed".into(),
             Err(e) => {
-                self.outcome = if e.code == "AccessDenied"
-                    || e.code.starts_with("InvalidIdentityToken")
-                    || e.code.starts_with("Expired")
-                {
-                    "denied".into()
-                } else {
-                    "error".into()
-                };
-                self.code = Some(e.code.to_string());
+                self.outcome = if e.is_denial() { "denied" } else { "error" }.into();
+                self.code = Some(e.code(protocol).to_string());
                 if self.reason.is_none() {
                     self.reason = Some(e.message.clone());
                 }
@@ -506,7 +501,8 @@ impl DatabaseQueue {
     }
 
     fn push(&mut self, e: Event, line: String) {
-        let time_ms = podiam_policy::date::parse_date(&e.time).unwrap_or_else(crate::now_ms);
+        let time_ms = podiam_policy::date::parse_date(&e.time)
+            .unwrap_or_else(|| crate::auth::millis(std::time::SystemTime::now()));
         self.rows.push(AuditRow {
             time_ms,
             replica: self.replica.clone(),

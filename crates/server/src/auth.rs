@@ -43,18 +43,28 @@ pub struct RequestFacts {
     pub source_ip: Option<String>,
     pub secure_transport: bool,
     pub user_agent: Option<String>,
-    /// Milliseconds since the epoch.
+    /// The request's time, read once from the server's clock: milliseconds since the epoch.
     pub now: i64,
 }
 
-/// The context keys AWS sets for a caller: `aws:PrincipalArn`, `aws:userid`, `aws:PrincipalTag/…`,
-/// `aws:TokenIssueTime`, …
+impl RequestFacts {
+    /// A clock that answers the request's time, for the libraries that take one.
+    pub fn clock(&self) -> podiam_identity::FixedClock {
+        podiam_identity::FixedClock(
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(self.now).unwrap_or(0)),
+        )
+    }
+}
+
 /// Milliseconds since the epoch.
 pub fn millis(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The context keys AWS sets for a caller: `aws:PrincipalArn`, `aws:userid`, `aws:PrincipalTag/…`,
+/// `aws:TokenIssueTime`, …
 pub fn caller_context(
     state: &State,
     caller: &Caller,
@@ -122,6 +132,24 @@ pub struct CallerPolicies {
     pub session: Option<Vec<Arc<Policy>>>,
 }
 
+impl CallerPolicies {
+    /// Calls `f` with these policies borrowed as the engine takes them.
+    pub fn with_set<R>(&self, f: impl FnOnce(&PolicySet<'_>) -> R) -> R {
+        let identity: Vec<&Policy> = self.identity.iter().map(|p| &**p).collect();
+        let session: Option<Vec<&Policy>> = self
+            .session
+            .as_ref()
+            .map(|s| s.iter().map(|p| &**p).collect());
+        f(&PolicySet {
+            identity: &identity,
+            permissions_boundary: self.boundary.as_deref(),
+            session: session.as_deref(),
+            resource: None,
+            resource_required: false,
+        })
+    }
+}
+
 pub fn caller_policies(
     shared: &Shared,
     state: &State,
@@ -158,11 +186,10 @@ pub fn caller_policies(
                 .values()
                 .find(|r| r.arn == s.role_arn)
                 .ok_or_else(|| {
-                    AwsError::new(
-                        "InvalidClientTokenId",
-                        axum::http::StatusCode::FORBIDDEN,
-                        format!("The role {} of this session no longer exists.", s.role_arn),
-                    )
+                    AwsError::invalid_client_token(format!(
+                        "The role {} of this session no longer exists.",
+                        s.role_arn
+                    ))
                 })?;
             let mut identity = Vec::new();
             for (name, doc) in &role.inline_policies {
@@ -217,30 +244,34 @@ pub fn authorize(
     for (k, v) in extra {
         context.insert(k, v.as_str());
     }
-    let identity: Vec<&Policy> = policies.identity.iter().map(|p| &**p).collect();
-    let session: Option<Vec<&Policy>> = policies
-        .session
-        .as_ref()
-        .map(|s| s.iter().map(|p| &**p).collect());
-    let set = PolicySet {
-        identity: &identity,
-        permissions_boundary: policies.boundary.as_deref(),
-        session: session.as_deref(),
-        resource: None,
-        resource_required: false,
-    };
     let request = Request {
         principal: None,
         action,
         resource,
         context: &context,
     };
-    let decision = evaluate(&request, &set);
-    if decision.decision == EvalDecision::Allow {
+    let (decision, detail) = policies.with_set(|set| {
+        let decision = evaluate(&request, set);
+        if decision.decision == EvalDecision::Allow {
+            return (None, None);
+        }
+        let detail = shared.config.explain_denials.then(|| {
+            let (_, trace) = evaluate_with_trace(&request, set);
+            explain(&decision, &trace)
+        });
+        (
+            Some((
+                decision.reason,
+                decision.matched.first().map(|m| m.policy_type),
+            )),
+            detail.flatten(),
+        )
+    });
+    let Some((reason, first_match)) = decision else {
         return Ok(());
-    }
-    let because = match decision.reason {
-        Reason::ExplicitDeny => match decision.matched.first().map(|m| m.policy_type) {
+    };
+    let because = match reason {
+        Reason::ExplicitDeny => match first_match {
             Some(podiam_policy::PolicyType::Session) => "with an explicit deny in a session policy",
             Some(podiam_policy::PolicyType::PermissionsBoundary) => {
                 "with an explicit deny in a permissions boundary"
@@ -257,13 +288,10 @@ pub fn authorize(
         "User: {} is not authorized to perform: {action} on resource: {resource} {because}",
         caller.arn()
     );
-    if shared.config.explain_denials {
-        let (_, trace) = evaluate_with_trace(&request, &set);
-        if let Some(detail) = explain(&decision, &trace) {
-            message.push_str(" (podiam: ");
-            message.push_str(&detail);
-            message.push(')');
-        }
+    if let Some(detail) = detail {
+        message.push_str(" (podiam: ");
+        message.push_str(&detail);
+        message.push(')');
     }
     Err(AwsError::access_denied(message))
 }
@@ -312,4 +340,98 @@ pub fn explain(
         .take(3)
         .collect();
     (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+// === SigV4 authentication ===
+
+/// The parts of an HTTP request SigV4 signs.
+pub struct SignedRequest<'a> {
+    pub method: &'a axum::http::Method,
+    pub uri: &'a axum::http::Uri,
+    pub headers: &'a axum::http::HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// AWS's answer for every unknown, inactive or unopenable credential: it says no more.
+fn invalid_token() -> AwsError {
+    AwsError::invalid_client_token("The security token included in the request is invalid.")
+}
+
+/// SigV4: the access key names the secret (the store for `AKIA…`, the sealed session token for
+/// `ASIA…`), then the signature is checked in constant time, at the request's time `clock`.
+pub fn authenticate(
+    shared: &Shared,
+    clock: &impl podiam_identity::Clock,
+    r: &SignedRequest<'_>,
+    services: &[&str],
+) -> Result<Caller, AwsError> {
+    use podiam_identity::{AccessKeyKind, HttpRequest, SigV4Auth, VerifyOptions};
+    let mut header_pairs: Vec<(&str, &str)> = r
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    // HTTP/2 carries the host as `:authority`, which clients sign as `host`.
+    if !r.headers.contains_key(axum::http::header::HOST)
+        && let Some(authority) = r.uri.authority()
+    {
+        header_pairs.push(("host", authority.as_str()));
+    }
+    let request = HttpRequest {
+        method: r.method.as_str(),
+        path: r.uri.path(),
+        query: r.uri.query().unwrap_or(""),
+        headers: &header_pairs,
+        body: r.body,
+    };
+    let auth = SigV4Auth::parse(&request).map_err(|e| AwsError::from(&e))?;
+    let options = VerifyOptions {
+        region: None,
+        services: services.iter().map(|s| (*s).to_string()).collect(),
+        ..VerifyOptions::default()
+    };
+    let state = shared.snapshot();
+    match auth.access_key_id.kind() {
+        AccessKeyKind::LongTerm => {
+            let key = state
+                .access_keys
+                .get(auth.access_key_id.as_str())
+                .filter(|k| k.status == "Active")
+                .ok_or_else(invalid_token)?;
+            let user = state
+                .users
+                .get(&key.user_name.to_ascii_lowercase())
+                .ok_or_else(invalid_token)?;
+            auth.verify(
+                &request,
+                &podiam_identity::SecretAccessKey::new(key.secret_access_key.clone()),
+                &options,
+                clock,
+            )
+            .map_err(|e| AwsError::from(&e))?;
+            Ok(Caller::User(user.clone()))
+        }
+        AccessKeyKind::Temporary => {
+            let token = auth.security_token.as_deref().ok_or_else(invalid_token)?;
+            let session = shared
+                .keys()
+                .sessions
+                .open(token, clock)
+                .map_err(|e| match e {
+                    podiam_identity::OpenError::Expired { .. } => AwsError::new(
+                        crate::error::ErrorKind::ExpiredToken,
+                        "The security token included in the request is expired",
+                    ),
+                    _ => invalid_token(),
+                })?;
+            // AWS: the token must belong to the key that signed.
+            if session.access_key_id != auth.access_key_id {
+                return Err(invalid_token());
+            }
+            auth.verify(&request, &session.secret_access_key, &options, clock)
+                .map_err(|e| AwsError::from(&e))?;
+            Ok(Caller::Session(Box::new(session)))
+        }
+        AccessKeyKind::Unknown => Err(invalid_token()),
+    }
 }

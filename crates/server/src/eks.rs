@@ -1,93 +1,18 @@
-//! EKS Pod Identity, on any cluster: the cluster registry, EKS's pod identity association API
-//! (REST-JSON, botocore `eks` 2017-11-01) and EKS Auth's `AssumeRoleForPodIdentity` (botocore
-//! `eks-auth` 2023-11-26).
+//! EKS Pod Identity, on any cluster: the cluster registry (a podiam extension in EKS's shape) and
+//! EKS's pod identity association API (REST-JSON, botocore `eks` 2017-11-01). EKS Auth's
+//! `AssumeRoleForPodIdentity` is in [`crate::eks_auth`].
 
-use std::time::Duration;
-
-use axum::http::StatusCode;
-use podiam_identity::jwt::{JwtError, UnverifiedJwt};
-use podiam_identity::session::{SessionSource, SessionTag};
-use podiam_identity::{SystemClock, Validation};
-use podiam_policy::{
-    Context, Policy, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate_trust,
-    evaluate_with_trace,
-};
-use podiam_store::{Change, Cluster, PodIdentityAssociation, Role, State, Tag};
+use podiam_policy::{Policy, PolicyKind};
+use podiam_store::{Change, Cluster, PodIdentityAssociation, State, Tag};
 use serde_json::{Value, json};
 
-use crate::Ctx;
-use crate::audit::Event;
-use crate::auth::{authorize, caller_policies};
+use crate::ctx::Ctx;
 use crate::error::AwsError;
-use crate::sts::{Minted, NewSession, SessionPolicies, mint};
 
 /// The audience of Pod Identity tokens: "always pods.eks.amazonaws.com".
-pub const AUDIENCE: &str = "pods.eks.amazonaws.com";
+pub(crate) const AUDIENCE: &str = "pods.eks.amazonaws.com";
 /// The service principal a Pod Identity role's trust policy names.
-pub const SERVICE_PRINCIPAL: &str = "pods.eks.amazonaws.com";
-/// EKS Pod Identity credentials last six hours; the agent renews them.
-const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
-
-// === errors (rest-json: `X-Amzn-ErrorType` + `{"message"}`) ===
-
-fn not_found(message: impl Into<String>) -> AwsError {
-    AwsError::new("ResourceNotFoundException", StatusCode::NOT_FOUND, message)
-}
-
-fn invalid_parameter(message: impl Into<String>) -> AwsError {
-    AwsError::new(
-        "InvalidParameterException",
-        StatusCode::BAD_REQUEST,
-        message,
-    )
-}
-
-fn invalid_request(message: impl Into<String>) -> AwsError {
-    AwsError::new("InvalidRequestException", StatusCode::BAD_REQUEST, message)
-}
-
-fn in_use(message: impl Into<String>) -> AwsError {
-    AwsError::new("ResourceInUseException", StatusCode::CONFLICT, message)
-}
-
-fn invalid_token(message: impl Into<String>) -> AwsError {
-    AwsError::new("InvalidTokenException", StatusCode::BAD_REQUEST, message)
-}
-
-/// IAM/STS codes become their REST-JSON names (EKS: AccessDeniedException 403; EKS Auth: 400).
-pub fn rest_error(mut e: AwsError, eks_auth: bool) -> AwsError {
-    match e.code {
-        "AccessDenied" => {
-            e.code = "AccessDeniedException";
-            e.status = if eks_auth {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::FORBIDDEN
-            };
-        }
-        "ValidationError" | "InvalidInput" | "MalformedPolicyDocument" => {
-            e.code = if eks_auth {
-                "InvalidRequestException"
-            } else {
-                "InvalidParameterException"
-            };
-            e.status = StatusCode::BAD_REQUEST;
-        }
-        "NoSuchEntity" => {
-            e.code = "ResourceNotFoundException";
-            e.status = StatusCode::NOT_FOUND;
-        }
-        "InternalFailure" | "ServiceFailure" => {
-            e.code = if eks_auth {
-                "InternalServerException"
-            } else {
-                "ServerException"
-            };
-        }
-        _ => {}
-    }
-    e
-}
+pub(crate) const SERVICE_PRINCIPAL: &str = "pods.eks.amazonaws.com";
 
 fn name_rule(what: &str, v: &str) -> Result<(), AwsError> {
     let ok = (1..=100).contains(&v.len())
@@ -97,7 +22,7 @@ fn name_rule(what: &str, v: &str) -> Result<(), AwsError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid_parameter(format!(
+        Err(AwsError::invalid_parameter(format!(
             "{what} `{v}` must be 1 to 100 characters: letters, digits, `-` and `_`, starting with a letter or digit"
         )))
     }
@@ -113,7 +38,7 @@ fn k8s_name_rule(what: &str, v: &str) -> Result<(), AwsError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid_parameter(format!(
+        Err(AwsError::invalid_parameter(format!(
             "{what} `{v}` is not a valid Kubernetes name"
         )))
     }
@@ -123,9 +48,9 @@ fn tags_of(v: Option<&Value>) -> Result<Vec<Tag>, AwsError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let obj = v
         .as_object()
-        .ok_or_else(|| invalid_parameter("tags must be an object of string values"))?;
+        .ok_or_else(|| AwsError::invalid_parameter("tags must be an object of string values"))?;
     if obj.len() > 50 {
-        return Err(invalid_parameter("at most 50 tags"));
+        return Err(AwsError::invalid_parameter("at most 50 tags"));
     }
     obj.iter()
         .map(|(k, v)| {
@@ -134,7 +59,7 @@ fn tags_of(v: Option<&Value>) -> Result<Vec<Tag>, AwsError> {
                 value: v
                     .as_str()
                     .ok_or_else(|| {
-                        invalid_parameter(format!("tag `{k}` must have a string value"))
+                        AwsError::invalid_parameter(format!("tag `{k}` must have a string value"))
                     })?
                     .to_string(),
             })
@@ -155,39 +80,19 @@ fn str_field<'v>(body: &'v Value, name: &str) -> Option<&'v str> {
 }
 
 fn required<'v>(body: &'v Value, name: &str) -> Result<&'v str, AwsError> {
-    str_field(body, name).ok_or_else(|| invalid_parameter(format!("`{name}` is required")))
+    str_field(body, name)
+        .ok_or_else(|| AwsError::invalid_parameter(format!("`{name}` is required")))
 }
 
 fn epoch_seconds(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-impl Ctx<'_> {
-    fn cluster_arn(&self, name: &str) -> String {
-        format!(
-            "arn:{}:eks:{}:{}:cluster/{name}",
-            self.shared.config.partition, self.shared.config.region, self.shared.config.account_id
-        )
-    }
-
-    fn eks_check(&self, state: &State, action: &str, resource: &str) -> Result<(), AwsError> {
-        authorize(
-            self.shared,
-            state,
-            self.signed_caller()?,
-            &self.facts,
-            action,
-            resource,
-            &[],
-        )
-    }
-}
-
-fn cluster<'s>(state: &'s State, name: &str) -> Result<&'s Cluster, AwsError> {
+pub(crate) fn cluster<'s>(state: &'s State, name: &str) -> Result<&'s Cluster, AwsError> {
     state
         .clusters
         .get(name)
-        .ok_or_else(|| not_found(format!("No cluster found for name: {name}. Register it with `podiam cluster create --name {name} …`.")))
+        .ok_or_else(|| AwsError::not_found(format!("No cluster found for name: {name}. Register it with `podiam cluster create --name {name} …`.")))
 }
 
 // === clusters (a podiam extension in EKS's shape) ===
@@ -204,32 +109,59 @@ fn cluster_json(c: &Cluster) -> Value {
 }
 
 /// `POST /clusters {"name", "issuerUrl" | "jwks" | "builtin": true, "tags"}`.
-pub async fn create_cluster(ctx: &Ctx<'_>, body: &Value) -> Result<Value, AwsError> {
-    let name = required(body, "name")?.to_string();
+/// A cluster to register: its name and its ServiceAccount token issuer.
+#[derive(Clone, Debug, Default)]
+pub struct CreateCluster {
+    pub name: String,
+    /// podiam's own built-in issuer signs its tokens.
+    pub builtin: bool,
+    /// kube-apiserver's `--service-account-issuer`.
+    pub issuer_url: Option<String>,
+    /// The issuer's JWKS, when podiam cannot reach the issuer.
+    pub jwks: Option<String>,
+    pub tags: Vec<Tag>,
+}
+
+pub(crate) async fn create_cluster_json(ctx: &Ctx<'_>, body: &Value) -> Result<Value, AwsError> {
+    let input = CreateCluster {
+        name: required(body, "name")?.to_string(),
+        builtin: body
+            .get("builtin")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        issuer_url: str_field(body, "issuerUrl").map(str::to_string),
+        jwks: str_field(body, "jwks").map(str::to_string),
+        tags: tags_of(body.get("tags"))?,
+    };
+    let c = create_cluster(ctx, input).await?;
+    Ok(json!({"cluster": cluster_json(&c)}))
+}
+
+/// Registers a cluster (`eks:CreateCluster`).
+pub(crate) async fn create_cluster(
+    ctx: &Ctx<'_>,
+    input: CreateCluster,
+) -> Result<Cluster, AwsError> {
+    let name = input.name;
     name_rule("Cluster name", &name)?;
-    let builtin = body
-        .get("builtin")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let issuer = str_field(body, "issuerUrl").map(str::to_string);
-    let jwks = str_field(body, "jwks").map(str::to_string);
-    let issuer_url = match (builtin, issuer) {
+    let jwks = input.jwks;
+    let issuer_url = match (input.builtin, input.issuer_url) {
         (true, None) => ctx.shared.config.issuer_url.clone(),
         (false, Some(u)) => {
             if !u.starts_with("https://") && !u.starts_with("http://") {
-                return Err(invalid_parameter(format!(
+                return Err(AwsError::invalid_parameter(format!(
                     "issuerUrl `{u}` must be an https:// URL"
                 )));
             }
             u
         }
         (true, Some(_)) => {
-            return Err(invalid_parameter(
+            return Err(AwsError::invalid_parameter(
                 "give either `builtin` or `issuerUrl`, not both",
             ));
         }
         (false, None) => {
-            return Err(invalid_parameter(
+            return Err(AwsError::invalid_parameter(
                 "a cluster needs its issuer: `issuerUrl` (kube-apiserver's --service-account-issuer), with `jwks` if that URL is not reachable, or `builtin`",
             ));
         }
@@ -237,7 +169,7 @@ pub async fn create_cluster(ctx: &Ctx<'_>, body: &Value) -> Result<Value, AwsErr
     if let Some(j) = &jwks {
         crate::issuer::check_jwks(j)?;
     }
-    let tags = tags_of(body.get("tags"))?;
+    let tags = input.tags;
     let arn = ctx.cluster_arn(&name);
     let c = Cluster {
         name: name.clone(),
@@ -247,47 +179,52 @@ pub async fn create_cluster(ctx: &Ctx<'_>, body: &Value) -> Result<Value, AwsErr
         created_at: ctx.facts.now,
         tags,
     };
-    let c = ctx
-        .shared
+    ctx.shared
         .write(|state| {
-            ctx.eks_check(state, "eks:CreateCluster", &arn)?;
+            ctx.check(state, "eks:CreateCluster", &arn)?;
             if state.clusters.contains_key(&name) {
-                return Err(in_use(format!("Cluster already exists with name: {name}")));
+                return Err(AwsError::in_use(format!(
+                    "Cluster already exists with name: {name}"
+                )));
             }
             Ok((
                 vec![Change::Cluster(name.clone(), Some(c.clone()))],
                 c.clone(),
             ))
         })
-        .await?;
-    Ok(json!({"cluster": cluster_json(&c)}))
+        .await
 }
 
-pub fn describe_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
+pub(crate) fn describe_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
     let c = cluster(&state, name)?;
-    ctx.eks_check(&state, "eks:DescribeCluster", &c.arn)?;
+    ctx.check(&state, "eks:DescribeCluster", &c.arn)?;
     Ok(json!({"cluster": cluster_json(c)}))
 }
 
-pub fn list_clusters(ctx: &Ctx<'_>) -> Result<Value, AwsError> {
-    let state = ctx.shared.snapshot();
-    ctx.eks_check(&state, "eks:ListClusters", "*")?;
-    Ok(json!({"clusters": state.clusters.keys().collect::<Vec<_>>()}))
+pub(crate) fn list_clusters_json(ctx: &Ctx<'_>) -> Result<Value, AwsError> {
+    Ok(json!({"clusters": list_clusters(ctx)?}))
 }
 
-pub async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
+/// The names of the registered clusters (`eks:ListClusters`).
+pub(crate) fn list_clusters(ctx: &Ctx<'_>) -> Result<Vec<String>, AwsError> {
+    let state = ctx.shared.snapshot();
+    ctx.check(&state, "eks:ListClusters", "*")?;
+    Ok(state.clusters.keys().cloned().collect())
+}
+
+pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
     let c = ctx
         .shared
         .write(|state| {
             let c = cluster(state, name)?.clone();
-            ctx.eks_check(state, "eks:DeleteCluster", &c.arn)?;
+            ctx.check(state, "eks:DeleteCluster", &c.arn)?;
             if state
                 .pod_identity_associations
                 .values()
                 .any(|a| a.cluster_name == name)
             {
-                return Err(in_use(format!(
+                return Err(AwsError::in_use(format!(
                     "Cluster {name} has pod identity associations: delete them first"
                 )));
             }
@@ -342,9 +279,9 @@ fn association_id() -> Result<String, AwsError> {
 fn check_session_policy(policy: Option<&str>) -> Result<(), AwsError> {
     if let Some(p) = policy {
         let compiled = Policy::parse(p, PolicyKind::Identity)
-            .map_err(|e| invalid_parameter(format!("policy: {e}")))?;
+            .map_err(|e| AwsError::invalid_parameter(format!("policy: {e}")))?;
         if compiled.size > 2048 {
-            return Err(invalid_parameter(
+            return Err(AwsError::invalid_parameter(
                 "policy: session policies are at most 2,048 characters",
             ));
         }
@@ -356,27 +293,64 @@ fn role_must_exist(state: &State, arn: &str) -> Result<(), AwsError> {
     if state.roles.values().any(|r| r.arn == arn) {
         Ok(())
     } else {
-        Err(invalid_parameter(format!("Role {arn} does not exist")))
+        Err(AwsError::invalid_parameter(format!(
+            "Role {arn} does not exist"
+        )))
     }
 }
 
-pub async fn create_association(
+/// `CreatePodIdentityAssociation`'s input.
+#[derive(Clone, Debug, Default)]
+pub struct CreateAssociation {
+    pub namespace: String,
+    pub service_account: String,
+    pub role_arn: String,
+    pub tags: Vec<Tag>,
+    pub disable_session_tags: bool,
+    pub target_role_arn: Option<String>,
+    /// A session policy for the pods' credentials.
+    pub policy: Option<String>,
+}
+
+pub(crate) async fn create_association_json(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     body: &Value,
 ) -> Result<Value, AwsError> {
-    let namespace = required(body, "namespace")?.to_string();
-    let service_account = required(body, "serviceAccount")?.to_string();
-    let role_arn = required(body, "roleArn")?.to_string();
+    let input = CreateAssociation {
+        namespace: required(body, "namespace")?.to_string(),
+        service_account: required(body, "serviceAccount")?.to_string(),
+        role_arn: required(body, "roleArn")?.to_string(),
+        tags: tags_of(body.get("tags"))?,
+        disable_session_tags: body
+            .get("disableSessionTags")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        target_role_arn: str_field(body, "targetRoleArn").map(str::to_string),
+        policy: str_field(body, "policy").map(str::to_string),
+    };
+    let a = create_association(ctx, cluster_name, input).await?;
+    Ok(json!({"association": association_json(&a)}))
+}
+
+/// AWS's `CreatePodIdentityAssociation`: one association per (cluster, namespace,
+/// ServiceAccount).
+pub(crate) async fn create_association(
+    ctx: &Ctx<'_>,
+    cluster_name: &str,
+    input: CreateAssociation,
+) -> Result<PodIdentityAssociation, AwsError> {
+    let CreateAssociation {
+        namespace,
+        service_account,
+        role_arn,
+        tags,
+        disable_session_tags,
+        target_role_arn,
+        policy,
+    } = input;
     k8s_name_rule("namespace", &namespace)?;
     k8s_name_rule("serviceAccount", &service_account)?;
-    let tags = tags_of(body.get("tags"))?;
-    let disable_session_tags = body
-        .get("disableSessionTags")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let target_role_arn = str_field(body, "targetRoleArn").map(str::to_string);
-    let policy = str_field(body, "policy").map(str::to_string);
     check_session_policy(policy.as_deref())?;
     let id = association_id()?;
     let external_id = target_role_arn
@@ -384,11 +358,10 @@ pub async fn create_association(
         .map(|_| podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng))
         .transpose()
         .map_err(|e| AwsError::internal(e.to_string()))?;
-    let a = ctx
-        .shared
+    ctx.shared
         .write(|state| {
             let c = cluster(state, cluster_name)?;
-            ctx.eks_check(state, "eks:CreatePodIdentityAssociation", &c.arn)?;
+            ctx.check(state, "eks:CreatePodIdentityAssociation", &c.arn)?;
             role_must_exist(state, &role_arn)?;
             if let Some(t) = &target_role_arn {
                 role_must_exist(state, t)?;
@@ -396,7 +369,7 @@ pub async fn create_association(
             if state.pod_identity_associations.values().any(|a| {
                 a.cluster_name == cluster_name && a.namespace == namespace && a.service_account == service_account
             }) {
-                return Err(in_use(format!(
+                return Err(AwsError::in_use(format!(
                     "Association already exists for service account {service_account} in namespace {namespace} of cluster {cluster_name}"
                 )));
             }
@@ -421,8 +394,7 @@ pub async fn create_association(
             };
             Ok((vec![Change::PodIdentityAssociation(id.clone(), Some(a.clone()))], a))
         })
-        .await?;
-    Ok(json!({"association": association_json(&a)}))
+        .await
 }
 
 fn association<'s>(
@@ -434,10 +406,12 @@ fn association<'s>(
         .pod_identity_associations
         .get(id)
         .filter(|a| a.cluster_name == cluster_name)
-        .ok_or_else(|| not_found(format!("No Pod Identity Association found for id: {id}")))
+        .ok_or_else(|| {
+            AwsError::not_found(format!("No Pod Identity Association found for id: {id}"))
+        })
 }
 
-pub fn describe_association(
+pub(crate) fn describe_association(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     id: &str,
@@ -445,7 +419,7 @@ pub fn describe_association(
     let state = ctx.shared.snapshot();
     cluster(&state, cluster_name)?;
     let a = association(&state, cluster_name, id)?;
-    ctx.eks_check(
+    ctx.check(
         &state,
         "eks:DescribePodIdentityAssociation",
         &a.association_arn,
@@ -453,18 +427,18 @@ pub fn describe_association(
     Ok(json!({"association": association_json(a)}))
 }
 
-pub fn list_associations(
+pub(crate) fn list_associations(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     query: &crate::query::Params,
 ) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
     let c = cluster(&state, cluster_name)?;
-    ctx.eks_check(&state, "eks:ListPodIdentityAssociations", &c.arn)?;
+    ctx.check(&state, "eks:ListPodIdentityAssociations", &c.arn)?;
     let max = match query.int("maxResults")? {
         Some(n) if (1..=100).contains(&n) => usize::try_from(n).unwrap_or(100),
         Some(n) => {
-            return Err(invalid_parameter(format!(
+            return Err(AwsError::invalid_parameter(format!(
                 "maxResults {n} must be between 1 and 100"
             )));
         }
@@ -488,7 +462,7 @@ pub fn list_associations(
         Some(t) => items
             .iter()
             .position(|a| a.association_id == t)
-            .ok_or_else(|| invalid_parameter("nextToken is not valid"))?,
+            .ok_or_else(|| AwsError::invalid_parameter("nextToken is not valid"))?,
         None => 0,
     };
     let page: Vec<Value> = items
@@ -512,7 +486,7 @@ pub fn list_associations(
     Ok(out)
 }
 
-pub async fn update_association(
+pub(crate) async fn update_association(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     id: &str,
@@ -528,7 +502,7 @@ pub async fn update_association(
         .write(|state| {
             cluster(state, cluster_name)?;
             let mut a = association(state, cluster_name, id)?.clone();
-            ctx.eks_check(
+            ctx.check(
                 state,
                 "eks:UpdatePodIdentityAssociation",
                 &a.association_arn,
@@ -571,7 +545,7 @@ pub async fn update_association(
     Ok(json!({"association": association_json(&a)}))
 }
 
-pub async fn delete_association(
+pub(crate) async fn delete_association(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     id: &str,
@@ -581,7 +555,7 @@ pub async fn delete_association(
         .write(|state| {
             cluster(state, cluster_name)?;
             let a = association(state, cluster_name, id)?.clone();
-            ctx.eks_check(
+            ctx.check(
                 state,
                 "eks:DeletePodIdentityAssociation",
                 &a.association_arn,
@@ -593,335 +567,4 @@ pub async fn delete_association(
         })
         .await?;
     Ok(json!({"association": association_json(&a)}))
-}
-
-// === EKS Auth: AssumeRoleForPodIdentity ===
-
-fn pod_jwt_error(e: &JwtError) -> AwsError {
-    match e {
-        JwtError::TokenExpired { .. } => AwsError::new(
-            "ExpiredTokenException",
-            StatusCode::BAD_REQUEST,
-            format!("The token is expired: {e}"),
-        ),
-        _ => invalid_token(format!("The token is not valid: {e}")),
-    }
-}
-
-fn role_by_arn<'s>(state: &'s State, arn: &str) -> Result<&'s Role, AwsError> {
-    state.roles.values().find(|r| r.arn == arn).ok_or_else(|| {
-        AwsError::new(
-            "AccessDeniedException",
-            StatusCode::BAD_REQUEST,
-            format!("The role {arn} of the association does not exist"),
-        )
-    })
-}
-
-/// Trust check for a Pod Identity step; the denial names what failed.
-fn trust(
-    ctx: &Ctx<'_>,
-    role: &Role,
-    principal: &RequestPrincipal,
-    actions: &[&str],
-    context: &Context,
-    caller: &PolicySet<'_>,
-    event: &mut Event,
-) -> Result<(), AwsError> {
-    let trust = ctx.shared.compiled(
-        &role.assume_role_policy_document,
-        PolicyKind::Trust,
-        "trust policy",
-    )?;
-    for action in actions {
-        let request = Request {
-            principal: Some(principal),
-            action,
-            resource: &role.arn,
-            context,
-        };
-        let decision = evaluate_trust(&request, &trust, caller);
-        if decision.is_allowed() {
-            continue;
-        }
-        let set = PolicySet {
-            resource: Some(&trust),
-            resource_required: true,
-            ..*caller
-        };
-        let (_, tr) = evaluate_with_trace(&request, &set);
-        let detail = crate::auth::explain(&decision, &tr)
-            .unwrap_or_else(|| decision.reason.describe().to_string());
-        event.reason = Some(format!("{action}: {detail}"));
-        let mut message = format!(
-            "The role {} trust policy does not allow {} to perform {action}",
-            role.arn, principal.id
-        );
-        if ctx.shared.config.explain_denials {
-            message.push_str(&format!(" (podiam: {detail}; Pod Identity roles trust `\"Service\": \"pods.eks.amazonaws.com\"` with `sts:AssumeRole` and `sts:TagSession`)"));
-        }
-        return Err(AwsError::new(
-            "AccessDeniedException",
-            StatusCode::BAD_REQUEST,
-            message,
-        ));
-    }
-    Ok(())
-}
-
-pub async fn assume_role_for_pod_identity(
-    ctx: &Ctx<'_>,
-    cluster_name: &str,
-    body: &Value,
-) -> Result<Value, AwsError> {
-    let mut event = Event::new(ctx, "AssumeRoleForPodIdentity");
-    event.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
-    let result = pod_identity(ctx, cluster_name, body, &mut event).await;
-    event.finish(&result);
-    if let Err(e) = &result
-        && (e.code == "AccessDeniedException"
-            || e.code == "InvalidTokenException"
-            || e.code == "ExpiredTokenException")
-    {
-        event.outcome = "denied".into();
-    }
-    ctx.audit.record(event);
-    result
-}
-
-async fn pod_identity(
-    ctx: &Ctx<'_>,
-    cluster_name: &str,
-    body: &Value,
-    event: &mut Event,
-) -> Result<Value, AwsError> {
-    let token = body
-        .get("token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid_request("`token` is required"))?;
-    let state = ctx.shared.snapshot();
-    let c = cluster(&state, cluster_name)?.clone();
-    ctx.eks_check(&state, "eks-auth:AssumeRoleForPodIdentity", &c.arn)
-        .map_err(|e| rest_error(e, true))?;
-
-    // The token, against the cluster's keys.
-    let unverified = UnverifiedJwt::parse(token).map_err(|e| pod_jwt_error(&e))?;
-    let jwks = if ctx.shared.is_own_issuer(&c.issuer_url) {
-        ctx.shared.keys().jwks.clone()
-    } else if let Some(j) = &c.static_jwks {
-        ctx.shared.static_jwks(j)?
-    } else {
-        ctx.shared.remote_jwks(&c.issuer_url, false).await?
-    };
-    let validation = Validation::new(c.issuer_url.clone(), [AUDIENCE]);
-    let verified = unverified
-        .verify(&jwks, &validation, &SystemClock)
-        .map_err(|e| pod_jwt_error(&e))?;
-    let claims = verified.claims();
-    let k8s = claims
-        .kubernetes()
-        .map_err(|e| invalid_token(e.to_string()))?
-        .ok_or_else(|| invalid_token("The token has no `kubernetes.io` claim: it is not a Kubernetes ServiceAccount token"))?;
-    let pod = k8s.pod.clone().ok_or_else(|| {
-        invalid_token("The token is not bound to a pod: use a projected ServiceAccount token")
-    })?;
-    let namespace = k8s.namespace.clone();
-    let service_account = k8s.serviceaccount.name.clone();
-    event.issuer = Some(c.issuer_url.clone());
-    event.namespace = Some(namespace.clone());
-    event.service_account = Some(service_account.clone());
-    event.pod = Some(pod.name.clone());
-    event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
-
-    let a = state
-        .pod_identity_associations
-        .values()
-        .find(|a| a.cluster_name == cluster_name && a.namespace == namespace && a.service_account == service_account)
-        .ok_or_else(|| {
-            not_found(format!(
-                "No Pod Identity Association for service account {service_account} in namespace {namespace} of cluster {cluster_name}"
-            ))
-        })?
-        .clone();
-    let role = role_by_arn(&state, &a.role_arn)?.clone();
-    event.role = Some(role.arn.clone());
-
-    // AWS: six session tags, all transitive, unless the association disables them.
-    let tags: Vec<(String, String)> = if a.disable_session_tags {
-        Vec::new()
-    } else {
-        vec![
-            ("eks-cluster-arn".into(), c.arn.clone()),
-            ("eks-cluster-name".into(), c.name.clone()),
-            ("kubernetes-namespace".into(), namespace.clone()),
-            ("kubernetes-service-account".into(), service_account.clone()),
-            ("kubernetes-pod-name".into(), pod.name.clone()),
-            ("kubernetes-pod-uid".into(), pod.uid.clone()),
-        ]
-    };
-    let transitive: Vec<String> = tags.iter().map(|(k, _)| k.clone()).collect();
-    let mut context = Context::new();
-    context.insert("aws:SourceAccount", ctx.shared.config.account_id.as_str());
-    context.insert("aws:SourceArn", c.arn.as_str());
-    context.insert(
-        "aws:CurrentTime",
-        podiam_policy::date::format_date(ctx.facts.now),
-    );
-    for (k, v) in &tags {
-        context.insert(&format!("aws:RequestTag/{k}"), v.as_str());
-    }
-    if !tags.is_empty() {
-        context.insert_list("aws:TagKeys", tags.iter().map(|(k, _)| k.as_str()));
-        context.insert_list(
-            "sts:TransitiveTagKeys",
-            transitive.iter().map(String::as_str),
-        );
-    }
-    let mut actions = vec!["sts:AssumeRole"];
-    if !tags.is_empty() {
-        actions.push("sts:TagSession");
-    }
-    let service = RequestPrincipal::service(SERVICE_PRINCIPAL);
-    trust(
-        ctx,
-        &role,
-        &service,
-        &actions,
-        &context,
-        &PolicySet::default(),
-        event,
-    )?;
-
-    // Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.
-    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
-        .map_err(|e| AwsError::internal(e.to_string()))?;
-    let mut session_name: String = format!("eks-{}-{}-", c.name, pod.name)
-        .chars()
-        .filter(|ch| ch.is_ascii_alphanumeric() || "_+=,.@-".contains(*ch))
-        .collect();
-    session_name.truncate(64 - uuid.len().min(32));
-    session_name.push_str(&uuid[..uuid.len().min(64 - session_name.len())]);
-    event.session_name = Some(session_name.clone());
-
-    let session_tags: Vec<SessionTag> = tags
-        .iter()
-        .map(|(key, value)| SessionTag {
-            key: key.clone(),
-            value: value.clone(),
-        })
-        .collect();
-    let policies = SessionPolicies {
-        inline: a.policy.clone(),
-        arns: Vec::new(),
-        packed_percent: 0,
-    };
-    let source = SessionSource::PodIdentity {
-        cluster_name: c.name.clone(),
-        namespace: namespace.clone(),
-        service_account: service_account.clone(),
-        pod_name: pod.name.clone(),
-        pod_uid: pod.uid.clone(),
-    };
-    let first = mint(
-        ctx,
-        NewSession {
-            role: &role,
-            session_name: &session_name,
-            duration: CREDENTIALS_LIFETIME,
-            tags: session_tags.clone(),
-            transitive: transitive.clone(),
-            policies: &if a.target_role_arn.is_some() {
-                SessionPolicies {
-                    inline: None,
-                    arns: Vec::new(),
-                    packed_percent: 0,
-                }
-            } else {
-                policies.clone()
-            },
-            source_identity: None,
-            source: source.clone(),
-        },
-    )?;
-    let minted = match &a.target_role_arn {
-        None => first,
-        Some(target_arn) => {
-            // AWS: the association role chains into the target role, presenting the external ID.
-            let target = role_by_arn(&state, target_arn)?.clone();
-            let caller = crate::auth::Caller::Session(Box::new(first.claims.clone()));
-            let caller_pols = caller_policies(ctx.shared, &state, &caller)?;
-            let identity: Vec<&Policy> = caller_pols.identity.iter().map(|p| &**p).collect();
-            let set = PolicySet {
-                identity: &identity,
-                permissions_boundary: caller_pols.boundary.as_deref(),
-                session: None,
-                resource: None,
-                resource_required: false,
-            };
-            let mut ctx2 = crate::auth::caller_context(
-                &state,
-                &caller,
-                &ctx.facts,
-                &ctx.shared.config.account_id,
-            );
-            if let Some(x) = &a.external_id {
-                ctx2.insert("sts:ExternalId", x.as_str());
-            }
-            ctx2.insert("sts:RoleSessionName", session_name.as_str());
-            for (k, v) in &tags {
-                ctx2.insert(&format!("aws:RequestTag/{k}"), v.as_str());
-            }
-            if !tags.is_empty() {
-                ctx2.insert_list("aws:TagKeys", tags.iter().map(|(k, _)| k.as_str()));
-            }
-            let principal = RequestPrincipal::role_session(
-                first.claims.assumed_role_arn.as_str(),
-                role.arn.as_str(),
-            );
-            trust(ctx, &target, &principal, &actions, &ctx2, &set, event)?;
-            event.role = Some(target.arn.clone());
-            mint(
-                ctx,
-                NewSession {
-                    role: &target,
-                    session_name: &session_name,
-                    duration: CREDENTIALS_LIFETIME.min(Duration::from_secs(3600)),
-                    tags: session_tags,
-                    transitive,
-                    policies: &policies,
-                    source_identity: None,
-                    source,
-                },
-            )?
-        }
-    };
-    Ok(response(&minted, &a, &namespace, &service_account))
-}
-
-fn response(
-    m: &Minted,
-    a: &PodIdentityAssociation,
-    namespace: &str,
-    service_account: &str,
-) -> Value {
-    let expiration = m
-        .claims
-        .expires_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    json!({
-        "subject": {"namespace": namespace, "serviceAccount": service_account},
-        "audience": AUDIENCE,
-        "podIdentityAssociation": {"associationArn": a.association_arn, "associationId": a.association_id},
-        "assumedRoleUser": {
-            "arn": m.claims.assumed_role_arn,
-            "assumeRoleId": format!("{}:{}", m.claims.role_id, m.claims.role_session_name),
-        },
-        "credentials": {
-            "sessionToken": m.token,
-            "secretAccessKey": m.claims.secret_access_key.expose_secret(),
-            "accessKeyId": m.claims.access_key_id.as_str(),
-            "expiration": expiration,
-        },
-    })
 }

@@ -6,9 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
 use podiam_identity::Jwks;
 
 use crate::error::AwsError;
@@ -21,7 +20,8 @@ const MAX_DOCUMENT: usize = 1024 * 1024;
 
 struct Entry {
     jwks: Arc<Jwks>,
-    fetched: Instant,
+    /// At the requests' time (the server's injected clock).
+    fetched: SystemTime,
 }
 
 pub struct JwksCache {
@@ -35,8 +35,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 
 fn communication_error(issuer: &str, problem: impl std::fmt::Display) -> AwsError {
     AwsError::new(
-        "IDPCommunicationError",
-        StatusCode::BAD_REQUEST,
+        crate::error::ErrorKind::IdpCommunication,
         format!(
             "Couldn't retrieve verification key from your identity provider {issuer}: {problem}. If the issuer is not reachable from podiam, register the provider with its JWKS (the output of `kubectl get --raw /openid/v1/jwks`)."
         ),
@@ -71,9 +70,14 @@ impl JwksCache {
         }
     }
 
-    /// The issuer's keys; `refresh` asks for a refetch (an unknown `kid`), honoured at most
-    /// once per [`MIN_REFRESH`].
-    pub async fn get(&self, issuer: &str, refresh: bool) -> Result<Arc<Jwks>, AwsError> {
+    /// The issuer's keys at `now` (the request's time); `refresh` asks for a refetch (an
+    /// unknown `kid`), honoured at most once per [`MIN_REFRESH`].
+    pub async fn get(
+        &self,
+        issuer: &str,
+        refresh: bool,
+        now: SystemTime,
+    ) -> Result<Arc<Jwks>, AwsError> {
         let slot = {
             let mut slots = self
                 .entries
@@ -86,8 +90,9 @@ impl JwksCache {
         };
         // One fetch at a time per issuer: concurrent requests for a cold issuer wait for the first.
         let mut entry = slot.lock().await;
+        let age_of = |e: &Entry| now.duration_since(e.fetched).unwrap_or(Duration::ZERO);
         if let Some(e) = entry.as_ref() {
-            let age = e.fetched.elapsed();
+            let age = age_of(e);
             if age < TTL && (!refresh || age < MIN_REFRESH) {
                 return Ok(Arc::clone(&e.jwks));
             }
@@ -101,13 +106,13 @@ impl JwksCache {
                 let jwks = Arc::new(jwks);
                 *entry = Some(Entry {
                     jwks: Arc::clone(&jwks),
-                    fetched: Instant::now(),
+                    fetched: now,
                 });
                 Ok(jwks)
             }
             // Keep serving the keys we have if the issuer is briefly unreachable.
             Err(e) => match entry.as_ref() {
-                Some(old) if old.fetched.elapsed() < TTL * 24 => {
+                Some(old) if age_of(old) < TTL * 24 => {
                     tracing::warn!(issuer, error = %e.message, "keeping cached keys: refetch failed");
                     Ok(Arc::clone(&old.jwks))
                 }

@@ -1,19 +1,19 @@
 //! Operations the CLI runs against the data directory directly (`podiam token create`,
-//! `podiam issuer rotate`, `podiam create iamserviceaccount`). A running server notices the
-//! writes within a couple of seconds.
+//! `podiam issuer rotate`, `podiam create iamserviceaccount`), as typed calls: no HTTP, no XML.
+//! A running server notices the writes within its store poll (1 s; at once on PostgreSQL).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use podiam_identity::ServiceAccountToken;
 use podiam_store::{Change, State, Store};
 
 use crate::auth::{Caller, RequestFacts};
-use crate::error::AwsError;
+use crate::ctx::Ctx;
+use crate::error::{AwsError, ErrorKind, Protocol};
 use crate::issuer::{Keys, new_sealing_key, new_signing_key};
-use crate::query::Params;
 use crate::state::{Config, Shared};
-use crate::{Ctx, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -25,18 +25,37 @@ pub enum LocalError {
     Store(#[from] podiam_store::StoreError),
     #[error(transparent)]
     Keys(#[from] crate::issuer::KeyError),
-    #[error("{code}: {message}")]
-    Aws { code: &'static str, message: String },
+    #[error("{}: {}", .error.code(*.protocol), .error.message)]
+    Aws {
+        error: AwsError,
+        /// The API the operation belongs to: its codes name the error.
+        protocol: Protocol,
+    },
     #[error("cannot sign the token: {0}")]
     Sign(String),
 }
 
-impl From<AwsError> for LocalError {
-    fn from(e: AwsError) -> Self {
-        LocalError::Aws {
-            code: e.code,
-            message: e.message,
+impl LocalError {
+    /// The kind of AWS error, when the operation itself was refused.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            LocalError::Aws { error, .. } => Some(error.kind()),
+            _ => None,
         }
+    }
+}
+
+fn iam_error(error: AwsError) -> LocalError {
+    LocalError::Aws {
+        error,
+        protocol: Protocol::Query,
+    }
+}
+
+fn eks_error(error: AwsError) -> LocalError {
+    LocalError::Aws {
+        error,
+        protocol: Protocol::Eks,
     }
 }
 
@@ -203,7 +222,7 @@ pub async fn replace_jwks(
     issuer_url: &str,
     jwks: &str,
 ) -> Result<JwksReplaced, LocalError> {
-    crate::issuer::check_jwks(jwks)?;
+    crate::issuer::check_jwks(jwks).map_err(iam_error)?;
     let (store, state) = open(data_dir).await?;
     let same = |url: &str| url.trim_end_matches('/') == issuer_url.trim_end_matches('/');
     let write = match target {
@@ -238,132 +257,183 @@ pub async fn replace_jwks(
     Ok(result?)
 }
 
-/// An EKS operation the CLI runs as the administrator.
-pub enum EksOp {
-    CreateCluster(serde_json::Value),
-    ListClusters,
-    CreateAssociation {
-        cluster: String,
-        body: serde_json::Value,
-    },
+/// The administrator, acting on a data directory's store (or a running server's state) through
+/// the same typed operations the API's adapters call: every rule and check applies.
+pub struct Admin {
+    shared: Arc<Shared>,
+    user: podiam_store::User,
+    /// The store was opened for this handle (and is closed by [`Admin::close`]).
+    owns_store: bool,
+    audit: crate::audit::Audit,
 }
 
-/// Opens the data directory as the administrator would call the API.
-async fn admin_shared(data_dir: &Path) -> Result<(Store, Shared, podiam_store::User), LocalError> {
-    let (store, state) = open(data_dir).await?;
-    let admin = state
+pub use crate::eks::{CreateAssociation, CreateCluster};
+pub use crate::iam::{CreateOpenIdConnectProvider, CreateRole};
+pub use podiam_store::{Cluster, ManagedPolicy, OidcProvider, PodIdentityAssociation, Role};
+
+fn admin_of(state: &State) -> Option<podiam_store::User> {
+    state
         .settings
         .get("admin_access_key_id")
         .and_then(|k| state.access_keys.get(k))
         .and_then(|k| state.users.get(&k.user_name.to_ascii_lowercase()))
         .cloned()
-        .ok_or_else(|| LocalError::NotInitialised(data_dir.display().to_string()))?;
-    let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
-    let config = Config {
-        account_id: setting("account_id"),
-        region: setting("region"),
-        partition: "aws".into(),
-        explain_denials: true,
-        limits: podiam_policy::Limits::default(),
-        issuer_url: setting("issuer_url"),
-    };
-    let shared = Shared::new(config, store.clone(), state)?;
-    Ok((store, shared, admin))
 }
 
-fn admin_ctx<'a>(
-    shared: &'a Shared,
-    admin: podiam_store::User,
-    audit: &'a crate::audit::Audit,
-) -> Ctx<'a> {
-    Ctx {
-        shared,
-        caller: Some(Caller::User(admin)),
-        facts: RequestFacts {
-            source_ip: None,
-            secure_transport: true,
-            user_agent: Some("podiam-cli".into()),
-            now: now_ms(),
-        },
-        request_id: "local",
-        audit,
+impl Admin {
+    /// Opens the data directory as the administrator would call the API.
+    pub async fn open(data_dir: &Path) -> Result<Admin, LocalError> {
+        let (store, state) = open(data_dir).await?;
+        let user = admin_of(&state)
+            .ok_or_else(|| LocalError::NotInitialised(data_dir.display().to_string()))?;
+        let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
+        let config = Config {
+            account_id: setting("account_id"),
+            region: setting("region"),
+            partition: "aws".into(),
+            explain_denials: true,
+            limits: podiam_policy::Limits::default(),
+            issuer_url: setting("issuer_url"),
+        };
+        let shared = Shared::new(config, store, state, crate::ServerClock::default())?;
+        Ok(Admin {
+            shared: Arc::new(shared),
+            user,
+            owns_store: true,
+            audit: crate::audit::Audit::disabled(),
+        })
+    }
+
+    /// Acts on a running server's own state (`podiam bench`, tests): no second connection to
+    /// its store.
+    pub fn on(shared: &Arc<Shared>) -> Result<Admin, LocalError> {
+        let user = admin_of(&shared.snapshot())
+            .ok_or_else(|| LocalError::NotInitialised("this server's store".into()))?;
+        Ok(Admin {
+            shared: Arc::clone(shared),
+            user,
+            owns_store: false,
+            audit: crate::audit::Audit::disabled(),
+        })
+    }
+
+    /// Closes the store if this handle opened it.
+    pub async fn close(self) {
+        if self.owns_store {
+            self.shared.store().close().await;
+        }
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            shared: &self.shared,
+            caller: Some(Caller::User(self.user.clone())),
+            facts: RequestFacts {
+                source_ip: None,
+                secure_transport: true,
+                user_agent: Some("podiam-cli".into()),
+                now: self.shared.clock.now_ms(),
+            },
+            request_id: "local",
+            audit: &self.audit,
+        }
+    }
+
+    // === IAM ===
+
+    pub async fn create_role(&self, input: CreateRole) -> Result<Role, LocalError> {
+        crate::iam::roles::create_role(&self.ctx(), input)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub fn get_role(&self, name: &str) -> Result<Role, LocalError> {
+        crate::iam::roles::get_role(&self.ctx(), name).map_err(iam_error)
+    }
+
+    pub async fn attach_role_policy(&self, role: &str, policy_arn: &str) -> Result<(), LocalError> {
+        crate::iam::roles::attach_role_policy(&self.ctx(), role, policy_arn)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub async fn update_assume_role_policy(
+        &self,
+        role: &str,
+        document: &str,
+    ) -> Result<(), LocalError> {
+        crate::iam::roles::update_assume_role_policy(&self.ctx(), role, document)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub fn get_policy(&self, arn: &str) -> Result<ManagedPolicy, LocalError> {
+        crate::iam::policies::get_policy(&self.ctx(), arn).map_err(iam_error)
+    }
+
+    pub async fn create_oidc_provider(
+        &self,
+        input: CreateOpenIdConnectProvider,
+    ) -> Result<OidcProvider, LocalError> {
+        crate::iam::oidc::create_oidc_provider(&self.ctx(), input)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub fn get_oidc_provider(&self, arn: &str) -> Result<OidcProvider, LocalError> {
+        crate::iam::oidc::get_oidc_provider(&self.ctx(), arn).map_err(iam_error)
+    }
+
+    // === EKS ===
+
+    pub async fn create_cluster(&self, input: CreateCluster) -> Result<Cluster, LocalError> {
+        crate::eks::create_cluster(&self.ctx(), input)
+            .await
+            .map_err(eks_error)
+    }
+
+    pub fn list_clusters(&self) -> Result<Vec<String>, LocalError> {
+        crate::eks::list_clusters(&self.ctx()).map_err(eks_error)
+    }
+
+    pub async fn create_association(
+        &self,
+        cluster: &str,
+        input: CreateAssociation,
+    ) -> Result<PodIdentityAssociation, LocalError> {
+        crate::eks::create_association(&self.ctx(), cluster, input)
+            .await
+            .map_err(eks_error)
     }
 }
 
-/// Runs one EKS operation as the administrator against the data directory.
-pub async fn eks_as_admin(data_dir: &Path, op: EksOp) -> Result<serde_json::Value, LocalError> {
-    let (store, shared, admin) = admin_shared(data_dir).await?;
-    let audit = crate::audit::Audit::disabled();
-    let ctx = admin_ctx(&shared, admin, &audit);
-    let out = match op {
-        EksOp::CreateCluster(body) => crate::eks::create_cluster(&ctx, &body).await,
-        EksOp::ListClusters => crate::eks::list_clusters(&ctx),
-        EksOp::CreateAssociation { cluster, body } => {
-            crate::eks::create_association(&ctx, &cluster, &body).await
-        }
-    };
-    store.close().await;
-    Ok(out.map_err(|e| crate::eks::rest_error(e, false))?)
-}
-
-/// Runs one IAM action as the administrator against the data directory.
-pub async fn iam_as_admin(
+/// Opens the data directory as the administrator, runs `op`, and closes it.
+pub async fn as_admin<T>(
     data_dir: &Path,
-    action: &str,
-    params: &[(&str, &str)],
-) -> Result<String, LocalError> {
-    let (store, shared, admin) = admin_shared(data_dir).await?;
-    let out = run_iam(&shared, admin, action, params).await;
-    store.close().await;
+    op: impl AsyncFnOnce(&Admin) -> Result<T, LocalError>,
+) -> Result<T, LocalError> {
+    let admin = Admin::open(data_dir).await?;
+    let out = op(&admin).await;
+    admin.close().await;
     out
 }
 
-/// Runs one IAM action as the administrator on a running server's own state (`podiam bench`,
-/// tests): no second connection to its store.
-pub async fn iam_on(
-    shared: &Shared,
-    action: &str,
-    params: &[(&str, &str)],
-) -> Result<String, LocalError> {
-    let state = shared.snapshot();
-    let admin = state
-        .settings
-        .get("admin_access_key_id")
-        .and_then(|k| state.access_keys.get(k))
-        .and_then(|k| state.users.get(&k.user_name.to_ascii_lowercase()))
-        .cloned()
-        .ok_or_else(|| LocalError::NotInitialised("this server's store".into()))?;
-    run_iam(shared, admin, action, params).await
-}
-
-async fn run_iam(
-    shared: &Shared,
-    admin: podiam_store::User,
-    action: &str,
-    params: &[(&str, &str)],
-) -> Result<String, LocalError> {
-    let audit = crate::audit::Audit::disabled();
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Action", action)
-        .append_pair("Version", "2010-05-08");
-    for (k, v) in params {
-        form.append_pair(k, v);
-    }
-    let params = Params::parse(form.finish().as_bytes());
-    let ctx = admin_ctx(shared, admin, &audit);
-    Ok(crate::iam::handle(&ctx, action, &params).await?)
-}
-
-/// Signs a projected ServiceAccount token with a running server's built-in issuer.
+/// Signs a projected ServiceAccount token with a running server's built-in issuer, at the
+/// server's time.
 pub fn sign_token_on(
     shared: &Shared,
     token: impl FnOnce(&str) -> ServiceAccountToken,
 ) -> Result<String, LocalError> {
-    let now = SystemTime::now();
+    let now = shared.clock.now();
     let claims = token(&shared.config.issuer_url).claims(now);
     shared
         .keys()
         .issuer
         .sign(&claims, now)
         .map_err(|e| LocalError::Sign(e.to_string()))
+}
+
+/// The CLI's time: the system clock (the server's requests read its injected clock instead).
+fn now_ms() -> i64 {
+    crate::auth::millis(SystemTime::now())
 }

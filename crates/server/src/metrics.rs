@@ -49,22 +49,6 @@ pub struct Metrics {
     pub audit_database_events: Family<ResultLabels, Counter>,
 }
 
-/// The codes that mean "refused" rather than "broken".
-fn is_denial(code: &str) -> bool {
-    matches!(
-        code,
-        "AccessDenied"
-            | "AccessDeniedException"
-            | "InvalidIdentityToken"
-            | "InvalidTokenException"
-            | "ExpiredTokenException"
-            | "ExpiredToken"
-            | "InvalidClientTokenId"
-            | "SignatureDoesNotMatch"
-            | "IDPRejectedClaim"
-    )
-}
-
 const ISSUING: [&str; 3] = [
     "AssumeRoleWithWebIdentity",
     "AssumeRole",
@@ -136,7 +120,16 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, service: &'static str, action: &str, code: Option<&str>, seconds: f64) {
+    /// One answered request: `failure` is the code the client saw and whether it was a denial
+    /// ([`crate::error::ErrorKind::is_denial`]).
+    pub fn record(
+        &self,
+        service: &'static str,
+        action: &str,
+        failure: Option<(&str, bool)>,
+        seconds: f64,
+    ) {
+        let code = failure.map(|(c, _)| c);
         let code_label = code.unwrap_or("OK");
         self.requests
             .get_or_create(&RequestLabels {
@@ -156,7 +149,7 @@ impl Metrics {
                     })
                     .inc();
             }
-            Some(c) if is_denial(c) => {
+            Some(c) if failure.is_some_and(|(_, denial)| denial) => {
                 self.denials
                     .get_or_create(&DenialLabels {
                         action: action.to_string(),
@@ -170,7 +163,8 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
             out.clear();
         }
         out
@@ -184,14 +178,13 @@ mod tests {
     #[test]
     fn counts_requests_issues_and_denials() {
         let m = Metrics::new();
+        use crate::error::{AwsError, Protocol};
+        let denied = AwsError::access_denied("no");
+        let missing = AwsError::no_such_entity("no");
+        let failure = |e: &AwsError| Some((e.code(Protocol::Query), e.is_denial()));
         m.record("sts", "AssumeRoleWithWebIdentity", None, 0.001);
-        m.record(
-            "sts",
-            "AssumeRoleWithWebIdentity",
-            Some("AccessDenied"),
-            0.001,
-        );
-        m.record("iam", "GetRole", Some("NoSuchEntity"), 0.001);
+        m.record("sts", "AssumeRoleWithWebIdentity", failure(&denied), 0.001);
+        m.record("iam", "GetRole", failure(&missing), 0.001);
         let text = m.render();
         assert!(text.contains("podiam_requests_total{service=\"sts\",action=\"AssumeRoleWithWebIdentity\",code=\"OK\"} 1"), "{text}");
         assert!(

@@ -183,7 +183,7 @@ mod tests {
         );
         assert_eq!(p.required("Action").unwrap(), "X");
         let e = p.required("RoleName").unwrap_err();
-        assert_eq!(e.code, "ValidationError");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Validation);
         assert!(e.message.contains("at 'roleName'"));
         assert!(Params::parse(b"MaxItems=x").int("MaxItems").is_err());
     }

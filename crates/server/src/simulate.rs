@@ -9,8 +9,8 @@ use podiam_policy::{
 };
 use podiam_store::State;
 
-use crate::Ctx;
 use crate::auth::authorize;
+use crate::ctx::Ctx;
 use crate::error::AwsError;
 use crate::iam::NS;
 use crate::query::Params;

@@ -32,8 +32,10 @@ pub struct Shared {
     static_jwks: RwLock<HashMap<Arc<str>, Arc<podiam_identity::Jwks>>>,
     keys: RwLock<Arc<Keys>>,
     remote: crate::jwks::JwksCache,
-    pub metrics: crate::metrics::Metrics,
-    pub verified_tokens: crate::tokens::VerifiedTokens,
+    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) verified_tokens: crate::tokens::VerifiedTokens,
+    /// Where requests read their time.
+    pub clock: crate::ServerClock,
 }
 
 /// Compiled documents by kind (index: `PolicyKindKey as usize`) and text. Looked up by `&str`,
@@ -63,7 +65,12 @@ impl From<PolicyKind> for PolicyKindKey {
 const COMPILED_CACHE_MAX: usize = 20_000;
 
 impl Shared {
-    pub fn new(config: Config, store: Store, state: State) -> Result<Shared, KeyError> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        state: State,
+        clock: crate::ServerClock,
+    ) -> Result<Shared, KeyError> {
         let keys = Keys::from_state(&state)?;
         Ok(Shared {
             config,
@@ -76,6 +83,7 @@ impl Shared {
             remote: crate::jwks::JwksCache::new(),
             metrics: crate::metrics::Metrics::new(),
             verified_tokens: crate::tokens::VerifiedTokens::default(),
+            clock,
         })
     }
 
@@ -118,13 +126,15 @@ impl Shared {
         url.trim_end_matches('/') == self.config.issuer_url.trim_end_matches('/')
     }
 
-    /// The published keys of a remote issuer (OIDC discovery, then `jwks_uri`), cached.
+    /// The published keys of a remote issuer (OIDC discovery, then `jwks_uri`), cached; `now`
+    /// is the request's time.
     pub async fn remote_jwks(
         &self,
         issuer: &str,
         refresh: bool,
+        now: std::time::SystemTime,
     ) -> Result<Arc<podiam_identity::Jwks>, AwsError> {
-        self.remote.get(issuer, refresh).await
+        self.remote.get(issuer, refresh, now).await
     }
 
     /// A consistent snapshot of the whole state.
@@ -175,8 +185,7 @@ impl Shared {
             }
         }
         Err(AwsError::new(
-            "ConcurrentModification",
-            axum::http::StatusCode::CONFLICT,
+            crate::error::ErrorKind::ConcurrentModification,
             "The resource kept changing while this request was applied; retry the request",
         ))
     }

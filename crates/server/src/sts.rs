@@ -1,61 +1,29 @@
 //! The STS API (awsQuery, Version 2011-06-15): AssumeRoleWithWebIdentity (unsigned: the JWT is
 //! the credential), AssumeRole and GetCallerIdentity.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use axum::http::StatusCode;
-use podiam_identity::credentials::{
-    DurationError, assumed_role_arn, mint_temporary_credentials, session_duration,
-};
-use podiam_identity::jwt::{JwtError, UnverifiedJwt};
+use podiam_identity::credentials::{DurationError, session_duration};
 use podiam_identity::session::{SessionSource, SessionTag};
-use podiam_identity::{Clock, PrefetchedRng, SessionClaims, SystemClock, SystemRng, Validation};
-use podiam_policy::{
-    Context, Policy, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate_trust,
-    evaluate_with_trace,
-};
-use podiam_store::{OidcProvider, Role, State};
+use podiam_policy::date::format_date;
+use podiam_policy::{Context, Policy, PolicyKind, PolicySet, RequestPrincipal};
+use podiam_store::{Role, State};
 
-use crate::Ctx;
 use crate::audit::Event;
 use crate::auth::{Caller, caller_context, caller_policies, millis};
-use crate::error::AwsError;
-use crate::iam::{date, provider_key};
+use crate::ctx::Ctx;
+use crate::error::{AwsError, Protocol};
+use crate::iam::provider_key;
+use crate::issuance::{
+    MAX_TOKEN, Minted, NewSession, PresentedToken, SessionPolicies, TokenIssuer, TokenUse,
+    TrustRequest, TrustWording, check_trust, insert_request_tags, mint,
+};
 use crate::query::Params;
 use crate::xml::Xml;
 
-pub const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+pub(crate) const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// AWS: WebIdentityToken is at most 20,000 characters.
-const MAX_WEB_IDENTITY_TOKEN: usize = 20_000;
-
-pub fn invalid_identity_token(message: impl Into<String>) -> AwsError {
-    AwsError::new("InvalidIdentityToken", StatusCode::BAD_REQUEST, message)
-}
-
-fn expired_token(message: impl Into<String>) -> AwsError {
-    AwsError::new("ExpiredTokenException", StatusCode::BAD_REQUEST, message)
-}
-
-pub fn packed_too_large(message: impl Into<String>) -> AwsError {
-    AwsError::new("PackedPolicyTooLarge", StatusCode::BAD_REQUEST, message)
-}
-
-/// Maps a token verification failure to the STS code SDKs expect, naming the failed check.
-pub fn jwt_error(e: &JwtError) -> AwsError {
-    match e {
-        JwtError::TokenExpired { .. } => expired_token(format!("Token expired: {e}")),
-        JwtError::AudienceMismatch { .. } => {
-            invalid_identity_token(format!("Incorrect token audience: {e}"))
-        }
-        JwtError::TokenTooLarge { .. } => AwsError::validation(format!(
-            "1 validation error detected: Value at 'webIdentityToken' failed to satisfy constraint: {e}"
-        )),
-        _ => invalid_identity_token(format!("The web identity token is not valid: {e}")),
-    }
-}
-
-pub async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, AwsError> {
+pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, AwsError> {
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(ctx, p).await,
         "AssumeRole" => assume_role(ctx, p).await,
@@ -85,18 +53,9 @@ fn role_by_arn<'s>(state: &'s State, arn: &str, action: &str) -> Result<&'s Role
         )));
     }
     // AWS answers AccessDenied, not NoSuchEntity, so callers cannot probe for role names.
-    state.roles.values().find(|r| r.arn == arn).ok_or_else(|| {
+    crate::issuance::role_by_arn(state, arn).ok_or_else(|| {
         AwsError::access_denied(format!("Not authorized to perform {action}: no role {arn}"))
     })
-}
-
-/// `Policy` and `PolicyArns.member.N.arn`: parsed, size-checked, and resolved against the account.
-#[derive(Clone)]
-pub(crate) struct SessionPolicies {
-    pub(crate) inline: Option<String>,
-    pub(crate) arns: Vec<String>,
-    /// Plain-text size against the 2,048 quota, as a percentage (PackedPolicySize).
-    pub(crate) packed_percent: u32,
 }
 
 fn session_policies(ctx: &Ctx<'_>, state: &State, p: &Params) -> Result<SessionPolicies, AwsError> {
@@ -125,7 +84,7 @@ fn session_policies(ctx: &Ctx<'_>, state: &State, p: &Params) -> Result<SessionP
     }
     let limit = ctx.shared.config.limits.session_policy;
     if size > limit {
-        return Err(packed_too_large(format!(
+        return Err(AwsError::packed_too_large(format!(
             "Packed size of consumed session policies and session tags exceeds 100%: the session policies are {size} characters, over the limit of {limit}"
         )));
     }
@@ -142,58 +101,6 @@ fn duration_error(e: DurationError) -> AwsError {
     ))
 }
 
-pub(crate) struct Minted {
-    pub(crate) claims: SessionClaims,
-    pub(crate) token: String,
-}
-
-/// What a new session is made of.
-pub(crate) struct NewSession<'a> {
-    pub(crate) role: &'a Role,
-    pub(crate) session_name: &'a str,
-    pub(crate) duration: Duration,
-    pub(crate) tags: Vec<SessionTag>,
-    pub(crate) transitive: Vec<String>,
-    pub(crate) policies: &'a SessionPolicies,
-    pub(crate) source_identity: Option<String>,
-    pub(crate) source: SessionSource,
-}
-
-pub(crate) fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
-    let now =
-        SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ctx.facts.now).unwrap_or(0));
-    // Key ID (16 bytes), secret (30) and the token's nonce (12) from one draw.
-    let rng = PrefetchedRng::<_, 64>::new(&SystemRng)
-        .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
-    let creds = mint_temporary_credentials(&rng, now, s.duration)
-        .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
-    let claims = SessionClaims {
-        access_key_id: creds.access_key_id,
-        secret_access_key: creds.secret_access_key,
-        account_id: ctx.shared.config.account_id.clone(),
-        assumed_role_arn: assumed_role_arn(&s.role.arn, s.session_name)
-            .ok_or_else(|| AwsError::internal("role ARN is not an IAM role ARN"))?,
-        role_arn: s.role.arn.clone(),
-        role_id: s.role.role_id.clone(),
-        role_session_name: s.session_name.to_string(),
-        session_tags: s.tags,
-        transitive_tag_keys: s.transitive,
-        session_policy: s.policies.inline.clone(),
-        session_policy_arns: s.policies.arns.clone(),
-        source_identity: s.source_identity,
-        issued_at: creds.issued_at,
-        expires_at: creds.expiration,
-        source: s.source,
-    };
-    let token = ctx
-        .shared
-        .keys()
-        .sessions
-        .seal(&claims, &rng)
-        .map_err(|e| AwsError::internal(format!("could not seal the session token: {e}")))?;
-    Ok(Minted { claims, token })
-}
-
 fn credentials_xml(x: &mut Xml, m: &Minted) {
     x.start("Credentials")
         .text_plain("AccessKeyId", m.claims.access_key_id.as_str())
@@ -202,7 +109,7 @@ fn credentials_xml(x: &mut Xml, m: &Minted) {
             m.claims.secret_access_key.expose_secret(),
         )
         .text_plain("SessionToken", &m.token)
-        .text_plain("Expiration", &date(millis(m.claims.expires_at)))
+        .text_plain("Expiration", &format_date(millis(m.claims.expires_at)))
         .end();
     x.start("AssumedRoleUser")
         .text(
@@ -213,29 +120,14 @@ fn credentials_xml(x: &mut Xml, m: &Minted) {
         .end();
 }
 
-/// The JWKS for a provider: podiam's own issuer from memory, a static JWKS given at creation,
-/// or the issuer's published keys.
-async fn provider_jwks(
-    ctx: &Ctx<'_>,
-    provider: &OidcProvider,
-) -> Result<std::sync::Arc<podiam_identity::Jwks>, AwsError> {
-    if ctx.shared.is_own_issuer(&provider.url) {
-        return Ok(ctx.shared.keys().jwks.clone());
-    }
-    if let Some(j) = &provider.static_jwks {
-        return ctx.shared.static_jwks(j);
-    }
-    ctx.shared.remote_jwks(&provider.url, false).await
-}
-
 async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let role_arn = p.required("RoleArn")?;
     let session_name = p.required("RoleSessionName")?;
     session_name_rule(session_name)?;
     let token = p.required("WebIdentityToken")?;
-    if token.len() < 4 || token.len() > MAX_WEB_IDENTITY_TOKEN {
+    if token.len() < 4 || token.len() > MAX_TOKEN {
         return Err(AwsError::validation(format!(
-            "1 validation error detected: Value at 'webIdentityToken' failed to satisfy constraint: Member must have length between 4 and {MAX_WEB_IDENTITY_TOKEN}"
+            "1 validation error detected: Value at 'webIdentityToken' failed to satisfy constraint: Member must have length between 4 and {MAX_TOKEN}"
         )));
     }
     let action = "sts:AssumeRoleWithWebIdentity";
@@ -243,84 +135,37 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     event.role = Some(role_arn.to_string());
     event.session_name = Some(session_name.to_string());
     let result = async {
-        // A pod's SDK presents the same projected token on every refresh: a token verified
-        // before skips parsing and the signature check (if its key set is still current).
-        let fingerprint = crate::tokens::fingerprint(token);
-        let cached = ctx.shared.verified_tokens.get(&fingerprint);
-        let unverified = match &cached {
-            Some(_) => None,
-            None => Some(
-                UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
-                    .map_err(|e| jwt_error(&e))?,
-            ),
-        };
-        let iss = match (&cached, &unverified) {
-            (Some(hit), _) => hit.claims.issuer(),
-            (None, Some(u)) => u.unverified_claims().issuer(),
-            (None, None) => None,
-        }
-        .ok_or_else(|| invalid_identity_token("The token has no `iss` claim"))?
-        .to_string();
+        let presented = PresentedToken::new(ctx, token, TokenUse::WebIdentity)?;
+        let iss = presented
+            .issuer()
+            .ok_or_else(|| AwsError::invalid_identity_token("The token has no `iss` claim"))?
+            .to_string();
         event.issuer = Some(iss.clone());
-        event.subject = match (&cached, &unverified) {
-            (Some(hit), _) => hit.claims.subject(),
-            (None, Some(u)) => u.unverified_claims().subject(),
-            (None, None) => None,
-        }
-        .map(str::to_string);
+        event.subject = presented.subject().map(str::to_string);
         let state = ctx.shared.snapshot();
-        let id = provider_key(&iss)
-            .ok_or_else(|| invalid_identity_token(format!("Issuer `{iss}` is not a URL")))?;
+        let id = provider_key(&iss).ok_or_else(|| {
+            AwsError::invalid_identity_token(format!("Issuer `{iss}` is not a URL"))
+        })?;
         let provider = state
             .oidc_providers
             .values()
             .find(|o| provider_key(&o.url) == Some(id))
             .ok_or_else(|| {
-                invalid_identity_token(format!(
+                AwsError::invalid_identity_token(format!(
                     "No OpenIDConnect provider found in your account for {iss}"
                 ))
             })?;
         let role = role_by_arn(&state, role_arn, action)?;
-        let mut jwks = provider_jwks(ctx, provider).await?;
-        let now_s = ctx.facts.now / 1000;
-        let claims = match cached {
-            // Verified before with these very keys: only the time and audience checks remain.
-            Some(hit) if hit.is_current(&jwks) => {
-                crate::tokens::recheck(&hit.claims, &provider.client_ids, now_s)
-                    .map_err(|e| jwt_error(&e))?;
-                hit.claims
-            }
-            _ => {
-                let unverified = match unverified {
-                    Some(u) => u,
-                    None => UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
-                        .map_err(|e| jwt_error(&e))?,
-                };
-                let validation = Validation::new(iss.clone(), provider.client_ids.iter().cloned());
-                let verified = match unverified.verify(&jwks, &validation, &SystemClock) {
-                    // AWS re-fetches the keys once when a token names a key it does not know
-                    // (rotation).
-                    Err(JwtError::UnknownKeyId { .. })
-                        if provider.static_jwks.is_none()
-                            && !ctx.shared.is_own_issuer(&provider.url) =>
-                    {
-                        jwks = ctx.shared.remote_jwks(&provider.url, true).await?;
-                        UnverifiedJwt::parse_with_max_len(token, MAX_WEB_IDENTITY_TOKEN)
-                            .and_then(|t| t.verify(&jwks, &validation, &SystemClock))
-                    }
-                    other => other,
-                }
-                .map_err(|e| jwt_error(&e))?;
-                let claims = std::sync::Arc::new(verified.into_claims());
-                ctx.shared.verified_tokens.put(
-                    fingerprint,
-                    &jwks,
-                    std::sync::Arc::clone(&claims),
-                    now_s,
-                );
-                claims
-            }
-        };
+        let claims = presented
+            .verify(
+                ctx,
+                TokenIssuer {
+                    url: &iss,
+                    static_jwks: provider.static_jwks.as_deref(),
+                },
+                &provider.client_ids,
+            )
+            .await?;
         let sub = claims.subject().unwrap_or_default().to_string();
         let aud = claims
             .audiences()
@@ -335,11 +180,11 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         }
         event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
         let tags_claim = claims.session_tags().map_err(|e| {
-            invalid_identity_token(format!("The token's session tags are malformed: {e}"))
+            AwsError::invalid_identity_token(format!("The token's session tags are malformed: {e}"))
         })?;
         let source_identity = claims
             .source_identity()
-            .map_err(|e| invalid_identity_token(e.to_string()))?
+            .map_err(|e| AwsError::invalid_identity_token(e.to_string()))?
             .map(str::to_string);
 
         // The trust policy, with the provider's condition keys (`host/path:sub`, `:aud`, `:amr`).
@@ -367,38 +212,24 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
             Some(t) => (t.principal_tags.clone(), t.transitive_tag_keys.clone()),
             None => (Vec::new(), Vec::new()),
         };
-        for (k, v) in &tags {
-            context.insert(&format!("aws:RequestTag/{k}"), v.as_str());
-        }
-        if !tags.is_empty() {
-            context.insert_list("aws:TagKeys", tags.iter().map(|(k, _)| k.as_str()));
-            context.insert_list(
-                "sts:TransitiveTagKeys",
-                transitive.iter().map(String::as_str),
-            );
-        }
-        let trust = ctx.shared.compiled(
-            &role.assume_role_policy_document,
-            PolicyKind::Trust,
-            "trust policy",
-        )?;
+        insert_request_tags(&mut context, &tags, &transitive);
         let principal = RequestPrincipal::federated(provider.arn.as_str());
         let mut actions = vec![action];
         if !tags.is_empty() {
             actions.push("sts:TagSession");
         }
-        for a in actions {
-            check_trust(
-                ctx,
-                &trust,
-                &principal,
-                a,
+        check_trust(
+            ctx,
+            &TrustRequest {
                 role,
-                &context,
-                &PolicySet::default(),
-                &mut event,
-            )?;
-        }
+                principal: &principal,
+                actions: &actions,
+                context: &context,
+                caller: &PolicySet::default(),
+                wording: TrustWording::Sts,
+            },
+            &mut event,
+        )?;
 
         let duration = session_duration(
             p.int("DurationSeconds")?
@@ -438,51 +269,9 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         Ok(x.finish("AssumeRoleWithWebIdentity", ctx.request_id))
     }
     .await;
-    event.finish(&result);
+    event.finish(&result, Protocol::Query);
     ctx.audit.record(event);
     result
-}
-
-/// Evaluates the trust policy for one action; a denial names what failed.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the trust decision needs the whole request"
-)]
-fn check_trust(
-    ctx: &Ctx<'_>,
-    trust: &Policy,
-    principal: &RequestPrincipal,
-    action: &str,
-    role: &Role,
-    context: &Context,
-    caller: &PolicySet<'_>,
-    event: &mut Event,
-) -> Result<(), AwsError> {
-    let request = Request {
-        principal: Some(principal),
-        action,
-        resource: &role.arn,
-        context,
-    };
-    let decision = evaluate_trust(&request, trust, caller);
-    if decision.is_allowed() {
-        return Ok(());
-    }
-    // Explain: re-run with the trace (denials only, off the success path).
-    let set = PolicySet {
-        resource: Some(trust),
-        resource_required: true,
-        ..*caller
-    };
-    let (_, trace) = evaluate_with_trace(&request, &set);
-    let detail = crate::auth::explain(&decision, &trace)
-        .unwrap_or_else(|| decision.reason.describe().to_string());
-    event.reason = Some(detail.clone());
-    let mut message = format!("Not authorized to perform {action}");
-    if ctx.shared.config.explain_denials {
-        message.push_str(&format!(" (podiam: {detail})"));
-    }
-    Err(AwsError::access_denied(message))
 }
 
 async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -531,29 +320,13 @@ async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
         if let Some(si) = &source_identity {
             context.insert("sts:SourceIdentity", si.as_str());
         }
-        for (k, v) in &tags {
-            context.insert(&format!("aws:RequestTag/{k}"), v.as_str());
-        }
-        if !tags.is_empty() {
-            context.insert_list("aws:TagKeys", tags.iter().map(|(k, _)| k.as_str()));
-            context.insert_list("sts:TransitiveTagKeys", transitive.iter().map(String::as_str));
-        }
-        let trust = ctx.shared.compiled(&role.assume_role_policy_document, PolicyKind::Trust, "trust policy")?;
+        insert_request_tags(&mut context, &tags, &transitive);
         let principal = match caller {
             Caller::User(u) => RequestPrincipal::aws(u.arn.as_str()),
             Caller::Session(s) => RequestPrincipal::role_session(s.assumed_role_arn.as_str(), s.role_arn.as_str()),
         };
         let admin = matches!(caller, Caller::User(u) if u.admin);
         let policies = caller_policies(ctx.shared, &state, caller)?;
-        let identity: Vec<&Policy> = policies.identity.iter().map(|p| &**p).collect();
-        let session: Option<Vec<&Policy>> = policies.session.as_ref().map(|s| s.iter().map(|p| &**p).collect());
-        let caller_set = PolicySet {
-            identity: &identity,
-            permissions_boundary: policies.boundary.as_deref(),
-            session: session.as_deref(),
-            resource: None,
-            resource_required: false,
-        };
         let mut actions = vec![action];
         if !tags.is_empty() {
             actions.push("sts:TagSession");
@@ -562,19 +335,34 @@ async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
             actions.push("sts:SetSourceIdentity");
         }
         // The administrator acts as the account root: trust policies naming the account admit it.
-        let admin_set = PolicySet::default();
         let admin_principal = RequestPrincipal::aws(format!(
             "arn:{}:iam::{}:root",
             ctx.shared.config.partition, ctx.shared.config.account_id
         ));
-        for a in actions {
-            if admin {
-                check_trust(ctx, &trust, &admin_principal, a, &role, &context, &admin_set, &mut event)
-                    .or_else(|_| check_trust(ctx, &trust, &principal, a, &role, &context, &caller_set, &mut event))?;
-            } else {
-                check_trust(ctx, &trust, &principal, a, &role, &context, &caller_set, &mut event)?;
+        policies.with_set(|caller_set| {
+            for a in &actions {
+                let as_caller = TrustRequest {
+                    role: &role,
+                    principal: &principal,
+                    actions: std::slice::from_ref(a),
+                    context: &context,
+                    caller: caller_set,
+                    wording: TrustWording::Sts,
+                };
+                if admin {
+                    let as_root = TrustRequest {
+                        principal: &admin_principal,
+                        caller: &PolicySet::default(),
+                        ..as_caller
+                    };
+                    check_trust(ctx, &as_root, &mut event)
+                        .or_else(|_| check_trust(ctx, &as_caller, &mut event))?;
+                } else {
+                    check_trust(ctx, &as_caller, &mut event)?;
+                }
             }
-        }
+            Ok::<(), AwsError>(())
+        })?;
         let duration = session_duration(
             p.int("DurationSeconds")?.map(|d| u64::try_from(d).unwrap_or(0)),
             Duration::from_secs(u64::from(role.max_session_duration)),
@@ -604,7 +392,7 @@ async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
         Ok(x.finish("AssumeRole", ctx.request_id))
     }
     .await;
-    event.finish(&result);
+    event.finish(&result, Protocol::Query);
     ctx.audit.record(event);
     result
 }
@@ -617,9 +405,4 @@ fn get_caller_identity(ctx: &Ctx<'_>) -> Result<String, AwsError> {
         .text("UserId", &caller.user_id())
         .text("Account", &ctx.shared.config.account_id);
     Ok(x.finish("GetCallerIdentity", ctx.request_id))
-}
-
-/// The clock STS uses; a seam for tests.
-pub fn now() -> SystemTime {
-    SystemClock.now()
 }

@@ -35,6 +35,7 @@ async fn fixture() -> Fixture {
         master_key: None,
         tls: None,
         replica_name: None,
+        clock: Default::default(),
     })
     .await
     .unwrap();
@@ -52,13 +53,7 @@ async fn fixture() -> Fixture {
         }]
     })
     .to_string();
-    podiam_server::local::iam_as_admin(
-        &data_dir,
-        "CreateRole",
-        &[("RoleName", ROLE), ("AssumeRolePolicyDocument", &trust)],
-    )
-    .await
-    .unwrap();
+    create_role(&data_dir, ROLE, &trust).await;
     // The running server picks up writes from other processes within its poll interval.
     server.shared.refresh().await.unwrap();
     Fixture {
@@ -66,6 +61,17 @@ async fn fixture() -> Fixture {
         data_dir,
         server,
     }
+}
+
+async fn create_role(data_dir: &std::path::Path, name: &str, trust: &str) {
+    let input = podiam_server::local::CreateRole {
+        role_name: name.into(),
+        assume_role_policy_document: trust.into(),
+        ..Default::default()
+    };
+    podiam_server::local::as_admin(data_dir, async |a| a.create_role(input).await)
+        .await
+        .unwrap();
 }
 
 fn now() -> i64 {
@@ -331,17 +337,17 @@ async fn garbage_bodies_get_aws_errors() {
 /// A role in `f` trusting `issuer`'s provider for `system:serviceaccount:ns:sa`.
 async fn trust_issuer(f: &Fixture, issuer: &str, jwks: Option<&str>) -> String {
     let host = issuer.trim_start_matches("http://").to_string();
-    let mut params = vec![
-        ("Url", issuer.to_string()),
-        ("ClientIDList.member.1", "sts.amazonaws.com".to_string()),
-    ];
-    if let Some(j) = jwks {
-        params.push(("Jwks", j.to_string()));
-    }
-    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    podiam_server::local::iam_as_admin(&f.data_dir, "CreateOpenIDConnectProvider", &params)
-        .await
-        .unwrap();
+    let provider = podiam_server::local::CreateOpenIdConnectProvider {
+        url: issuer.to_string(),
+        client_ids: vec!["sts.amazonaws.com".into()],
+        jwks: jwks.map(str::to_string),
+        ..Default::default()
+    };
+    podiam_server::local::as_admin(&f.data_dir, async |a| {
+        a.create_oidc_provider(provider).await
+    })
+    .await
+    .unwrap();
     let port = issuer.rsplit(':').next().unwrap_or("x");
     let role = format!("remote-{port}");
     let trust = json!({
@@ -354,13 +360,7 @@ async fn trust_issuer(f: &Fixture, issuer: &str, jwks: Option<&str>) -> String {
         }]
     })
     .to_string();
-    podiam_server::local::iam_as_admin(
-        &f.data_dir,
-        "CreateRole",
-        &[("RoleName", &role), ("AssumeRolePolicyDocument", &trust)],
-    )
-    .await
-    .unwrap();
+    create_role(&f.data_dir, &role, &trust).await;
     f.server.shared.refresh().await.unwrap();
     format!("arn:aws:iam::{ACCOUNT}:role/{role}")
 }

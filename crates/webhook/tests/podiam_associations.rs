@@ -16,7 +16,7 @@ use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use podiam_server::local::{EksOp, eks_as_admin, iam_as_admin};
+use podiam_server::local::{CreateAssociation, CreateCluster, CreateRole, as_admin};
 use podiam_webhook::podiam::{KeySource, PodiamOptions};
 use podiam_webhook::server::{KubeOptions, Options, Running, start};
 use rustls::RootCertStore;
@@ -32,17 +32,15 @@ const POD_IDENTITY_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effec
 const BULK: usize = 120;
 
 async fn associate(data_dir: &Path, namespace: &str, service_account: &str) {
-    eks_as_admin(
-        data_dir,
-        EksOp::CreateAssociation {
-            cluster: CLUSTER.to_owned(),
-            body: json!({
-                "namespace": namespace,
-                "serviceAccount": service_account,
-                "roleArn": format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}"),
-            }),
-        },
-    )
+    let input = CreateAssociation {
+        namespace: namespace.into(),
+        service_account: service_account.into(),
+        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/{ROLE}"),
+        ..CreateAssociation::default()
+    };
+    as_admin(data_dir, async |a| {
+        a.create_association(CLUSTER, input).await
+    })
     .await
     .unwrap();
 }
@@ -61,25 +59,26 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         master_key: None,
         tls: None,
         replica_name: None,
+        clock: Default::default(),
     })
     .await
     .unwrap();
-    eks_as_admin(
-        dir,
-        EksOp::CreateCluster(json!({"name": CLUSTER, "builtin": true})),
-    )
-    .await
-    .unwrap();
-    iam_as_admin(
-        dir,
-        "CreateRole",
-        &[
-            ("RoleName", ROLE),
-            ("AssumeRolePolicyDocument", POD_IDENTITY_TRUST),
-        ],
-    )
-    .await
-    .unwrap();
+    let cluster = CreateCluster {
+        name: CLUSTER.into(),
+        builtin: true,
+        ..CreateCluster::default()
+    };
+    as_admin(dir, async |a| a.create_cluster(cluster).await)
+        .await
+        .unwrap();
+    let role = CreateRole {
+        role_name: ROLE.into(),
+        assume_role_policy_document: POD_IDENTITY_TRUST.into(),
+        ..CreateRole::default()
+    };
+    as_admin(dir, async |a| a.create_role(role).await)
+        .await
+        .unwrap();
     for i in 0..BULK {
         associate(dir, "bulk", &format!("sa-{i:03}")).await;
     }

@@ -1,0 +1,95 @@
+//! What one request's handler sees: the shared state, the caller, the facts of the request (its
+//! one reading of the clock among them), and where its audit event goes.
+
+use std::time::SystemTime;
+
+use podiam_identity::FixedClock;
+use podiam_store::{Role, State};
+
+use crate::audit::Audit;
+use crate::auth::{Caller, RequestFacts, authorize};
+use crate::error::AwsError;
+use crate::state::Shared;
+
+/// What one request handler sees.
+pub struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub caller: Option<Caller>,
+    pub facts: RequestFacts,
+    pub request_id: &'a str,
+    pub audit: &'a Audit,
+}
+
+impl Ctx<'_> {
+    /// The authenticated caller; unsigned requests get `MissingAuthenticationToken`.
+    pub fn signed_caller(&self) -> Result<&Caller, AwsError> {
+        self.caller
+            .as_ref()
+            .ok_or_else(AwsError::missing_authentication)
+    }
+
+    /// The request's time: read once from the server's clock when the request arrived.
+    pub fn now(&self) -> SystemTime {
+        self.clock().0
+    }
+
+    /// A clock that answers the request's time, for the libraries that take one.
+    pub fn clock(&self) -> FixedClock {
+        self.facts.clock()
+    }
+
+    /// `arn:aws:iam::ACCOUNT:{resource}`.
+    pub fn iam_arn(&self, resource: &str) -> String {
+        format!(
+            "arn:{}:iam::{}:{resource}",
+            self.shared.config.partition, self.shared.config.account_id
+        )
+    }
+
+    /// `arn:aws:eks:REGION:ACCOUNT:cluster/{name}`.
+    pub fn cluster_arn(&self, name: &str) -> String {
+        format!(
+            "arn:{}:eks:{}:{}:cluster/{name}",
+            self.shared.config.partition, self.shared.config.region, self.shared.config.account_id
+        )
+    }
+
+    /// May the caller perform `action` on `resource`?
+    pub fn check(&self, state: &State, action: &str, resource: &str) -> Result<(), AwsError> {
+        self.check_with(state, action, resource, &[])
+    }
+
+    /// May the caller perform `action` on `resource`, with these request context keys?
+    pub fn check_with(
+        &self,
+        state: &State,
+        action: &str,
+        resource: &str,
+        context: &[(String, String)],
+    ) -> Result<(), AwsError> {
+        authorize(
+            self.shared,
+            state,
+            self.signed_caller()?,
+            &self.facts,
+            action,
+            resource,
+            context,
+        )
+    }
+
+    /// Checks an action on a role; its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`.
+    pub fn check_role(&self, state: &State, action: &str, role: &Role) -> Result<(), AwsError> {
+        let tags: Vec<(String, String)> = role
+            .tags
+            .iter()
+            .flat_map(|t| {
+                [
+                    (format!("aws:ResourceTag/{}", t.key), t.value.clone()),
+                    (format!("iam:ResourceTag/{}", t.key), t.value.clone()),
+                ]
+            })
+            .collect();
+        self.check_with(state, action, &role.arn, &tags)
+    }
+}

@@ -1,0 +1,272 @@
+//! EKS Auth's `AssumeRoleForPodIdentity` (botocore `eks-auth` 2023-11-26): the node agent
+//! presents a pod's ServiceAccount token; the cluster's issuer verifies it, the pod identity
+//! association for (cluster, namespace, ServiceAccount) names the role, and the role's trust
+//! policy must admit `pods.eks.amazonaws.com` with `sts:AssumeRole` and `sts:TagSession`.
+//!
+//! The token, trust and minting steps are [`crate::issuance`]'s, shared with STS.
+
+use std::time::Duration;
+
+use podiam_identity::session::{SessionSource, SessionTag};
+use podiam_policy::{Context, PolicySet, RequestPrincipal};
+use podiam_store::{PodIdentityAssociation, Role, State};
+use serde_json::{Value, json};
+
+use crate::audit::Event;
+use crate::auth::{Caller, caller_context, caller_policies};
+use crate::ctx::Ctx;
+use crate::eks::{AUDIENCE, SERVICE_PRINCIPAL, cluster};
+use crate::error::{AwsError, Protocol};
+use crate::issuance::{
+    Minted, NewSession, PresentedToken, SessionPolicies, TokenIssuer, TokenUse, TrustRequest,
+    TrustWording, check_trust, insert_request_tags, mint,
+};
+
+/// EKS Pod Identity credentials last six hours; the agent renews them.
+const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+fn role_by_arn<'s>(state: &'s State, arn: &str) -> Result<&'s Role, AwsError> {
+    crate::issuance::role_by_arn(state, arn).ok_or_else(|| {
+        AwsError::access_denied(format!("The role {arn} of the association does not exist"))
+    })
+}
+
+/// `POST /clusters/{name}/assume-role-for-pod-identity {"token"}`.
+pub(crate) async fn assume_role_for_pod_identity(
+    ctx: &Ctx<'_>,
+    cluster_name: &str,
+    body: &Value,
+) -> Result<Value, AwsError> {
+    let mut event = Event::new(ctx, "AssumeRoleForPodIdentity");
+    event.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
+    let result = pod_identity(ctx, cluster_name, body, &mut event).await;
+    event.finish(&result, Protocol::EksAuth);
+    ctx.audit.record(event);
+    result
+}
+
+async fn pod_identity(
+    ctx: &Ctx<'_>,
+    cluster_name: &str,
+    body: &Value,
+    event: &mut Event,
+) -> Result<Value, AwsError> {
+    let token = body
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AwsError::invalid_request("`token` is required"))?;
+    let state = ctx.shared.snapshot();
+    let c = cluster(&state, cluster_name)?.clone();
+    ctx.check(&state, "eks-auth:AssumeRoleForPodIdentity", &c.arn)?;
+
+    // The token, against the cluster's keys.
+    let presented = PresentedToken::new(ctx, token, TokenUse::PodIdentity)?;
+    let claims = presented
+        .verify(
+            ctx,
+            TokenIssuer {
+                url: &c.issuer_url,
+                static_jwks: c.static_jwks.as_deref(),
+            },
+            &[AUDIENCE.to_string()],
+        )
+        .await?;
+    let k8s = claims
+        .kubernetes()
+        .map_err(|e| AwsError::invalid_token(e.to_string()))?
+        .ok_or_else(|| AwsError::invalid_token("The token has no `kubernetes.io` claim: it is not a Kubernetes ServiceAccount token"))?;
+    let pod = k8s.pod.clone().ok_or_else(|| {
+        AwsError::invalid_token(
+            "The token is not bound to a pod: use a projected ServiceAccount token",
+        )
+    })?;
+    let namespace = k8s.namespace.clone();
+    let service_account = k8s.serviceaccount.name.clone();
+    event.issuer = Some(c.issuer_url.clone());
+    event.namespace = Some(namespace.clone());
+    event.service_account = Some(service_account.clone());
+    event.pod = Some(pod.name.clone());
+    event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
+
+    let a = state
+        .pod_identity_associations
+        .values()
+        .find(|a| a.cluster_name == cluster_name && a.namespace == namespace && a.service_account == service_account)
+        .ok_or_else(|| {
+            AwsError::not_found(format!(
+                "No Pod Identity Association for service account {service_account} in namespace {namespace} of cluster {cluster_name}"
+            ))
+        })?
+        .clone();
+    let role = role_by_arn(&state, &a.role_arn)?.clone();
+    event.role = Some(role.arn.clone());
+
+    // AWS: six session tags, all transitive, unless the association disables them.
+    let tags: Vec<(String, String)> = if a.disable_session_tags {
+        Vec::new()
+    } else {
+        vec![
+            ("eks-cluster-arn".into(), c.arn.clone()),
+            ("eks-cluster-name".into(), c.name.clone()),
+            ("kubernetes-namespace".into(), namespace.clone()),
+            ("kubernetes-service-account".into(), service_account.clone()),
+            ("kubernetes-pod-name".into(), pod.name.clone()),
+            ("kubernetes-pod-uid".into(), pod.uid.clone()),
+        ]
+    };
+    let transitive: Vec<String> = tags.iter().map(|(k, _)| k.clone()).collect();
+    let mut context = Context::new();
+    context.insert("aws:SourceAccount", ctx.shared.config.account_id.as_str());
+    context.insert("aws:SourceArn", c.arn.as_str());
+    context.insert(
+        "aws:CurrentTime",
+        podiam_policy::date::format_date(ctx.facts.now),
+    );
+    insert_request_tags(&mut context, &tags, &transitive);
+    let mut actions = vec!["sts:AssumeRole"];
+    if !tags.is_empty() {
+        actions.push("sts:TagSession");
+    }
+    let service = RequestPrincipal::service(SERVICE_PRINCIPAL);
+    check_trust(
+        ctx,
+        &TrustRequest {
+            role: &role,
+            principal: &service,
+            actions: &actions,
+            context: &context,
+            caller: &PolicySet::default(),
+            wording: TrustWording::PodIdentity,
+        },
+        event,
+    )?;
+
+    // Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.
+    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
+        .map_err(|e| AwsError::internal(e.to_string()))?;
+    let mut session_name: String = format!("eks-{}-{}-", c.name, pod.name)
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric() || "_+=,.@-".contains(*ch))
+        .collect();
+    session_name.truncate(64 - uuid.len().min(32));
+    session_name.push_str(&uuid[..uuid.len().min(64 - session_name.len())]);
+    event.session_name = Some(session_name.clone());
+
+    let session_tags: Vec<SessionTag> = tags
+        .iter()
+        .map(|(key, value)| SessionTag {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let policies = SessionPolicies {
+        inline: a.policy.clone(),
+        ..SessionPolicies::default()
+    };
+    let source = SessionSource::PodIdentity {
+        cluster_name: c.name.clone(),
+        namespace: namespace.clone(),
+        service_account: service_account.clone(),
+        pod_name: pod.name.clone(),
+        pod_uid: pod.uid.clone(),
+    };
+    let first = mint(
+        ctx,
+        NewSession {
+            role: &role,
+            session_name: &session_name,
+            duration: CREDENTIALS_LIFETIME,
+            tags: session_tags.clone(),
+            transitive: transitive.clone(),
+            policies: &if a.target_role_arn.is_some() {
+                SessionPolicies::default()
+            } else {
+                policies.clone()
+            },
+            source_identity: None,
+            source: source.clone(),
+        },
+    )?;
+    let minted = match &a.target_role_arn {
+        None => first,
+        Some(target_arn) => {
+            // AWS: the association role chains into the target role, presenting the external ID.
+            let target = role_by_arn(&state, target_arn)?.clone();
+            let caller = Caller::Session(Box::new(first.claims.clone()));
+            let mut chained =
+                caller_context(&state, &caller, &ctx.facts, &ctx.shared.config.account_id);
+            if let Some(x) = &a.external_id {
+                chained.insert("sts:ExternalId", x.as_str());
+            }
+            chained.insert("sts:RoleSessionName", session_name.as_str());
+            insert_request_tags(&mut chained, &tags, &[]);
+            chained.remove("sts:TransitiveTagKeys");
+            let principal = RequestPrincipal::role_session(
+                first.claims.assumed_role_arn.as_str(),
+                role.arn.as_str(),
+            );
+            let mut own = caller_policies(ctx.shared, &state, &caller)?;
+            // The first session carries no session policy: the association's policy applies to
+            // the target session.
+            own.session = None;
+            own.with_set(|set| {
+                check_trust(
+                    ctx,
+                    &TrustRequest {
+                        role: &target,
+                        principal: &principal,
+                        actions: &actions,
+                        context: &chained,
+                        caller: set,
+                        wording: TrustWording::PodIdentity,
+                    },
+                    event,
+                )
+            })?;
+            event.role = Some(target.arn.clone());
+            mint(
+                ctx,
+                NewSession {
+                    role: &target,
+                    session_name: &session_name,
+                    duration: CREDENTIALS_LIFETIME.min(Duration::from_secs(3600)),
+                    tags: session_tags,
+                    transitive,
+                    policies: &policies,
+                    source_identity: None,
+                    source,
+                },
+            )?
+        }
+    };
+    Ok(response(&minted, &a, &namespace, &service_account))
+}
+
+/// EKS Auth's response shape.
+fn response(
+    m: &Minted,
+    a: &PodIdentityAssociation,
+    namespace: &str,
+    service_account: &str,
+) -> Value {
+    let expiration = m
+        .claims
+        .expires_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "subject": {"namespace": namespace, "serviceAccount": service_account},
+        "audience": AUDIENCE,
+        "podIdentityAssociation": {"associationArn": a.association_arn, "associationId": a.association_id},
+        "assumedRoleUser": {
+            "arn": m.claims.assumed_role_arn,
+            "assumeRoleId": format!("{}:{}", m.claims.role_id, m.claims.role_session_name),
+        },
+        "credentials": {
+            "sessionToken": m.token,
+            "secretAccessKey": m.claims.secret_access_key.expose_secret(),
+            "accessKeyId": m.claims.access_key_id.as_str(),
+            "expiration": expiration,
+        },
+    })
+}

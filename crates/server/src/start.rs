@@ -1,0 +1,388 @@
+//! Start-up and lifecycle: open the store, bootstrap it on first start, bind, serve (HTTP, or
+//! HTTPS with TLS handshakes bounded in time), follow writes made elsewhere, and drain on stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State as AxumState};
+use axum::response::Response;
+use podiam_store::{Change, State, Store, User};
+
+use crate::audit::Audit;
+use crate::error::AwsError;
+use crate::state::{Config, Shared};
+use crate::{Options, Server, StartError, ids};
+
+const ADMIN_USER: &str = "podiam-admin";
+
+pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, StartError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir.join("aws")).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let store = match &options.database_url {
+        Some(url) => Store::open(url).await?,
+        None => Store::open_sqlite(&dir.join("podiam.db")).await?,
+    }
+    .with_master_key(options.master_key.clone());
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: options.listen,
+        source,
+    })?;
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let endpoint = format!("{scheme}://{addr}");
+
+    let mut state = store.load().await?;
+    let mut first_start = false;
+    if !state.settings.contains_key("account_id") {
+        // Replicas starting together on an empty database: the first bootstrap wins, the others
+        // load what it wrote (and do not report a first start).
+        (state, first_start) =
+            write_unless_raced(&store, state, bootstrap(&options, &endpoint)?).await?;
+    }
+    // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
+    let partition = "aws".to_string();
+    let missing: Vec<Change> = crate::managed::aws_managed(&partition)
+        .into_iter()
+        .filter(|p| !state.policies.contains_key(&p.arn))
+        .map(|p| Change::Policy(p.arn.clone(), Some(p)))
+        .collect();
+    if !missing.is_empty() {
+        state = write_unless_raced(&store, state, missing).await?.0;
+    }
+    let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
+    let config = Config {
+        account_id: setting("account_id"),
+        region: setting("region"),
+        partition,
+        explain_denials: options.explain_denials,
+        limits: podiam_policy::Limits::default(),
+        issuer_url: setting("issuer_url"),
+    };
+    let (config_file, credentials_file) = write_aws_files(dir, &state, &config, &endpoint)?;
+    let account_id = config.account_id.clone();
+    let shared = Arc::new(Shared::new(config, store, state, options.clock.clone())?);
+    let audit = Audit::start(
+        dir.join("audit.log"),
+        crate::audit::DatabaseSink::for_server(&shared, options.replica_name.clone()),
+    );
+    tokio::spawn(watch_store(Arc::clone(&shared)));
+    let mut app = crate::http::router(Arc::clone(&shared), audit.clone(), options.tls.is_some());
+    if bench_noop {
+        app = app.route(
+            "/__bench/noop",
+            axum::routing::post(|body: Bytes| async move {
+                std::hint::black_box(body);
+                "ok\n"
+            }),
+        );
+    }
+    // Counts requests being answered, so that a stop lets them finish (see `Server::shutdown`).
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&in_flight),
+        count_in_flight,
+    ));
+    let task = match options.tls.clone() {
+        None => tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        }),
+        Some(tls) => tokio::spawn(serve_tls(
+            listener,
+            tokio_rustls::TlsAcceptor::from(tls),
+            app,
+        )),
+    };
+    Ok(Server {
+        addr,
+        endpoint,
+        first_start,
+        aws_config_file: config_file,
+        aws_credentials_file: credentials_file,
+        account_id,
+        shared,
+        audit,
+        in_flight,
+        task,
+    })
+}
+
+/// Middleware: one more request in flight until its response is produced (or it is dropped).
+async fn count_in_flight(
+    AxumState(in_flight): AxumState<Arc<std::sync::atomic::AtomicUsize>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    struct Guard(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+    in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let _guard = Guard(in_flight);
+    next.run(request).await
+}
+
+/// Writes start-up changes unless another replica wrote them first, and returns the state after
+/// and whether these changes were the ones written.
+async fn write_unless_raced(
+    store: &Store,
+    mut state: State,
+    changes: Vec<Change>,
+) -> Result<(State, bool), StartError> {
+    let checked: Vec<(Change, Change)> = changes
+        .iter()
+        .map(|c| (c.clone(), state.current(c)))
+        .collect();
+    match store.apply_checked(&checked).await {
+        Ok(()) => {
+            for c in &changes {
+                state.apply(c);
+            }
+            Ok((state, true))
+        }
+        Err(podiam_store::StoreError::Conflict { .. }) => Ok((store.load().await?, false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// HTTPS: TLS handshakes (bounded in time) then HTTP/1.1 or HTTP/2 on the same router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+) -> std::io::Result<()> {
+    const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let _ = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// How often to look for writes made by other processes (`podiam create iamserviceaccount`,
+/// `podiam issuer rotate`, another replica).
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the in-memory state in step with writes made elsewhere: PostgreSQL `LISTEN/NOTIFY`
+/// (immediate), and a version poll as the fallback should a notification be lost.
+async fn watch_store(shared: Arc<Shared>) {
+    match shared.store().listen().await {
+        Ok(Some(mut listener)) => {
+            let notified = Arc::clone(&shared);
+            tokio::spawn(async move {
+                loop {
+                    match listener.recv().await {
+                        Ok(_) => {
+                            if let Err(e) = notified.refresh().await {
+                                tracing::error!(error = %e.message, "cannot reload the state");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the database notification channel; polling until it is back");
+                            tokio::time::sleep(STORE_POLL).await;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot listen for writes; polling"),
+    }
+    poll_store(shared).await;
+}
+
+async fn poll_store(shared: Arc<Shared>) {
+    let mut last = shared.store().version().await.ok();
+    let mut tick = tokio::time::interval(STORE_POLL);
+    loop {
+        tick.tick().await;
+        let Ok(v) = shared.store().version().await else {
+            continue;
+        };
+        if Some(v) != last {
+            last = Some(v);
+            if let Err(e) = shared.refresh().await {
+                tracing::error!(error = %e.message, "cannot reload the state");
+            }
+        }
+    }
+}
+
+/// First start: the account, an administrator with an access key, issuer and session keys, and
+/// the built-in issuer registered as an OIDC provider for `sts.amazonaws.com`.
+fn bootstrap(options: &Options, endpoint: &str) -> Result<Vec<Change>, StartError> {
+    let account = &options.account_id;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StartError::AccountId(account.clone()));
+    }
+    let now = options.clock.now_ms();
+    let issuer_url = options
+        .issuer_url
+        .clone()
+        .unwrap_or_else(|| endpoint.to_string());
+    let id_err = |e: AwsError| StartError::Keys(crate::issuer::KeyError::Generate(e.message));
+    let (key_id, secret) = ids::access_key().map_err(id_err)?;
+    let admin = User {
+        user_name: ADMIN_USER.into(),
+        path: "/".into(),
+        user_id: ids::unique("AIDA").map_err(id_err)?,
+        arn: format!("arn:aws:iam::{account}:user/{ADMIN_USER}"),
+        create_date: now,
+        tags: Vec::new(),
+        inline_policies: Default::default(),
+        attached_policy_arns: Vec::new(),
+        admin: true,
+    };
+    let signing = crate::issuer::new_signing_key(now)?;
+    let sealing = crate::issuer::new_sealing_key(1, now)?;
+    let provider_host = crate::iam::provider_id(&issuer_url).unwrap_or_default();
+    let provider = podiam_store::OidcProvider {
+        arn: format!("arn:aws:iam::{account}:oidc-provider/{provider_host}"),
+        url: issuer_url.clone(),
+        client_ids: vec!["sts.amazonaws.com".into()],
+        thumbprints: Vec::new(),
+        create_date: now,
+        tags: Vec::new(),
+        static_jwks: None,
+    };
+    Ok(vec![
+        Change::Setting("account_id".into(), Some(account.clone())),
+        Change::Setting("region".into(), Some(options.region.clone())),
+        Change::Setting("issuer_url".into(), Some(issuer_url)),
+        Change::Setting("admin_access_key_id".into(), Some(key_id.clone())),
+        Change::User(ADMIN_USER.into(), Some(admin)),
+        Change::AccessKey(
+            key_id.clone(),
+            Some(podiam_store::AccessKey {
+                access_key_id: key_id,
+                secret_access_key: secret,
+                user_name: ADMIN_USER.into(),
+                status: "Active".into(),
+                create_date: now,
+            }),
+        ),
+        Change::SigningKey(signing.kid.clone(), Some(signing)),
+        Change::SealingKey(sealing.id.clone(), Some(sealing)),
+        Change::OidcProvider(provider.arn.clone(), Some(provider)),
+    ])
+}
+
+/// `DIR/aws/config` (rewritten every start: the port may change) and `DIR/aws/credentials`
+/// (the administrator's key; only the owner may read it).
+fn write_aws_files(
+    dir: &Path,
+    state: &State,
+    config: &Config,
+    endpoint: &str,
+) -> Result<(PathBuf, PathBuf), StartError> {
+    let config_path = dir.join("aws").join("config");
+    let credentials_path = dir.join("aws").join("credentials");
+    let write = |path: &Path, text: &str| -> Result<(), StartError> {
+        let err = |source| StartError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)
+    };
+    write(
+        &config_path,
+        &format!(
+            "[profile podiam]\nregion = {}\nendpoint_url = {endpoint}\noutput = json\n",
+            config.region
+        ),
+    )?;
+    let admin_key = state
+        .settings
+        .get("admin_access_key_id")
+        .and_then(|id| state.access_keys.get(id));
+    if let Some(key) = admin_key
+        && (!credentials_path.exists()
+            || std::fs::read_to_string(&credentials_path)
+                .map_or(true, |t| !t.contains(&key.access_key_id)))
+    {
+        write(
+            &credentials_path,
+            &format!(
+                "[podiam]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                key.access_key_id, key.secret_access_key
+            ),
+        )?;
+    }
+    Ok((config_path, credentials_path))
+}
+
+/// See [`Server::shutdown`].
+pub(crate) async fn drain(server: Server, grace: std::time::Duration) {
+    // No new connections; requests already being answered finish (their connections' tasks
+    // outlive the accept loop), within the grace period.
+    server.task.abort();
+    let deadline = tokio::time::Instant::now() + grace;
+    while server.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("stopping with requests still being answered");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A response just produced is still being written by its connection task.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let grace = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(std::time::Duration::from_secs(1));
+    if !server.audit.flush(grace).await {
+        tracing::warn!("stopping before every audit event was written");
+    }
+    // Closing the pool checkpoints SQLite's write-ahead log and removes its -wal/-shm files.
+    server.shared.store().close().await;
+}
