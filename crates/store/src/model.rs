@@ -25,7 +25,7 @@ pub struct Role {
     pub max_session_duration: u32,
     pub permissions_boundary_arn: Option<String>,
     pub tags: Vec<Tag>,
-    /// Inline policies by name, in the order they were put.
+    /// Inline policies by name (sorted by name, as IAM lists them).
     pub inline_policies: BTreeMap<String, String>,
     pub attached_policy_arns: Vec<String>,
     pub last_used: Option<i64>,
