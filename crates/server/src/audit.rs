@@ -58,6 +58,14 @@ pub struct Event {
     pub service_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// EKS Auth: the node the calling agent runs on (`eksNodeName`), its EC2 instance
+    /// (`instanceId`) and zone (`zone`), as the agent reported them (not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Seconds since the token was issued: old tokens point at stale projected-token mounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_age_seconds: Option<i64>,

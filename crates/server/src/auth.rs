@@ -112,7 +112,7 @@ pub fn caller_context(
                 ctx.insert("aws:FederatedProvider", issuer.as_str());
             }
             // AWS: the role's tags, then the session's tags, which win on the same key.
-            if let Some(role) = state.roles.values().find(|r| r.arn == s.role_arn) {
+            if let Some(role) = session_role(state, s) {
                 for t in &role.tags {
                     ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
                 }
@@ -123,6 +123,17 @@ pub fn caller_context(
         }
     }
     ctx
+}
+
+/// The role a session belongs to. AWS binds a session to the role's unique ID (`AROA…`), not its
+/// name: after the role is deleted, a new role of the same name is another role, and the old
+/// sessions open nothing.
+pub fn session_role<'s>(state: &'s State, s: &SessionClaims) -> Option<&'s podiam_store::Role> {
+    let name = s.role_arn.rsplit('/').next()?;
+    state
+        .roles
+        .get(&name.to_ascii_lowercase())
+        .filter(|r| r.role_id == s.role_id && r.arn == s.role_arn)
 }
 
 /// The policies that govern a caller.
@@ -181,16 +192,12 @@ pub fn caller_policies(
             })
         }
         Caller::Session(s) => {
-            let role = state
-                .roles
-                .values()
-                .find(|r| r.arn == s.role_arn)
-                .ok_or_else(|| {
-                    AwsError::invalid_client_token(format!(
-                        "The role {} of this session no longer exists.",
-                        s.role_arn
-                    ))
-                })?;
+            let role = session_role(state, s).ok_or_else(|| {
+                AwsError::invalid_client_token(format!(
+                    "The role {} of this session no longer exists.",
+                    s.role_arn
+                ))
+            })?;
             let mut identity = Vec::new();
             for (name, doc) in &role.inline_policies {
                 identity.push(shared.compiled(doc, PolicyKind::Identity, name)?);
@@ -296,6 +303,14 @@ pub fn authorize(
     Err(AwsError::access_denied(message))
 }
 
+/// Condition keys whose expected value is a secret shared with the caller: explanations name
+/// them but never print what was expected.
+const SECRET_KEYS: [&str; 1] = ["sts:externalid"];
+
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+}
+
 /// One line on what decided a denial: the Deny statement, or the closest statement that failed.
 pub fn explain(
     decision: &podiam_policy::Decision<'_>,
@@ -315,6 +330,14 @@ pub fn explain(
         .filter(|s| s.effect == podiam_policy::Effect::Allow)
         .filter_map(|s| {
             let what = match &s.outcome {
+                // A secret the caller must present (the confused-deputy ExternalId): say which
+                // key failed, never the value expected.
+                StatementOutcome::ConditionNotMet { condition: c } if is_secret_key(&c.key) => {
+                    format!(
+                        "condition {} on `{}` is not met (the expected value is not shown)",
+                        c.operator, c.key
+                    )
+                }
                 StatementOutcome::ConditionNotMet { condition: c } => format!(
                     "condition {} on `{}` expected {:?} but the request has {}",
                     c.operator,
@@ -426,6 +449,10 @@ pub fn authenticate(
                 })?;
             // AWS: the token must belong to the key that signed.
             if session.access_key_id != auth.access_key_id {
+                return Err(invalid_token());
+            }
+            // A session of a role deleted since (even if one of the same name exists now).
+            if session_role(&state, &session).is_none() {
                 return Err(invalid_token());
             }
             auth.verify(&request, &session.secret_access_key, &options, clock)

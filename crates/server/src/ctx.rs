@@ -54,6 +54,14 @@ impl Ctx<'_> {
         )
     }
 
+    /// `arn:aws:eks:REGION:ACCOUNT:podidentityassociation/{cluster}/{id}`.
+    pub fn association_arn(&self, cluster: &str, id: &str) -> String {
+        format!(
+            "arn:{}:eks:{}:{}:podidentityassociation/{cluster}/{id}",
+            self.shared.config.partition, self.shared.config.region, self.shared.config.account_id
+        )
+    }
+
     /// May the caller perform `action` on `resource`?
     pub fn check(&self, state: &State, action: &str, resource: &str) -> Result<(), AwsError> {
         self.check_with(state, action, resource, &[])

@@ -197,8 +197,8 @@ pub(crate) async fn create_cluster(
 
 pub(crate) fn describe_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
+    ctx.check(&state, "eks:DescribeCluster", &ctx.cluster_arn(name))?;
     let c = cluster(&state, name)?;
-    ctx.check(&state, "eks:DescribeCluster", &c.arn)?;
     Ok(json!({"cluster": cluster_json(c)}))
 }
 
@@ -217,8 +217,8 @@ pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, A
     let c = ctx
         .shared
         .write(|state| {
+            ctx.check(state, "eks:DeleteCluster", &ctx.cluster_arn(name))?;
             let c = cluster(state, name)?.clone();
-            ctx.check(state, "eks:DeleteCluster", &c.arn)?;
             if state
                 .pod_identity_associations
                 .values()
@@ -287,6 +287,35 @@ fn check_session_policy(policy: Option<&str>) -> Result<(), AwsError> {
         }
     }
     Ok(())
+}
+
+/// AWS: "The IAM principal that is creating the association must have `iam:PassRole`" on the
+/// role (and on `targetRoleArn`), passed to `pods.eks.amazonaws.com`; `iam:AssociatedResourceArn`
+/// is the cluster the role is associated with. Without it, whoever may create associations could
+/// give their own ServiceAccount any role of the account.
+fn check_pass_role(
+    ctx: &Ctx<'_>,
+    state: &State,
+    role_arn: &str,
+    cluster_name: &str,
+) -> Result<(), AwsError> {
+    let mut context = vec![
+        (
+            "iam:PassedToService".to_string(),
+            SERVICE_PRINCIPAL.to_string(),
+        ),
+        (
+            "iam:AssociatedResourceArn".to_string(),
+            ctx.cluster_arn(cluster_name),
+        ),
+    ];
+    if let Some(role) = crate::issuance::role_by_arn(state, role_arn) {
+        for t in &role.tags {
+            context.push((format!("aws:ResourceTag/{}", t.key), t.value.clone()));
+            context.push((format!("iam:ResourceTag/{}", t.key), t.value.clone()));
+        }
+    }
+    ctx.check_with(state, "iam:PassRole", role_arn, &context)
 }
 
 fn role_must_exist(state: &State, arn: &str) -> Result<(), AwsError> {
@@ -360,10 +389,16 @@ pub(crate) async fn create_association(
         .map_err(|e| AwsError::internal(e.to_string()))?;
     ctx.shared
         .write(|state| {
-            let c = cluster(state, cluster_name)?;
-            ctx.check(state, "eks:CreatePodIdentityAssociation", &c.arn)?;
+            ctx.check(
+                state,
+                "eks:CreatePodIdentityAssociation",
+                &ctx.cluster_arn(cluster_name),
+            )?;
+            cluster(state, cluster_name)?;
+            check_pass_role(ctx, state, &role_arn, cluster_name)?;
             role_must_exist(state, &role_arn)?;
             if let Some(t) = &target_role_arn {
+                check_pass_role(ctx, state, t, cluster_name)?;
                 role_must_exist(state, t)?;
             }
             if state.pod_identity_associations.values().any(|a| {
@@ -378,10 +413,7 @@ pub(crate) async fn create_association(
                 namespace: namespace.clone(),
                 service_account: service_account.clone(),
                 role_arn: role_arn.clone(),
-                association_arn: format!(
-                    "arn:{}:eks:{}:{}:podidentityassociation/{cluster_name}/{id}",
-                    ctx.shared.config.partition, ctx.shared.config.region, ctx.shared.config.account_id
-                ),
+                association_arn: ctx.association_arn(cluster_name, &id),
                 association_id: id.clone(),
                 tags: tags.clone(),
                 created_at: ctx.facts.now,
@@ -417,13 +449,13 @@ pub(crate) fn describe_association(
     id: &str,
 ) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
-    cluster(&state, cluster_name)?;
-    let a = association(&state, cluster_name, id)?;
     ctx.check(
         &state,
         "eks:DescribePodIdentityAssociation",
-        &a.association_arn,
+        &ctx.association_arn(cluster_name, id),
     )?;
+    cluster(&state, cluster_name)?;
+    let a = association(&state, cluster_name, id)?;
     Ok(json!({"association": association_json(a)}))
 }
 
@@ -433,8 +465,12 @@ pub(crate) fn list_associations(
     query: &crate::query::Params,
 ) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
-    let c = cluster(&state, cluster_name)?;
-    ctx.check(&state, "eks:ListPodIdentityAssociations", &c.arn)?;
+    ctx.check(
+        &state,
+        "eks:ListPodIdentityAssociations",
+        &ctx.cluster_arn(cluster_name),
+    )?;
+    cluster(&state, cluster_name)?;
     let max = match query.int("maxResults")? {
         Some(n) if (1..=100).contains(&n) => usize::try_from(n).unwrap_or(100),
         Some(n) => {
@@ -500,14 +536,15 @@ pub(crate) async fn update_association(
     let a = ctx
         .shared
         .write(|state| {
-            cluster(state, cluster_name)?;
-            let mut a = association(state, cluster_name, id)?.clone();
             ctx.check(
                 state,
                 "eks:UpdatePodIdentityAssociation",
-                &a.association_arn,
+                &ctx.association_arn(cluster_name, id),
             )?;
+            cluster(state, cluster_name)?;
+            let mut a = association(state, cluster_name, id)?.clone();
             if let Some(r) = role_arn.clone() {
+                check_pass_role(ctx, state, &r, cluster_name)?;
                 role_must_exist(state, &r)?;
                 a.role_arn = r;
             }
@@ -519,6 +556,7 @@ pub(crate) async fn update_association(
                     a.target_role_arn = None;
                     a.external_id = None;
                 } else {
+                    check_pass_role(ctx, state, &t, cluster_name)?;
                     role_must_exist(state, &t)?;
                     if a.external_id.is_none() {
                         a.external_id = Some(
@@ -553,13 +591,13 @@ pub(crate) async fn delete_association(
     let a = ctx
         .shared
         .write(|state| {
-            cluster(state, cluster_name)?;
-            let a = association(state, cluster_name, id)?.clone();
             ctx.check(
                 state,
                 "eks:DeletePodIdentityAssociation",
-                &a.association_arn,
+                &ctx.association_arn(cluster_name, id),
             )?;
+            cluster(state, cluster_name)?;
+            let a = association(state, cluster_name, id)?.clone();
             Ok((
                 vec![Change::PodIdentityAssociation(id.to_string(), None)],
                 a,

@@ -31,7 +31,25 @@ fn role_by_arn<'s>(state: &'s State, arn: &str) -> Result<&'s Role, AwsError> {
     })
 }
 
-/// `POST /clusters/{name}/assume-role-for-pod-identity {"token"}`.
+/// An optional string field of the request, at most [`MAX_AGENT_FIELD`] characters.
+fn optional_field(body: &Value, name: &str) -> Result<Option<String>, AwsError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) if v.chars().count() <= MAX_AGENT_FIELD => Ok(Some(v.clone())),
+        Some(Value::String(_)) => Err(AwsError::invalid_request(format!(
+            "`{name}` must be at most {MAX_AGENT_FIELD} characters"
+        ))),
+        Some(_) => Err(AwsError::invalid_request(format!(
+            "`{name}` must be a string"
+        ))),
+    }
+}
+
+/// Node names are DNS subdomains (253); instance IDs and zones are far shorter.
+const MAX_AGENT_FIELD: usize = 253;
+
+/// `POST /clusters/{name}/assume-role-for-pod-identity {"token", "eksNodeName", "instanceId",
+/// "zone"}`.
 pub(crate) async fn assume_role_for_pod_identity(
     ctx: &Ctx<'_>,
     cluster_name: &str,
@@ -55,9 +73,17 @@ async fn pod_identity(
         .get("token")
         .and_then(Value::as_str)
         .ok_or_else(|| AwsError::invalid_request("`token` is required"))?;
+    // AWS's newer request fields: where the agent runs. Recorded, bounded, never trusted.
+    event.node = optional_field(body, "eksNodeName")?;
+    event.instance_id = optional_field(body, "instanceId")?;
+    event.zone = optional_field(body, "zone")?;
     let state = ctx.shared.snapshot();
+    ctx.check(
+        &state,
+        "eks-auth:AssumeRoleForPodIdentity",
+        &ctx.cluster_arn(cluster_name),
+    )?;
     let c = cluster(&state, cluster_name)?.clone();
-    ctx.check(&state, "eks-auth:AssumeRoleForPodIdentity", &c.arn)?;
 
     // The token, against the cluster's keys.
     let presented = PresentedToken::new(ctx, token, TokenUse::PodIdentity)?;

@@ -276,6 +276,40 @@ fn finish_page(x: &mut Xml, next: Option<String>) {
 
 // === lookups ===
 
+// AWS authorises before it looks up: a caller not allowed the action on `role/NAME` (a policy,
+// a provider) gets AccessDenied whether or not it exists, so nobody can probe for names. The
+// `authorized_*` lookups do both, in that order.
+
+/// The role `name`, once the caller may perform `action` on it (its tags in the context).
+fn authorized_role<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    name: &str,
+    action: &str,
+) -> Result<&'s Role, AwsError> {
+    match state.roles.get(&name.to_ascii_lowercase()) {
+        Some(r) => {
+            ctx.check_role(state, action, r)?;
+            Ok(r)
+        }
+        None => {
+            ctx.check(state, action, &ctx.iam_arn(&format!("role/{name}")))?;
+            role(state, name)
+        }
+    }
+}
+
+/// The managed policy `arn`, once the caller may perform `action` on it.
+fn authorized_policy<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    arn: &str,
+    action: &str,
+) -> Result<&'s ManagedPolicy, AwsError> {
+    ctx.check(state, action, arn)?;
+    policy(state, arn)
+}
+
 fn role<'s>(state: &'s State, name: &str) -> Result<&'s Role, AwsError> {
     state.roles.get(&name.to_ascii_lowercase()).ok_or_else(|| {
         AwsError::no_such_entity(format!("The role with name {name} cannot be found."))

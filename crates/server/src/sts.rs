@@ -46,6 +46,22 @@ fn session_name_rule(name: &str) -> Result<(), AwsError> {
     }
 }
 
+/// AWS: SourceIdentity is 2–64 characters of `[\w+=,.@-]` and must not start with `aws:`.
+fn source_identity_rule(si: &str) -> Result<(), AwsError> {
+    let ok = (2..=64).contains(&si.chars().count())
+        && si
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+        && !si.to_ascii_lowercase().starts_with("aws:");
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::validation(format!(
+            "1 validation error detected: Value '{si}' at 'sourceIdentity' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* and have length between 2 and 64"
+        )))
+    }
+}
+
 fn role_by_arn<'s>(state: &'s State, arn: &str, action: &str) -> Result<&'s Role, AwsError> {
     if arn.len() < 20 || !arn.starts_with("arn:") {
         return Err(AwsError::validation(format!(
@@ -316,7 +332,25 @@ async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
             }
             context.insert("sts:ExternalId", e);
         }
-        let source_identity = p.get("SourceIdentity").map(str::to_string);
+        let requested = p.get("SourceIdentity");
+        if let Some(si) = requested {
+            source_identity_rule(si)?;
+        }
+        // AWS: once set, the source identity is carried into every chained session and cannot
+        // be changed; setting it (or carrying it) needs `sts:SetSourceIdentity` on the role.
+        let inherited = match caller {
+            Caller::Session(s) => s.source_identity.as_deref(),
+            Caller::User(_) => None,
+        };
+        let source_identity = match (inherited, requested) {
+            (Some(old), Some(new)) if old != new => {
+                return Err(AwsError::access_denied(format!(
+                    "Not authorized to perform sts:SetSourceIdentity: the calling session's source identity is `{old}` and cannot be changed to `{new}` in a chained session"
+                )));
+            }
+            (Some(old), _) => Some(old.to_string()),
+            (None, new) => new.map(str::to_string),
+        };
         if let Some(si) = &source_identity {
             context.insert("sts:SourceIdentity", si.as_str());
         }

@@ -154,8 +154,8 @@ pub(super) fn oidc<'s>(state: &'s State, arn: &str) -> Result<&'s OidcProvider, 
 /// AWS's `GetOpenIDConnectProvider`.
 pub(crate) fn get_oidc_provider(ctx: &Ctx<'_>, arn: &str) -> Result<OidcProvider, AwsError> {
     let state = ctx.shared.snapshot();
+    ctx.check(&state, "iam:GetOpenIDConnectProvider", arn)?;
     let o = oidc(&state, arn)?;
-    ctx.check(&state, "iam:GetOpenIDConnectProvider", &o.arn)?;
     Ok(o.clone())
 }
 
@@ -195,8 +195,8 @@ pub(super) async fn delete_oidc_provider(ctx: &Ctx<'_>, p: &Params) -> Result<St
     let arn = p.required("OpenIDConnectProviderArn")?.to_string();
     ctx.shared
         .write(|state| {
-            oidc(state, &arn)?;
             ctx.check(state, "iam:DeleteOpenIDConnectProvider", &arn)?;
+            oidc(state, &arn)?;
             Ok((vec![Change::OidcProvider(arn.clone(), None)], ()))
         })
         .await?;
@@ -211,8 +211,8 @@ pub(super) async fn modify_oidc(
 ) -> Result<(), AwsError> {
     ctx.shared
         .write(|state| {
-            let mut o = oidc(state, arn)?.clone();
             ctx.check(state, action, arn)?;
+            let mut o = oidc(state, arn)?.clone();
             change(&mut o)?;
             Ok((vec![Change::OidcProvider(arn.to_string(), Some(o))], ()))
         })

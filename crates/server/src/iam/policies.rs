@@ -69,8 +69,7 @@ pub(super) async fn create_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
 /// AWS's `GetPolicy`.
 pub(crate) fn get_policy(ctx: &Ctx<'_>, arn: &str) -> Result<ManagedPolicy, AwsError> {
     let state = ctx.shared.snapshot();
-    let pol = policy(&state, arn)?;
-    ctx.check(&state, "iam:GetPolicy", &pol.arn)?;
+    let pol = authorized_policy(ctx, &state, arn, "iam:GetPolicy")?;
     Ok(pol.clone())
 }
 
@@ -88,8 +87,7 @@ pub(super) async fn delete_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
     let arn = p.required("PolicyArn")?.to_string();
     ctx.shared
         .write(|state| {
-            let pol = policy(state, &arn)?;
-            ctx.check(state, "iam:DeletePolicy", &arn)?;
+            let pol = authorized_policy(ctx, state, &arn, "iam:DeletePolicy")?;
             if pol.aws_managed {
                 return Err(AwsError::unmodifiable(format!("Cannot delete the AWS managed policy {arn}.")));
             }
@@ -152,8 +150,7 @@ pub(super) async fn modify_policy<T>(
 ) -> Result<T, AwsError> {
     ctx.shared
         .write(|state| {
-            let mut pol = policy(state, arn)?.clone();
-            ctx.check(state, action, arn)?;
+            let mut pol = authorized_policy(ctx, state, arn, action)?.clone();
             if pol.aws_managed {
                 return Err(AwsError::unmodifiable(format!(
                     "Cannot modify the AWS managed policy {arn}."
@@ -203,9 +200,13 @@ pub(super) async fn create_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<S
 
 pub(super) fn get_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let pol = policy(&state, p.required("PolicyArn")?)?;
+    let pol = authorized_policy(
+        ctx,
+        &state,
+        p.required("PolicyArn")?,
+        "iam:GetPolicyVersion",
+    )?;
     let id = p.required("VersionId")?;
-    ctx.check(&state, "iam:GetPolicyVersion", &pol.arn)?;
     let v = pol
         .versions
         .iter()
@@ -228,8 +229,12 @@ pub(super) fn get_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
 
 pub(super) fn list_policy_versions(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let pol = policy(&state, p.required("PolicyArn")?)?;
-    ctx.check(&state, "iam:ListPolicyVersions", &pol.arn)?;
+    let pol = authorized_policy(
+        ctx,
+        &state,
+        p.required("PolicyArn")?,
+        "iam:ListPolicyVersions",
+    )?;
     let mut versions: Vec<&PolicyVersion> = pol.versions.iter().collect();
     versions.sort_by(|a, b| {
         b.create_date

@@ -126,8 +126,7 @@ pub(super) fn get_role_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
 /// AWS's `GetRole`.
 pub(crate) fn get_role(ctx: &Ctx<'_>, name: &str) -> Result<Role, AwsError> {
     let state = ctx.shared.snapshot();
-    let r = role(&state, name)?;
-    ctx.check_role(&state, "iam:GetRole", r)?;
+    let r = authorized_role(ctx, &state, name, "iam:GetRole")?;
     Ok(r.clone())
 }
 
@@ -135,8 +134,7 @@ pub(super) async fn delete_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     let name = p.required("RoleName")?.to_string();
     ctx.shared
         .write(|state| {
-            let r = role(state, &name)?;
-            ctx.check_role(state, "iam:DeleteRole", r)?;
+            let r = authorized_role(ctx, state, &name, "iam:DeleteRole")?;
             if !r.attached_policy_arns.is_empty() {
                 return Err(AwsError::delete_conflict(
                     "Cannot delete entity, must detach all policies first.",
@@ -185,8 +183,7 @@ pub(super) async fn modify_role(
 ) -> Result<Role, AwsError> {
     ctx.shared
         .write(|state| {
-            let mut r = role(state, name)?.clone();
-            ctx.check_role(state, action, &r)?;
+            let mut r = authorized_role(ctx, state, name, action)?.clone();
             change(state, &mut r)?;
             Ok((
                 vec![Change::Role(name.to_ascii_lowercase(), Some(r.clone()))],
@@ -285,8 +282,7 @@ pub(super) async fn untag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
 
 pub(super) fn list_role_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let r = role(&state, p.required("RoleName")?)?;
-    ctx.check_role(&state, "iam:ListRoleTags", r)?;
+    let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:ListRoleTags")?;
     let items: Vec<(&str, &Tag)> = r.tags.iter().map(|t| (t.key.as_str(), t)).collect();
     let (page, next) = paginate(items, p)?;
     let mut x = Xml::response("ListRoleTags", NS);
@@ -325,9 +321,8 @@ pub(super) async fn put_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String,
 
 pub(super) fn get_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let r = role(&state, p.required("RoleName")?)?;
+    let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:GetRolePolicy")?;
     let name = p.required("PolicyName")?;
-    ctx.check_role(&state, "iam:GetRolePolicy", r)?;
     let doc = r.inline_policies.get(name).ok_or_else(|| {
         AwsError::no_such_entity(format!("The role policy with name {name} cannot be found."))
     })?;
@@ -357,8 +352,7 @@ pub(super) async fn delete_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
 
 pub(super) fn list_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let r = role(&state, p.required("RoleName")?)?;
-    ctx.check_role(&state, "iam:ListRolePolicies", r)?;
+    let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:ListRolePolicies")?;
     let items: Vec<(&str, &str)> = r
         .inline_policies
         .keys()
@@ -427,8 +421,12 @@ pub(super) async fn detach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
 
 pub(super) fn list_attached_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let r = role(&state, p.required("RoleName")?)?;
-    ctx.check_role(&state, "iam:ListAttachedRolePolicies", r)?;
+    let r = authorized_role(
+        ctx,
+        &state,
+        p.required("RoleName")?,
+        "iam:ListAttachedRolePolicies",
+    )?;
     let prefix = p.get("PathPrefix").unwrap_or("/");
     let items: Vec<(&str, (&str, &str))> = r
         .attached_policy_arns

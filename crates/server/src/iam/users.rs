@@ -59,10 +59,13 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
 }
 
 /// The named user, or the caller when no name is given (AWS: "defaults to the caller").
+/// The user a call names (or the calling user), once the caller may perform `action` on it:
+/// authorised before the lookup, as AWS does.
 pub(super) fn target_user<'s>(
     ctx: &Ctx<'_>,
     state: &'s State,
     p: &Params,
+    action: &str,
 ) -> Result<&'s User, AwsError> {
     let name = match (p.get("UserName"), ctx.signed_caller()?) {
         (Some(n), _) => n.to_string(),
@@ -73,15 +76,23 @@ pub(super) fn target_user<'s>(
             ));
         }
     };
-    state.users.get(&name.to_ascii_lowercase()).ok_or_else(|| {
-        AwsError::no_such_entity(format!("The user with name {name} cannot be found."))
-    })
+    match state.users.get(&name.to_ascii_lowercase()) {
+        Some(u) => {
+            ctx.check(state, action, &u.arn)?;
+            Ok(u)
+        }
+        None => {
+            ctx.check(state, action, &ctx.iam_arn(&format!("user/{name}")))?;
+            Err(AwsError::no_such_entity(format!(
+                "The user with name {name} cannot be found."
+            )))
+        }
+    }
 }
 
 pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let u = target_user(ctx, &state, p)?;
-    ctx.check(&state, "iam:GetUser", &u.arn)?;
+    let u = target_user(ctx, &state, p, "iam:GetUser")?;
     let mut x = Xml::response("GetUser", NS);
     x.start("User");
     user_xml(&mut x, u);
@@ -94,8 +105,7 @@ pub(super) async fn create_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
     let key = ctx
         .shared
         .write(|state| {
-            let u = target_user(ctx, state, p)?;
-            ctx.check(state, "iam:CreateAccessKey", &u.arn)?;
+            let u = target_user(ctx, state, p, "iam:CreateAccessKey")?;
             if state
                 .access_keys
                 .values()
@@ -138,8 +148,7 @@ pub(super) async fn delete_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
     let id = p.required("AccessKeyId")?.to_string();
     ctx.shared
         .write(|state| {
-            let u = target_user(ctx, state, p)?;
-            ctx.check(state, "iam:DeleteAccessKey", &u.arn)?;
+            let u = target_user(ctx, state, p, "iam:DeleteAccessKey")?;
             match state.access_keys.get(&id) {
                 Some(k) if k.user_name == u.user_name => {}
                 _ => {
@@ -156,8 +165,7 @@ pub(super) async fn delete_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
 
 pub(super) fn list_access_keys(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let u = target_user(ctx, &state, p)?;
-    ctx.check(&state, "iam:ListAccessKeys", &u.arn)?;
+    let u = target_user(ctx, &state, p, "iam:ListAccessKeys")?;
     let mut x = Xml::response("ListAccessKeys", NS);
     x.start("AccessKeyMetadata");
     for k in state
