@@ -228,9 +228,19 @@ enum Values {
     Numbers(Box<[f64]>),
     Dates(Box<[i64]>),
     Bools(Box<[bool]>),
+    /// `Bool` values of which some are policy variables (`"${aws:ViaAWSService}"`): AWS allows
+    /// a variable with `Bool`, resolved when the request is evaluated.
+    BoolVars(Box<[BoolValue]>),
     Binaries(Box<[Vec<u8>]>),
     Networks(Box<[Cidr]>),
     Arns(Box<[ArnPattern]>),
+}
+
+/// One `Bool` policy value: fixed, or a policy variable resolved at evaluation.
+#[derive(Clone, Debug, PartialEq)]
+enum BoolValue {
+    Fixed(bool),
+    Variable(Pattern),
 }
 
 /// One `Operator: { Key: values }` entry of a statement's `Condition` block.
@@ -321,6 +331,24 @@ impl Condition {
                     parse_date(v).is_some()
                 })?;
                 Values::Dates(raw_values.iter().filter_map(|v| parse_date(v)).collect())
+            }
+            Bool if variables && raw_values.iter().any(|v| v.contains("${")) => {
+                let syntax = Syntax {
+                    wildcards: false,
+                    variables: true,
+                };
+                each("`true`, `false` or a policy variable", &|v| {
+                    parse_bool(v).is_some() || Pattern::compile(v, syntax).has_variables()
+                })?;
+                Values::BoolVars(
+                    raw_values
+                        .iter()
+                        .map(|v| match parse_bool(v) {
+                            Some(b) => BoolValue::Fixed(b),
+                            None => BoolValue::Variable(Pattern::compile(v, syntax)),
+                        })
+                        .collect(),
+                )
             }
             Bool | Null => {
                 each("`true` or `false`", &|v| parse_bool(v).is_some())?;
@@ -466,6 +494,15 @@ impl Condition {
                 want.iter().any(|&w| compare(op, Some(got.cmp(&w))))
             }
             Values::Bools(want) => parse_bool(v).is_some_and(|got| want.contains(&got)),
+            Values::BoolVars(want) => parse_bool(v).is_some_and(|got| {
+                want.iter().any(|w| match w {
+                    BoolValue::Fixed(b) => *b == got,
+                    // A variable whose key is absent, or not a boolean, matches nothing.
+                    BoolValue::Variable(p) => {
+                        p.resolved(ctx).and_then(|text| parse_bool(&text)) == Some(got)
+                    }
+                })
+            }),
             Values::Binaries(want) => {
                 // Decode into a stack buffer: request values here are short (hashes, ids).
                 let mut buf = [0u8; 512];
@@ -550,6 +587,31 @@ mod tests {
         assert!(OperatorSpec::parse("NullIfExists").is_err());
         let e = OperatorSpec::parse("stringequals").unwrap_err();
         assert!(e.contains("did you mean `StringEquals`"), "{e}");
+    }
+
+    /// AWS: a policy variable may be used with `Bool`; it is resolved at evaluation, and an
+    /// absent or non-boolean variable matches nothing.
+    #[test]
+    fn bool_takes_policy_variables() {
+        let c = cond("Bool", "aws:SecureTransport", &["${aws:ViaAWSService}"]);
+        let mut ctx = Context::new();
+        ctx.insert("aws:SecureTransport", "true");
+        assert!(!c.evaluate(&ctx), "the variable's key is absent");
+        ctx.insert("aws:ViaAWSService", "true");
+        assert!(c.evaluate(&ctx));
+        ctx.insert("aws:ViaAWSService", "false");
+        assert!(!c.evaluate(&ctx));
+        ctx.insert("aws:ViaAWSService", "maybe");
+        assert!(!c.evaluate(&ctx));
+        assert!(
+            Condition::compile(
+                OperatorSpec::parse("Bool").unwrap(),
+                "k",
+                vec!["yes".into()],
+                true
+            )
+            .is_err()
+        );
     }
 
     #[test]
