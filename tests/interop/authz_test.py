@@ -241,6 +241,31 @@ def test_eks_auth_records_where_the_agent_runs(p, tmp):
     assert hit[0]["instance_id"] == "i-0123456789abcdef0" and hit[0]["zone"] == "eu-west-1b", hit[0]
 
 
+def test_iam_calls_carry_their_request_condition_keys(p, tmp):
+    """2. Tag and attachment guardrails see aws:RequestTag/aws:TagKeys and iam:PolicyARN."""
+    admin = admin_client(p, "iam")
+    admin.create_role(RoleName="guarded", AssumeRolePolicyDocument=ROOT_TRUST)
+    creds = role_session(p, "tagger", allow(
+        {"Effect": "Allow", "Action": ["iam:TagRole", "iam:AttachRolePolicy"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "iam:TagRole", "Resource": "*", "Condition": {"ForAnyValue:StringEquals": {"aws:TagKeys": ["team"]}}},
+        {"Effect": "Deny", "Action": "iam:AttachRolePolicy", "Resource": "*",
+         "Condition": {"ArnEquals": {"iam:PolicyARN": "arn:aws:iam::aws:policy/AdministratorAccess"}}},
+    ))
+    iam = client(p, "iam", creds)
+    iam.tag_role(RoleName="guarded", Tags=[{"Key": "project", "Value": "x"}])
+    refused(lambda: iam.tag_role(RoleName="guarded", Tags=[{"Key": "team", "Value": "payments"}]), "AccessDenied")
+    refused(lambda: iam.attach_role_policy(RoleName="guarded", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"), "AccessDenied")
+    iam.attach_role_policy(RoleName="guarded", PolicyArn="arn:aws:iam::aws:policy/IAMReadOnlyAccess")
+    # Delegated admin: CreateRole only with a required permissions boundary.
+    boundary = f"arn:aws:iam::{ACCOUNT}:policy/dev-boundary"
+    admin.create_policy(PolicyName="dev-boundary", PolicyDocument=allow({"Effect": "Allow", "Action": "s3:*", "Resource": "*"}))
+    creds = role_session(p, "delegated", allow({"Effect": "Allow", "Action": "iam:CreateRole", "Resource": "*",
+                                                 "Condition": {"StringEquals": {"iam:PermissionsBoundary": boundary}}}))
+    iam = client(p, "iam", creds)
+    refused(lambda: iam.create_role(RoleName="free", AssumeRolePolicyDocument=ROOT_TRUST), "AccessDenied")
+    iam.create_role(RoleName="bounded", AssumeRolePolicyDocument=ROOT_TRUST, PermissionsBoundary=boundary)
+
+
 def main():
     run_suite("authz", "podiam-authz-", globals())
 

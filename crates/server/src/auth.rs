@@ -239,7 +239,7 @@ pub fn authorize(
     facts: &RequestFacts,
     action: &str,
     resource: &str,
-    extra: &[(String, String)],
+    extra: &[(String, Vec<String>)],
 ) -> Result<(), AwsError> {
     if let Caller::User(u) = caller
         && u.admin
@@ -249,7 +249,15 @@ pub fn authorize(
     let policies = caller_policies(shared, state, caller)?;
     let mut context = caller_context(state, caller, facts, &shared.config.account_id);
     for (k, v) in extra {
-        context.insert(k, v.as_str());
+        // Only `aws:TagKeys` is multivalued; a single-valued key can be a policy variable.
+        match v.as_slice() {
+            [one] if k != "aws:TagKeys" => {
+                context.insert(k, one.as_str());
+            }
+            _ => {
+                context.insert_list(k, v.iter().map(String::as_str));
+            }
+        }
     }
     let request = Request {
         principal: None,

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use podiam_identity::FixedClock;
 use podiam_store::{Role, State};
 
+use crate::actions::{RequestKeys, context_for};
 use crate::audit::Audit;
 use crate::auth::{Caller, RequestFacts, authorize};
 use crate::error::AwsError;
@@ -64,16 +65,17 @@ impl Ctx<'_> {
 
     /// May the caller perform `action` on `resource`?
     pub fn check(&self, state: &State, action: &str, resource: &str) -> Result<(), AwsError> {
-        self.check_with(state, action, resource, &[])
+        self.check_with(state, action, resource, &RequestKeys::default())
     }
 
-    /// May the caller perform `action` on `resource`, with these request context keys?
-    pub fn check_with(
+    /// May the caller perform `action` on `resource`, with what the request holds? Only the
+    /// keys [`crate::actions`] documents for the action reach the engine.
+    pub(crate) fn check_with(
         &self,
         state: &State,
         action: &str,
         resource: &str,
-        context: &[(String, String)],
+        keys: &RequestKeys<'_>,
     ) -> Result<(), AwsError> {
         authorize(
             self.shared,
@@ -82,22 +84,24 @@ impl Ctx<'_> {
             &self.facts,
             action,
             resource,
-            context,
+            &context_for(action, keys),
         )
     }
 
-    /// Checks an action on a role; its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`.
-    pub fn check_role(&self, state: &State, action: &str, role: &Role) -> Result<(), AwsError> {
-        let tags: Vec<(String, String)> = role
-            .tags
-            .iter()
-            .flat_map(|t| {
-                [
-                    (format!("aws:ResourceTag/{}", t.key), t.value.clone()),
-                    (format!("iam:ResourceTag/{}", t.key), t.value.clone()),
-                ]
-            })
-            .collect();
-        self.check_with(state, action, &role.arn, &tags)
+    /// Checks an action on a role: its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`,
+    /// its boundary `iam:PermissionsBoundary` unless the request sets another.
+    pub(crate) fn check_role_with<'k>(
+        &self,
+        state: &State,
+        action: &str,
+        role: &'k Role,
+        mut keys: RequestKeys<'k>,
+    ) -> Result<(), AwsError> {
+        keys.resource_tags = &role.tags;
+        keys.iam_resource = true;
+        if keys.permissions_boundary.is_none() {
+            keys.permissions_boundary = role.permissions_boundary_arn.as_deref();
+        }
+        self.check_with(state, action, &role.arn, &keys)
     }
 }

@@ -6,6 +6,7 @@ use podiam_policy::{Policy, PolicyKind};
 use podiam_store::{Change, Cluster, PodIdentityAssociation, State, Tag};
 use serde_json::{Value, json};
 
+use crate::actions::RequestKeys;
 use crate::ctx::Ctx;
 use crate::error::AwsError;
 
@@ -299,23 +300,16 @@ fn check_pass_role(
     role_arn: &str,
     cluster_name: &str,
 ) -> Result<(), AwsError> {
-    let mut context = vec![
-        (
-            "iam:PassedToService".to_string(),
-            SERVICE_PRINCIPAL.to_string(),
-        ),
-        (
-            "iam:AssociatedResourceArn".to_string(),
-            ctx.cluster_arn(cluster_name),
-        ),
-    ];
-    if let Some(role) = crate::issuance::role_by_arn(state, role_arn) {
-        for t in &role.tags {
-            context.push((format!("aws:ResourceTag/{}", t.key), t.value.clone()));
-            context.push((format!("iam:ResourceTag/{}", t.key), t.value.clone()));
-        }
+    let cluster_arn = ctx.cluster_arn(cluster_name);
+    let keys = RequestKeys {
+        passed_to_service: Some(SERVICE_PRINCIPAL),
+        associated_resource_arn: Some(&cluster_arn),
+        ..RequestKeys::default()
+    };
+    match crate::issuance::role_by_arn(state, role_arn) {
+        Some(role) => ctx.check_role_with(state, "iam:PassRole", role, keys),
+        None => ctx.check_with(state, "iam:PassRole", role_arn, &keys),
     }
-    ctx.check_with(state, "iam:PassRole", role_arn, &context)
 }
 
 fn role_must_exist(state: &State, arn: &str) -> Result<(), AwsError> {

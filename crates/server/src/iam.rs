@@ -287,13 +287,30 @@ fn authorized_role<'s>(
     name: &str,
     action: &str,
 ) -> Result<&'s Role, AwsError> {
+    authorized_role_with(
+        ctx,
+        state,
+        name,
+        action,
+        crate::actions::RequestKeys::default(),
+    )
+}
+
+/// [`authorized_role`], with what the request holds (tags, the policy it attaches, …).
+fn authorized_role_with<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    name: &str,
+    action: &str,
+    keys: crate::actions::RequestKeys<'_>,
+) -> Result<&'s Role, AwsError> {
     match state.roles.get(&name.to_ascii_lowercase()) {
         Some(r) => {
-            ctx.check_role(state, action, r)?;
+            ctx.check_role_with(state, action, r, keys)?;
             Ok(r)
         }
         None => {
-            ctx.check(state, action, &ctx.iam_arn(&format!("role/{name}")))?;
+            ctx.check_with(state, action, &ctx.iam_arn(&format!("role/{name}")), &keys)?;
             role(state, name)
         }
     }

@@ -9,6 +9,7 @@
 //! | `start` | bootstrap on first start, the store watch, TLS, the drain on stop |
 //! | `http` | the two protocol adapters (awsQuery → XML, REST-JSON) and the plain routes |
 //! | `auth` | SigV4 authentication, the caller's policies and context, `authorize` |
+//! | `actions` | every authorised action and the condition keys AWS documents for it |
 //! | `error` | every AWS error code and status, per protocol |
 //! | `issuance` | token → verified claims → trust policy → minted session (STS and EKS Auth) |
 //! | `sts`, `eks_auth` | the STS and EKS Auth operations on top of `issuance` |
@@ -27,6 +28,7 @@ use std::time::SystemTime;
 
 use podiam_identity::Clock;
 
+pub(crate) mod actions;
 pub mod audit;
 pub(crate) mod auth;
 pub(crate) mod ctx;

@@ -62,12 +62,22 @@ pub(crate) async fn create_role(ctx: &Ctx<'_>, input: CreateRole) -> Result<Role
         ));
     }
     let tags = tags_rule(&input.tags, 0)?;
+    let input_tags = input.tags;
     let boundary = input.permissions_boundary;
     let arn = ctx.iam_arn(&format!("role{path}{name}"));
     let role_id = ids::unique("AROA")?;
     ctx.shared
         .write(|state| {
-            ctx.check(state, "iam:CreateRole", &arn)?;
+            ctx.check_with(
+                state,
+                "iam:CreateRole",
+                &arn,
+                &crate::actions::RequestKeys {
+                    request_tags: &input_tags,
+                    permissions_boundary: boundary.as_deref(),
+                    ..Default::default()
+                },
+            )?;
             if state.roles.contains_key(&name.to_ascii_lowercase()) {
                 return Err(AwsError::already_exists(format!(
                     "Role with name {name} already exists."
@@ -181,9 +191,27 @@ pub(super) async fn modify_role(
     action: &str,
     change: impl Fn(&State, &mut Role) -> Result<(), AwsError>,
 ) -> Result<Role, AwsError> {
+    modify_role_with(
+        ctx,
+        name,
+        action,
+        crate::actions::RequestKeys::default(),
+        change,
+    )
+    .await
+}
+
+/// [`modify_role`], with what the request holds for its condition keys.
+pub(super) async fn modify_role_with(
+    ctx: &Ctx<'_>,
+    name: &str,
+    action: &str,
+    keys: crate::actions::RequestKeys<'_>,
+    change: impl Fn(&State, &mut Role) -> Result<(), AwsError>,
+) -> Result<Role, AwsError> {
     ctx.shared
         .write(|state| {
-            let mut r = authorized_role(ctx, state, name, action)?.clone();
+            let mut r = authorized_role_with(ctx, state, name, action, keys)?.clone();
             change(state, &mut r)?;
             Ok((
                 vec![Change::Role(name.to_ascii_lowercase(), Some(r.clone()))],
@@ -249,7 +277,11 @@ pub(crate) async fn update_assume_role_policy(
 pub(super) async fn tag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let new = p.tags("Tags")?;
-    modify_role(ctx, name, "iam:TagRole", |_, r| {
+    let keys = crate::actions::RequestKeys {
+        request_tags: &new,
+        ..Default::default()
+    };
+    modify_role_with(ctx, name, "iam:TagRole", keys, |_, r| {
         // The tags after the merge: existing ones not overwritten, plus the new ones.
         let overwritten = r
             .tags
@@ -272,7 +304,11 @@ pub(super) async fn tag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
 pub(super) async fn untag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let keys: Vec<String> = p.list("TagKeys").into_iter().map(str::to_string).collect();
-    modify_role(ctx, name, "iam:UntagRole", |_, r| {
+    let request = crate::actions::RequestKeys {
+        removed_tag_keys: &keys,
+        ..Default::default()
+    };
+    modify_role_with(ctx, name, "iam:UntagRole", request, |_, r| {
         r.tags.retain(|t| !keys.contains(&t.key));
         Ok(())
     })
@@ -385,7 +421,11 @@ pub(crate) async fn attach_role_policy(
 ) -> Result<(), AwsError> {
     let arn = arn.to_string();
     arn_rule("PolicyArn", &arn)?;
-    modify_role(ctx, name, "iam:AttachRolePolicy", |state, r| {
+    let keys = crate::actions::RequestKeys {
+        policy_arn: Some(&arn),
+        ..Default::default()
+    };
+    modify_role_with(ctx, name, "iam:AttachRolePolicy", keys, |state, r| {
         policy(state, &arn)?;
         if r.attached_policy_arns.contains(&arn) {
             return Ok(());
@@ -405,7 +445,11 @@ pub(crate) async fn attach_role_policy(
 pub(super) async fn detach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let arn = p.required("PolicyArn")?.to_string();
-    modify_role(ctx, name, "iam:DetachRolePolicy", |_, r| {
+    let keys = crate::actions::RequestKeys {
+        policy_arn: Some(&arn),
+        ..Default::default()
+    };
+    modify_role_with(ctx, name, "iam:DetachRolePolicy", keys, |_, r| {
         let before = r.attached_policy_arns.len();
         r.attached_policy_arns.retain(|a| *a != arn);
         if r.attached_policy_arns.len() == before {
