@@ -564,6 +564,103 @@ fn pattern_and_input() -> impl Strategy<Value = (String, String)> {
     )
 }
 
+/// Characters of the adversarial shapes: case pairs of 1, 2, 3 and 4 bytes (`ẞ`/`ß` also
+/// differ in length), a caseless multibyte character, and `*` and `?`.
+const RUN_CHARS: &[char] = &['a', 'A', 'b', 'é', 'É', 'ẞ', 'ß', '𐐀', '𐐨', '日', '*', '?'];
+
+/// A run of one character, up to `max` long.
+fn run(max: usize) -> impl Strategy<Value = String> {
+    (select(RUN_CHARS), 1..max).prop_map(|(c, n)| c.to_string().repeat(n))
+}
+
+/// Adversarial patterns: long runs of one character (near-matches at every position of a long
+/// run in the input), many stars, runs of `?` (segments longer than 64 atoms, too), multibyte
+/// characters, and short random text.
+fn adversarial_pattern() -> impl Strategy<Value = String> {
+    let part = prop_oneof![
+        4 => run(80),
+        3 => Just("*".to_string()),
+        1 => (1..70usize).prop_map(|n| "?".repeat(n)),
+        1 => glob_text(4),
+    ];
+    prop::collection::vec(part, 1..8).prop_map(|parts| parts.concat())
+}
+
+/// Inputs of long runs, up to a few thousand characters.
+fn adversarial_input() -> impl Strategy<Value = String> {
+    prop::collection::vec(run(400), 0..8).prop_map(|runs| runs.concat())
+}
+
+/// A pattern and an input, in one of five relations:
+/// 0. unrelated;
+/// 1. the input is the pattern with its wildcards filled in from runs (a match);
+/// 2. that with one character changed, or
+/// 3. with its last character dropped (usually near-misses);
+/// 4. the pattern's literal text with nothing between its segments but a long stretch of `x`
+///    after the first `*` (so that the segments are searched for in a long input), and one
+///    character of the text after it dropped: a segment then often occurs only one character
+///    short, or overlapping the next.
+fn adversarial_pattern_and_input() -> impl Strategy<Value = (String, String)> {
+    (
+        adversarial_pattern(),
+        adversarial_input(),
+        0..5u8,
+        prop::collection::vec(run(300), 1..4),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(pattern, input, mode, fillers, at)| {
+            if mode == 0 {
+                return (pattern, input);
+            }
+            let mut fillers = fillers.iter().cycle();
+            let mut filled: Vec<char> = Vec::new();
+            let mut pad_end = None;
+            for c in pattern.chars() {
+                match c {
+                    '*' if mode == 4 => {
+                        if pad_end.is_none() {
+                            filled.extend(std::iter::repeat_n('x', 600));
+                            pad_end = Some(filled.len());
+                        }
+                    }
+                    '*' => filled.extend(fillers.next().into_iter().flat_map(|f| f.chars())),
+                    '?' => filled.push('a'),
+                    c => filled.push(c),
+                }
+            }
+            let after_pad = pad_end.unwrap_or(0);
+            match mode {
+                2 if !filled.is_empty() => {
+                    let i = at.index(filled.len());
+                    filled[i] = if filled[i] == 'x' { 'y' } else { 'x' };
+                }
+                3 => {
+                    filled.pop();
+                }
+                4 if filled.len() > after_pad => {
+                    filled.remove(after_pad + at.index(filled.len() - after_pad));
+                }
+                _ => {}
+            }
+            (pattern, filled.into_iter().collect())
+        })
+}
+
+/// Changes the case of some characters, so that folding is actually exercised.
+fn flip_case(input: &str, flip: &[bool]) -> String {
+    input
+        .chars()
+        .zip(flip.iter().cycle())
+        .flat_map(|(c, &up)| -> Vec<char> {
+            if up {
+                c.to_uppercase().collect()
+            } else {
+                c.to_lowercase().collect()
+            }
+        })
+        .collect()
+}
+
 const WILDCARDS: Syntax = Syntax {
     wildcards: true,
     variables: false,
@@ -613,6 +710,29 @@ proptest! {
             p.matches(&arn, &NoVariables),
             arn_oracle(&pattern, &arn),
             "pattern {:?} arn {:?}", pattern, arn
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn wildcard_matcher_agrees_with_regex_on_adversarial_shapes(
+        (pattern, input) in adversarial_pattern_and_input(),
+        flip in prop::collection::vec(any::<bool>(), 1..8),
+    ) {
+        let p = Pattern::compile(&pattern, WILDCARDS);
+        prop_assert_eq!(
+            p.matches(&input, false, &NoVariables),
+            oracle(&pattern, false).is_match(&input),
+            "case-sensitive: pattern {:?} input {:?}", pattern, input
+        );
+        let input = flip_case(&input, &flip);
+        prop_assert_eq!(
+            p.matches(&input, true, &NoVariables),
+            oracle(&pattern, true).is_match(&input),
+            "ignoring case: pattern {:?} input {:?}", pattern, input
         );
     }
 }
