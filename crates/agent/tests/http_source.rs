@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use podiam_agent::http_source::{AgentKey, HttpSourceConfig};
+use podiam_agent::http_source::HttpSourceConfig;
 use podiam_agent::source::CredentialSource as _;
-use podiam_agent::{AgentClock, HttpSource, KeySource};
-use podiam_identity::sigv4::{HttpRequest, SigV4Auth, VerifyOptions};
+use podiam_agent::{AgentClock, HttpSource};
+use podiam_identity::sigv4::{
+    HttpRequest, KeySource, SigV4Auth, SigningCredentials, VerifyOptions,
+};
 use podiam_identity::{AccessKeyId, FixedClock, SecretAccessKey};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -101,7 +103,7 @@ async fn one_request(listener: TcpListener) -> Received {
 async fn source(session_token: Option<&str>) -> (HttpSource, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let key = AgentKey {
+    let key = SigningCredentials {
         access_key_id: AccessKeyId::parse(if session_token.is_some() {
             "ASIAEXAMPLEEXAMPLE00"
         } else {

@@ -15,7 +15,8 @@ use podiam_agent::imds::{InstanceIdentity, PodIpMap, instance_id_for};
 use podiam_agent::manifests::{ManifestOptions, render};
 use podiam_agent::metrics::Metrics;
 use podiam_agent::server::{DEFAULT_LISTEN, ImdsOptions, ServeOptions, start};
-use podiam_agent::{AgentClock, CacheConfig, CredentialCache, HttpSource, KeySource};
+use podiam_agent::{AgentClock, CacheConfig, CredentialCache, HttpSource};
+use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
 
 use crate::exit;

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
 use podiam_webhook::identity::{ComposeRoleArn, partition_for_region};
 use podiam_webhook::manifests::{ManifestOptions, PodiamAssociations, render};
 use podiam_webhook::mutate::{DEFAULT_ANNOTATION_PREFIX, clamp_token_expiration, parse_go_bool};
-use podiam_webhook::podiam::{KeySource, PodiamOptions};
+use podiam_webhook::podiam::PodiamOptions;
 use podiam_webhook::server::{KubeOptions, Options, start};
 use podiam_webhook::webhook::LookupPolicy;
 use podiam_webhook::{Config, ContainerCredentialsConfig};
