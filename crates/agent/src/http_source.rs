@@ -36,6 +36,22 @@ pub struct HttpSourceConfig {
     pub attempts: u32,
 }
 
+/// A response as read off the wire.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The headers whose values are text, as [`podiam_identity::rest_json`] reads them.
+    fn text_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+    }
+}
+
 /// EKS Auth and STS over HTTP.
 pub struct HttpSource {
     client: reqwest::Client,
@@ -86,7 +102,7 @@ impl HttpSource {
         content_type: &str,
         body: Vec<u8>,
         service: &str,
-    ) -> Result<(u16, Option<String>, Vec<u8>), SourceError> {
+    ) -> Result<Reply, SourceError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -95,7 +111,7 @@ impl HttpSource {
                 .await;
             let transient = match &result {
                 Err(_) => true,
-                Ok((status, _, _)) => *status >= 500,
+                Ok(reply) => reply.status >= 500,
             };
             if !transient || attempt >= self.config.attempts.max(1) {
                 return result;
@@ -111,7 +127,7 @@ impl HttpSource {
         content_type: &str,
         body: &[u8],
         service: &str,
-    ) -> Result<(u16, Option<String>, Vec<u8>), SourceError> {
+    ) -> Result<Reply, SourceError> {
         let unavailable = |reason: String| SourceError::Unavailable { reason };
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let parsed =
@@ -152,16 +168,16 @@ impl HttpSource {
             .await
             .map_err(|e| unavailable(format!("{service}: {e}")))?;
         let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response
+        let headers = response.headers().clone();
+        let body = response
             .bytes()
             .await
             .map_err(|e| unavailable(format!("{service}: while reading the response: {e}")))?;
-        Ok((status, error_type, bytes.to_vec()))
+        Ok(Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
     }
 }
 
@@ -177,7 +193,7 @@ impl CredentialSource for HttpSource {
             }
         })?;
         let path = format!("/clusters/{cluster_name}/assume-role-for-pod-identity");
-        let (status, error_type, body) = self
+        let reply = self
             .post(
                 &self.config.eks_auth_endpoint,
                 &path,
@@ -186,10 +202,14 @@ impl CredentialSource for HttpSource {
                 "eks-auth",
             )
             .await?;
-        if status == 200 {
-            parse_assume_role_for_pod_identity(&body)
+        if reply.status == 200 {
+            parse_assume_role_for_pod_identity(&reply.body)
         } else {
-            Err(parse_rest_json_error(status, error_type.as_deref(), &body))
+            Err(parse_rest_json_error(
+                reply.status,
+                reply.text_headers(),
+                &reply.body,
+            ))
         }
     }
 
@@ -205,7 +225,7 @@ impl CredentialSource for HttpSource {
             .append_pair("RoleArn", role_arn)
             .append_pair("RoleSessionName", &self.config.node_role_session_name)
             .finish();
-        let (status, _, body) = self
+        let reply = self
             .post(
                 &self.config.sts_endpoint,
                 "/",
@@ -214,11 +234,11 @@ impl CredentialSource for HttpSource {
                 "sts",
             )
             .await?;
-        let text = String::from_utf8_lossy(&body);
-        if status == 200 {
+        let text = String::from_utf8_lossy(&reply.body);
+        if reply.status == 200 {
             parse_assume_role_xml(&text)
         } else {
-            Err(parse_query_error(status, &text))
+            Err(parse_query_error(reply.status, &text))
         }
     }
 }

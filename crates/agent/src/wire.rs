@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use hyper::body::Bytes;
 use podiam_identity::clock::{format_iso8601, from_unix_seconds};
+use podiam_identity::rest_json::RestJsonError;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{Credentials, PodCredentials, SourceError};
@@ -150,27 +151,18 @@ pub fn parse_assume_role_for_pod_identity(body: &[u8]) -> Result<PodCredentials,
     })
 }
 
-/// A rest-json error: code from `X-Amzn-ErrorType` (anything after `:` dropped), else the body's
-/// `__type`/`code`; message from `message`/`Message`.
+/// A rest-json error answer (EKS Auth), read by AWS's rule in [`RestJsonError::parse`].
 #[must_use]
-pub fn parse_rest_json_error(status: u16, error_type: Option<&str>, body: &[u8]) -> SourceError {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| v.get(*n).and_then(serde_json::Value::as_str))
-            .map(str::to_owned)
-    };
-    let code = error_type
-        .map(str::to_owned)
-        .or_else(|| field(&["__type", "code", "Code"]))
-        .map(|c| {
-            let c = c.split(':').next().unwrap_or_default();
-            c.rsplit('#').next().unwrap_or_default().to_owned()
-        })
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| format!("Http{status}"));
-    let message = field(&["message", "Message"]).unwrap_or_default();
+pub fn parse_rest_json_error<'h>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    body: &[u8],
+) -> SourceError {
+    let RestJsonError {
+        status,
+        code,
+        message,
+    } = RestJsonError::parse(status, headers, body);
     SourceError::Service {
         status,
         code,
@@ -314,7 +306,10 @@ mod tests {
     fn rest_json_errors() {
         let e = parse_rest_json_error(
             400,
-            Some("InvalidTokenException:http://internal.amazon.com/"),
+            [(
+                "x-amzn-errortype",
+                "InvalidTokenException:http://internal.amazon.com/",
+            )],
             br#"{"message":"bad"}"#,
         );
         assert_eq!(
@@ -326,7 +321,7 @@ mod tests {
             }
         );
         assert!(e.is_permanent());
-        let e = parse_rest_json_error(429, None, br#"{"__type":"x#ThrottlingException"}"#);
+        let e = parse_rest_json_error(429, [], br#"{"__type":"x#ThrottlingException"}"#);
         assert!(matches!(&e, SourceError::Service { code, .. } if code == "ThrottlingException"));
         assert!(!e.is_permanent());
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use podiam_agent::http_source::HttpSourceConfig;
-use podiam_agent::source::CredentialSource as _;
+use podiam_agent::source::{CredentialSource as _, SourceError};
 use podiam_agent::{AgentClock, HttpSource};
 use podiam_identity::sigv4::{
     HttpRequest, KeySource, SigV4Auth, SigningCredentials, VerifyOptions,
@@ -136,7 +136,10 @@ async fn pod_identity_call_is_signed_for_eks_auth() {
     let (source, listener) = source(Some("session/token+==")).await;
     let server = tokio::spawn(one_request(listener));
     let result = source.assume_for_pod("dev", "eyJ.e30.sig").await;
-    assert!(result.is_err(), "the stand-in refuses");
+    assert!(
+        matches!(&result, Err(SourceError::Service { status: 400, code, .. }) if code == "InvalidTokenException"),
+        "the stand-in's x-amzn-errortype is the error: {result:?}"
+    );
     let received = server.await.unwrap();
     assert_eq!(received.method, "POST");
     assert_eq!(received.path, "/clusters/dev/assume-role-for-pod-identity");

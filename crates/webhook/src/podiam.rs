@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use podiam_identity::rest_json::RestJsonError;
 use podiam_identity::sigv4::{HttpRequest, KeyError, KeySource, SigningParams, sign, uri_encode};
 use serde::Deserialize;
 
@@ -30,15 +31,8 @@ pub enum PodiamError {
     #[error("{0}")]
     Unreachable(String),
     /// podiam answered with an error.
-    #[error("podiam answered {status} {code}: {message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// `x-amzn-errortype` (or the body's `code`/`__type`).
-        code: String,
-        /// The body's `message`.
-        message: String,
-    },
+    #[error("podiam answered {} {}: {}", .0.status, .0.code, .0.message)]
+    Refused(RestJsonError),
     /// podiam answered 200 with something that is not a ListPodIdentityAssociations response.
     #[error("podiam's answer is not a ListPodIdentityAssociations response: {0}")]
     Decode(String),
@@ -206,28 +200,18 @@ impl PodiamSource {
             .await
             .map_err(|e| unreachable(format!("GET {parsed}: {e}")))?;
         let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+        let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|e| unreachable(format!("GET {parsed}: while reading the response: {e}")))?;
         if status != 200 {
-            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            return Err(PodiamError::Refused {
-                status,
-                code: error_type
-                    .or_else(|| field("code"))
-                    .or_else(|| field("__type"))
-                    .unwrap_or_else(|| "UnknownError".to_owned()),
-                message: field("message")
-                    .or_else(|| field("Message"))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
-            });
+            let headers = headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)));
+            return Err(PodiamError::Refused(RestJsonError::parse(
+                status, headers, &body,
+            )));
         }
         serde_json::from_slice(&body).map_err(|e| PodiamError::Decode(e.to_string()))
     }
