@@ -336,14 +336,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::OK))
         }
         None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            crate::init_logging(crate::LogColour::WhenTerminal);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
