@@ -261,7 +261,10 @@ impl Webhook {
     }
 
     /// Answer one AdmissionReview body (already checked to be JSON) with the response body.
-    pub async fn review(&self, body: &[u8]) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`EncodeError`] when the response cannot be encoded (the caller answers 500).
+    pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, EncodeError> {
         let review: ReviewIn = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
@@ -382,29 +385,50 @@ enum Outcome {
     Error(String),
 }
 
-/// The AdmissionReview response, with the request's TypeMeta echoed (upstream PR #310) and the
-/// patch base64-encoded as Go encodes `[]byte`.
-fn respond(types: &TypeMeta, uid: &str, outcome: Outcome) -> Vec<u8> {
-    let mut response = json!({ "uid": uid });
-    match outcome {
-        Outcome::Allow(ops) => {
-            response["allowed"] = Value::Bool(true);
-            if !ops.is_empty() {
-                let patch = serde_json::to_vec(&ops).unwrap_or_default();
-                response["patch"] =
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-                response["patchType"] = Value::from("JSONPatch");
-            }
-        }
-        Outcome::Error(message) => {
-            response["allowed"] = Value::Bool(false);
-            response["status"] = json!({ "metadata": {}, "message": message });
-        }
-    }
+/// The AdmissionReview response could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("couldn't encode the AdmissionReview response: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
+
+/// The AdmissionReview response, with the request's TypeMeta echoed (upstream PR #310).
+fn respond(types: &TypeMeta, uid: &str, outcome: Outcome) -> Result<Vec<u8>, EncodeError> {
+    let response = match outcome {
+        Outcome::Allow(ops) if ops.is_empty() => json!({ "uid": uid, "allowed": true }),
+        Outcome::Allow(ops) => patched(uid, serde_json::to_vec(&ops)),
+        Outcome::Error(message) => denied(uid, &message),
+    };
     let review = json!({
         "apiVersion": types.api_version.as_deref().unwrap_or("admission.k8s.io/v1"),
         "kind": types.kind.as_deref().unwrap_or("AdmissionReview"),
         "response": response,
     });
-    serde_json::to_vec(&review).unwrap_or_default()
+    Ok(serde_json::to_vec(&review)?)
 }
+
+/// Allowed with `patch`, base64-encoded as Go encodes `[]byte`. A patch that could not be
+/// encoded refuses the pod with the reason, as upstream does, rather than admit it unpatched.
+fn patched(uid: &str, patch: Result<Vec<u8>, serde_json::Error>) -> Value {
+    match patch {
+        Ok(patch) => json!({
+            "uid": uid,
+            "allowed": true,
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+            "patchType": "JSONPatch",
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, uid, "couldn't encode the JSON patch; refusing the pod");
+            denied(uid, &format!("couldn't encode the JSON patch: {e}"))
+        }
+    }
+}
+
+fn denied(uid: &str, message: &str) -> Value {
+    json!({
+        "uid": uid,
+        "allowed": false,
+        "status": { "metadata": {}, "message": message },
+    })
+}
+
+#[cfg(test)]
+mod tests;
