@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::identity::{
     Associations, ComposeRoleArn, ConfigMapMapping, ServiceAccountEntry, Sources, resolve,
 };
+use crate::lock::{lock, read, write};
 use crate::metrics::Metrics;
 use crate::mutate::{Config, Credentials, Identity, MAX_EXPIRATION_JITTER, mutate};
 
@@ -130,17 +131,13 @@ impl Webhook {
         annotations: &BTreeMap<String, String>,
     ) {
         let entry = self.entry(annotations);
-        if let Ok(mut map) = self.service_accounts.write() {
-            map.insert(key(namespace, name), entry);
-        }
+        write(&self.service_accounts).insert(key(namespace, name), entry);
         self.metrics.set_used();
     }
 
     /// A ServiceAccount was deleted.
     pub fn delete_service_account(&self, namespace: &str, name: &str) {
-        if let Ok(mut map) = self.service_accounts.write() {
-            map.remove(&key(namespace, name));
-        }
+        write(&self.service_accounts).remove(&key(namespace, name));
     }
 
     /// A full re-list: replace every cached ServiceAccount.
@@ -152,18 +149,13 @@ impl Webhook {
             .into_iter()
             .map(|(ns, name, a)| (key(&ns, &name), self.entry(&a)))
             .collect();
-        if let Ok(mut map) = self.service_accounts.write() {
-            *map = fresh;
-        }
+        *write(&self.service_accounts) = fresh;
         self.metrics.set_used();
     }
 
     /// Number of cached ServiceAccounts.
     pub fn cached_service_accounts(&self) -> usize {
-        self.service_accounts
-            .read()
-            .map(|m| m.len())
-            .unwrap_or_default()
+        read(&self.service_accounts).len()
     }
 
     /// Replace the ConfigMap mapping.
@@ -178,10 +170,7 @@ impl Webhook {
 
     /// Replace the Pod Identity associations that came from `source`; the other sources' stay.
     pub fn set_associations_from(&self, source: AssociationSource, associations: Associations) {
-        let mut sources = self
-            .association_sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut sources = lock(&self.association_sources);
         sources.insert(source, associations);
         let union: Associations = sources.values().flatten().cloned().collect();
         self.associations.store(Arc::new(union));
@@ -195,10 +184,9 @@ impl Webhook {
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountEntry> {
-        self.service_accounts
-            .read()
-            .ok()
-            .and_then(|m| m.get(&key(namespace, name)).cloned())
+        read(&self.service_accounts)
+            .get(&key(namespace, name))
+            .cloned()
     }
 
     /// Our fix for upstream #174/#194: a ServiceAccount created just before the pod may not have
@@ -223,11 +211,10 @@ impl Webhook {
         };
         self.metrics.sa_lookup(result);
         let found = found?;
-        if let Ok(mut map) = self.service_accounts.write() {
-            // The watch is authoritative: keep what it delivered in the meantime.
-            map.entry(key(namespace, name))
-                .or_insert_with(|| found.clone());
-        }
+        // The watch is authoritative: keep what it delivered in the meantime.
+        write(&self.service_accounts)
+            .entry(key(namespace, name))
+            .or_insert_with(|| found.clone());
         Some(found)
     }
 

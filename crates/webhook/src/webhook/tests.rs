@@ -49,3 +49,28 @@ fn reviews_echo_the_request_types() {
     assert_eq!(review["response"]["allowed"], false);
     assert_eq!(review["response"]["status"]["message"], "no");
 }
+
+/// A ServiceAccount write that panicked half-way (the lock is poisoned) does not stop later
+/// ServiceAccounts from being cached and read (they were dropped, and reads found nothing).
+#[test]
+fn service_accounts_survive_a_poisoned_lock() {
+    let webhook = Webhook::new(Config::default(), None, None, LookupPolicy::default());
+    std::thread::scope(|s| {
+        let _ = s
+            .spawn(|| {
+                let _held = webhook.service_accounts.write().unwrap();
+                panic!("poisoning the lock on purpose");
+            })
+            .join();
+    });
+    assert!(webhook.service_accounts.is_poisoned());
+    let annotations = BTreeMap::from([(
+        "eks.amazonaws.com/role-arn".to_owned(),
+        "arn:aws:iam::111122223333:role/web".to_owned(),
+    )]);
+    webhook.apply_service_account("default", "web", &annotations);
+    assert_eq!(webhook.cached_service_accounts(), 1);
+    assert!(webhook.cached("default", "web").is_some());
+    webhook.delete_service_account("default", "web");
+    assert_eq!(webhook.cached_service_accounts(), 0);
+}
