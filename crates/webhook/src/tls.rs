@@ -147,11 +147,6 @@ impl ReloadingCert {
             Err(e) => Reload::Refused(e.to_string()),
         }
     }
-
-    /// The certificate chain currently served (leaf first).
-    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
-    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
