@@ -23,7 +23,7 @@ use crate::clock::AgentClock;
 use crate::metrics::Metrics;
 use crate::source::{CredentialSource, Credentials, PodCredentials, SourceError};
 use crate::token::{TokenError, TokenHash, read_unverified, token_hash};
-use crate::wire::{container_credentials_json, imds_credentials_json};
+use crate::wire::{EncodeError, container_credentials_json, imds_credentials_json};
 
 /// Cache behaviour.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub enum CacheError {
     /// The server refused or could not be reached, and nothing usable was cached.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The server's credentials could not be encoded for the pod or IMDS (nothing was cached).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 // === entries ===
@@ -163,7 +166,7 @@ impl TokenBucket {
     }
 }
 
-type Flight = Arc<OnceCell<Result<Arc<PodEntry>, SourceError>>>;
+type Flight = Arc<OnceCell<Result<Arc<PodEntry>, CacheError>>>;
 
 // === impl CredentialCache ===
 
@@ -278,7 +281,7 @@ impl<S: CredentialSource> CredentialCache<S> {
         pod_uid: String,
         token: &str,
         hash: TokenHash,
-    ) -> Result<Arc<PodEntry>, SourceError> {
+    ) -> Result<Arc<PodEntry>, CacheError> {
         let flight = Arc::clone(
             lock(&self.inner.inflight)
                 .entry(hash)
@@ -291,7 +294,8 @@ impl<S: CredentialSource> CredentialCache<S> {
                     .source
                     .assume_for_pod(&self.inner.config.cluster_name, token)
                     .await;
-                got.and_then(|c| self.inner.insert_pod(pod_uid, Arc::from(token), hash, c))
+                got.map_err(CacheError::from)
+                    .and_then(|c| self.inner.insert_pod(pod_uid, Arc::from(token), hash, c))
             })
             .await
             .clone();
@@ -305,8 +309,9 @@ impl<S: CredentialSource> CredentialCache<S> {
     /// The node role's credentials (for IMDS): cached, renewed ahead of expiry while asked for.
     ///
     /// # Errors
-    /// [`SourceError`] when nothing usable is cached and the server refused or was unreachable.
-    pub async fn node_credentials(&self) -> Result<Arc<NodeEntry>, SourceError> {
+    /// [`CacheError::Source`] when nothing usable is cached and the server refused or was
+    /// unreachable; [`CacheError::Encode`] when its answer could not be encoded for IMDS.
+    pub async fn node_credentials(&self) -> Result<Arc<NodeEntry>, CacheError> {
         let inner = &self.inner;
         if let Some(e) = inner.usable_node() {
             inner.mark_served(&inner.node_liveness, inner.clock.now(), e.expires_at);
@@ -421,19 +426,22 @@ impl<S: CredentialSource> CredentialCache<S> {
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(&old.pod_uid)
                     .is_some_and(|e| Arc::ptr_eq(e, &old));
-                if still_current
-                    && inner
-                        .insert_pod(
-                            old.pod_uid.clone(),
-                            Arc::clone(&old.token),
-                            old.token_hash,
-                            c,
-                        )
-                        .is_ok()
-                {
-                    inner.metrics.renewal("ok");
-                } else {
+                if !still_current {
                     inner.metrics.renewal("superseded");
+                    return;
+                }
+                match inner.insert_pod(
+                    old.pod_uid.clone(),
+                    Arc::clone(&old.token),
+                    old.token_hash,
+                    c,
+                ) {
+                    Ok(_) => inner.metrics.renewal("ok"),
+                    Err(e) => {
+                        let wait = inner.retry_later(&old.next_attempt, old.expires_at);
+                        tracing::warn!(pod_uid = %old.pod_uid, error = %e, retry_in = ?wait, "renewed credentials unusable; serving cached credentials until they expire");
+                        inner.metrics.renewal("error");
+                    }
                 }
             }
             Err(e) if e.is_permanent() => {
@@ -455,10 +463,14 @@ impl<S: CredentialSource> CredentialCache<S> {
     async fn renew_node(&self, old: Arc<NodeEntry>) {
         let inner = &self.inner;
         match inner.source.node_credentials().await {
-            Ok(c) => {
-                let _ = inner.insert_node(c);
-                inner.metrics.renewal("ok");
-            }
+            Ok(c) => match inner.insert_node(c) {
+                Ok(_) => inner.metrics.renewal("ok"),
+                Err(e) => {
+                    let wait = inner.retry_later(&old.next_attempt, old.expires_at);
+                    tracing::warn!(error = %e, retry_in = ?wait, "renewed node credentials unusable; serving cached credentials until they expire");
+                    inner.metrics.renewal("error");
+                }
+            },
             Err(e) => {
                 let wait = inner.retry_later(&old.next_attempt, old.expires_at);
                 tracing::warn!(error = %e, retry_in = ?wait, "node credential renewal failed; serving cached credentials until they expire");
@@ -519,8 +531,9 @@ impl<S> Inner<S> {
         token: Arc<str>,
         token_hash: TokenHash,
         credentials: PodCredentials,
-    ) -> Result<Arc<PodEntry>, SourceError> {
+    ) -> Result<Arc<PodEntry>, CacheError> {
         let (refresh_at, expires_at) = self.schedule(credentials.credentials.expiration)?;
+        let body = container_credentials_json(&credentials)?;
         let mut pods = self.pods.write().unwrap_or_else(PoisonError::into_inner);
         let liveness = match pods.get(&pod_uid) {
             Some(e) => Arc::clone(&e.liveness),
@@ -539,7 +552,7 @@ impl<S> Inner<S> {
         };
         tracing::debug!(pod_uid = %pod_uid, namespace = %credentials.namespace, service_account = %credentials.service_account, association_id = %credentials.association_id, "credentials cached");
         let entry = Arc::new(PodEntry {
-            body: container_credentials_json(&credentials),
+            body,
             pod_uid: pod_uid.clone(),
             credentials,
             token,
@@ -563,11 +576,11 @@ impl<S> Inner<S> {
             .filter(|e| now + self.config.min_remaining < e.expires_at)
     }
 
-    fn insert_node(&self, credentials: Credentials) -> Result<Arc<NodeEntry>, SourceError> {
+    fn insert_node(&self, credentials: Credentials) -> Result<Arc<NodeEntry>, CacheError> {
         let (refresh_at, expires_at) = self.schedule(credentials.expiration)?;
         let last_updated = self.clock.wall();
         let entry = Arc::new(NodeEntry {
-            body: imds_credentials_json(&credentials, last_updated),
+            body: imds_credentials_json(&credentials, last_updated)?,
             credentials,
             last_updated,
             refresh_at,

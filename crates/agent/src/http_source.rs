@@ -4,11 +4,9 @@
 //! (re-read when it changes, so a rotated Secret is picked up) or the environment.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use podiam_identity::sigv4::{HttpRequest, SigningCredentials, SigningParams, sign};
+use podiam_identity::sigv4::{HttpRequest, KeySource, SigningParams, sign};
 
 use crate::clock::AgentClock;
 use crate::source::{CredentialSource, Credentials, PodCredentials, SourceError};
@@ -16,129 +14,6 @@ use crate::wire::{
     AssumeRoleForPodIdentityRequest, parse_assume_role_for_pod_identity, parse_assume_role_xml,
     parse_query_error, parse_rest_json_error,
 };
-
-// === the agent's key ===
-
-/// The agent's own AWS key.
-pub type AgentKey = SigningCredentials;
-
-/// Why the agent's key could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    /// The credentials file could not be read.
-    #[error("while reading `{path}`: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The profile or one of its keys is missing or invalid.
-    #[error("`{path}`: {problem}")]
-    Invalid {
-        /// The file (or `environment`).
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-/// A file's (modification time, length): re-read when either changes.
-type FileStamp = (SystemTime, u64);
-
-/// Where the agent's key comes from.
-#[derive(Debug)]
-pub enum KeySource {
-    /// A fixed key (the environment, tests).
-    Static(Arc<AgentKey>),
-    /// A shared-credentials file and profile, re-read when its modification time or size changes.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The profile (`[name]`).
-        profile: String,
-        /// The last key read, with the file's (mtime, len) then.
-        cached: Mutex<Option<(FileStamp, Arc<AgentKey>)>>,
-    },
-}
-
-impl KeySource {
-    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) from `env`, if set.
-    ///
-    /// # Errors
-    /// [`KeyError::Invalid`] when only one of the pair is set or the ID is malformed.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, KeyError> {
-        let key = SigningCredentials::from_env(env).map_err(|e| KeyError::Invalid {
-            path: PathBuf::from("environment"),
-            problem: e.to_string(),
-        })?;
-        Ok(key.map(|k| Self::Static(Arc::new(k))))
-    }
-
-    /// A credentials file; read once now so a bad file stops the agent before it binds a port.
-    ///
-    /// # Errors
-    /// [`KeyError`] when the file cannot be read or lacks the profile's keys.
-    pub fn file(path: impl Into<PathBuf>, profile: impl Into<String>) -> Result<Self, KeyError> {
-        let source = Self::File {
-            path: path.into(),
-            profile: profile.into(),
-            cached: Mutex::new(None),
-        };
-        source.current()?;
-        Ok(source)
-    }
-
-    /// The key to sign with now.
-    ///
-    /// # Errors
-    /// [`KeyError`] when the file changed into something unreadable (and nothing was read before).
-    pub fn current(&self) -> Result<Arc<AgentKey>, KeyError> {
-        match self {
-            Self::Static(k) => Ok(Arc::clone(k)),
-            Self::File {
-                path,
-                profile,
-                cached,
-            } => {
-                let read_err = |source| KeyError::Read {
-                    path: path.clone(),
-                    source,
-                };
-                let meta = std::fs::metadata(path).map_err(read_err)?;
-                let stamp = (
-                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    meta.len(),
-                );
-                let mut cached = cached.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some((s, k)) = cached.as_ref()
-                    && *s == stamp
-                {
-                    return Ok(Arc::clone(k));
-                }
-                let text = std::fs::read_to_string(path).map_err(read_err)?;
-                match SigningCredentials::from_shared_credentials(&text, profile) {
-                    Ok(k) => {
-                        let k = Arc::new(k);
-                        *cached = Some((stamp, Arc::clone(&k)));
-                        Ok(k)
-                    }
-                    // A half-written file: keep signing with the key we had.
-                    Err(e) => match cached.as_ref() {
-                        Some((_, k)) => {
-                            tracing::warn!(path = %path.display(), problem = %e, "credentials file unreadable; keeping the previous key");
-                            Ok(Arc::clone(k))
-                        }
-                        None => Err(KeyError::Invalid {
-                            path: path.clone(),
-                            problem: e.to_string(),
-                        }),
-                    },
-                }
-            }
-        }
-    }
-}
 
 // === impl HttpSource ===
 
@@ -159,6 +34,22 @@ pub struct HttpSourceConfig {
     pub timeout: Duration,
     /// Attempts for a request that failed to reach the server or got a 5xx (not 429).
     pub attempts: u32,
+}
+
+/// A response as read off the wire.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// The headers whose values are text, as [`podiam_identity::rest_json`] reads them.
+    fn text_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+    }
 }
 
 /// EKS Auth and STS over HTTP.
@@ -211,7 +102,7 @@ impl HttpSource {
         content_type: &str,
         body: Vec<u8>,
         service: &str,
-    ) -> Result<(u16, Option<String>, Vec<u8>), SourceError> {
+    ) -> Result<Reply, SourceError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -220,7 +111,7 @@ impl HttpSource {
                 .await;
             let transient = match &result {
                 Err(_) => true,
-                Ok((status, _, _)) => *status >= 500,
+                Ok(reply) => reply.status >= 500,
             };
             if !transient || attempt >= self.config.attempts.max(1) {
                 return result;
@@ -236,7 +127,7 @@ impl HttpSource {
         content_type: &str,
         body: &[u8],
         service: &str,
-    ) -> Result<(u16, Option<String>, Vec<u8>), SourceError> {
+    ) -> Result<Reply, SourceError> {
         let unavailable = |reason: String| SourceError::Unavailable { reason };
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let parsed =
@@ -246,10 +137,14 @@ impl HttpSource {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(unavailable(format!("no host in `{url}`"))),
         };
-        let key = self
+        let current = self
             .key
             .current()
             .map_err(|e| unavailable(format!("the agent's key: {e}")))?;
+        if let Some(problem) = &current.kept_because {
+            tracing::warn!(%problem, "the agent's key file is unusable; signing with the key read before");
+        }
+        let key = current.key;
         let headers = [("content-type", content_type), ("host", host.as_str())];
         let request = HttpRequest {
             method: "POST",
@@ -273,16 +168,16 @@ impl HttpSource {
             .await
             .map_err(|e| unavailable(format!("{service}: {e}")))?;
         let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response
+        let headers = response.headers().clone();
+        let body = response
             .bytes()
             .await
             .map_err(|e| unavailable(format!("{service}: while reading the response: {e}")))?;
-        Ok((status, error_type, bytes.to_vec()))
+        Ok(Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
     }
 }
 
@@ -298,7 +193,7 @@ impl CredentialSource for HttpSource {
             }
         })?;
         let path = format!("/clusters/{cluster_name}/assume-role-for-pod-identity");
-        let (status, error_type, body) = self
+        let reply = self
             .post(
                 &self.config.eks_auth_endpoint,
                 &path,
@@ -307,10 +202,14 @@ impl CredentialSource for HttpSource {
                 "eks-auth",
             )
             .await?;
-        if status == 200 {
-            parse_assume_role_for_pod_identity(&body)
+        if reply.status == 200 {
+            parse_assume_role_for_pod_identity(&reply.body)
         } else {
-            Err(parse_rest_json_error(status, error_type.as_deref(), &body))
+            Err(parse_rest_json_error(
+                reply.status,
+                reply.text_headers(),
+                &reply.body,
+            ))
         }
     }
 
@@ -326,7 +225,7 @@ impl CredentialSource for HttpSource {
             .append_pair("RoleArn", role_arn)
             .append_pair("RoleSessionName", &self.config.node_role_session_name)
             .finish();
-        let (status, _, body) = self
+        let reply = self
             .post(
                 &self.config.sts_endpoint,
                 "/",
@@ -335,11 +234,11 @@ impl CredentialSource for HttpSource {
                 "sts",
             )
             .await?;
-        let text = String::from_utf8_lossy(&body);
-        if status == 200 {
+        let text = String::from_utf8_lossy(&reply.body);
+        if reply.status == 200 {
             parse_assume_role_xml(&text)
         } else {
-            Err(parse_query_error(status, &text))
+            Err(parse_query_error(reply.status, &text))
         }
     }
 }
@@ -363,57 +262,7 @@ pub fn node_role_session_name(node_name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-
-    #[test]
-    fn key_file_is_reread_when_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("credentials");
-        std::fs::write(
-            &path,
-            "[p]\naws_access_key_id=AKIAONE\naws_secret_access_key=x\n",
-        )
-        .unwrap();
-        let source = KeySource::file(&path, "p").unwrap();
-        assert_eq!(source.current().unwrap().access_key_id.as_str(), "AKIAONE");
-        std::fs::write(
-            &path,
-            "[p]\naws_access_key_id=AKIATWOTWO\naws_secret_access_key=y\n",
-        )
-        .unwrap();
-        assert_eq!(
-            source.current().unwrap().access_key_id.as_str(),
-            "AKIATWOTWO"
-        );
-        std::fs::write(&path, "[p]\n").unwrap();
-        assert_eq!(
-            source.current().unwrap().access_key_id.as_str(),
-            "AKIATWOTWO",
-            "a broken rewrite keeps the previous key"
-        );
-    }
-
-    #[test]
-    fn env_key_errors_name_the_environment() {
-        assert!(KeySource::from_env(|_| None).unwrap().is_none());
-        let half = KeySource::from_env(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIAX".to_owned()));
-        assert!(
-            matches!(half, Err(KeyError::Invalid { path, .. }) if path == Path::new("environment"))
-        );
-        let both = KeySource::from_env(|k| {
-            (k != "AWS_SESSION_TOKEN").then(|| {
-                if k == "AWS_ACCESS_KEY_ID" {
-                    "AKIAX"
-                } else {
-                    "s"
-                }
-                .to_owned()
-            })
-        });
-        assert!(matches!(both, Ok(Some(KeySource::Static(_)))));
-    }
 
     #[test]
     fn session_names_fit_sts_rules() {

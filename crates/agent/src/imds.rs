@@ -15,7 +15,10 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::{constant_time, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper::body::Bytes;
 use tokio::task::JoinHandle;
+
+use crate::wire::{EncodeError, encode};
 
 /// AWS: `X-aws-ec2-metadata-token-ttl-seconds` is 1 to 21,600 (6 hours).
 pub const MAX_TOKEN_TTL_SECONDS: u64 = 21_600;
@@ -39,8 +42,10 @@ pub struct InstanceIdentity {
 
 impl InstanceIdentity {
     /// `/latest/dynamic/instance-identity/document`.
-    #[must_use]
-    pub fn document(&self) -> String {
+    ///
+    /// # Errors
+    /// [`EncodeError`] (not expected: the document is built as JSON).
+    pub fn document(&self) -> Result<Bytes, EncodeError> {
         let doc = serde_json::json!({
             "accountId": self.account_id,
             "architecture": std::env::consts::ARCH,
@@ -52,7 +57,7 @@ impl InstanceIdentity {
             "region": self.region,
             "version": "2017-09-30",
         });
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
+        encode("instance-identity document", &doc, true)
     }
 }
 

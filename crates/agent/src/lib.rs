@@ -26,5 +26,5 @@ pub mod wire;
 
 pub use cache::{CacheConfig, CacheError, CredentialCache};
 pub use clock::AgentClock;
-pub use http_source::{AgentKey, HttpSource, KeySource};
+pub use http_source::HttpSource;
 pub use source::{CredentialSource, Credentials, PodCredentials, SourceError};

@@ -412,6 +412,12 @@ fn cache_error_response(e: &CacheError) -> Answer {
             "ServiceUnavailableException",
             &e.to_string(),
         ),
+        // Ours, not the server's: EKS Auth's code for its own failures.
+        CacheError::Encode(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -477,9 +483,13 @@ impl<S: CredentialSource> Imds<S> {
             }
             "/latest/meta-data/placement/region" => plain(id.region.clone()),
             "/latest/meta-data/placement/availability-zone" => plain(id.availability_zone.clone()),
-            "/latest/dynamic/instance-identity/document" => {
-                answer(StatusCode::OK, "text/plain", Bytes::from(id.document()))
-            }
+            "/latest/dynamic/instance-identity/document" => match id.document() {
+                Ok(doc) => answer(StatusCode::OK, "text/plain", doc),
+                Err(e) => {
+                    tracing::error!(error = %e, "IMDS: instance-identity document");
+                    imds_error_response(&CacheError::Encode(e))
+                }
+            },
             p if p.starts_with("/latest/meta-data/iam") => self.node_role(p, peer).await,
             _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
         }
@@ -544,19 +554,24 @@ impl<S: CredentialSource> Imds<S> {
                     Ok(e) => answer(StatusCode::OK, "text/plain", e.body().clone()),
                     Err(e) => {
                         tracing::warn!(error = %e, "IMDS: node role credentials unavailable");
-                        let body =
-                            serde_json::json!({ "Code": "Failure", "Message": e.to_string() });
-                        answer(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "text/plain",
-                            Bytes::from(body.to_string()),
-                        )
+                        imds_error_response(&e)
                     }
                 }
             }
             _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     }
+}
+
+/// What IMDS answers when the node role's credentials cannot be served: EC2's `Failure`
+/// document, 503 when the server failed us, 500 when we failed.
+fn imds_error_response(e: &CacheError) -> Answer {
+    let status = match e {
+        CacheError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CacheError::Token(_) | CacheError::Source(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = serde_json::json!({ "Code": "Failure", "Message": e.to_string() });
+    answer(status, "text/plain", Bytes::from(body.to_string()))
 }
 
 // === probes ===
@@ -578,3 +593,6 @@ fn probe(req: &Request<Incoming>, metrics: &Metrics, serving: &AtomicI64) -> Ans
         _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
     }
 }
+
+#[cfg(test)]
+mod tests;

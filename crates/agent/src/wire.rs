@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use hyper::body::Bytes;
 use podiam_identity::clock::{format_iso8601, from_unix_seconds};
+use podiam_identity::rest_json::RestJsonError;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{Credentials, PodCredentials, SourceError};
@@ -22,9 +23,41 @@ struct ContainerCredentials<'a> {
     expiration: String,
 }
 
+/// A document that could not be encoded as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("couldn't encode the {document}: {reason}")]
+pub struct EncodeError {
+    /// Which document.
+    pub document: &'static str,
+    /// serde_json's error.
+    pub reason: String,
+}
+
+/// `doc` as JSON (`pretty`: indented, as EC2's IMDS answers).
+///
+/// # Errors
+/// [`EncodeError`] when `doc`'s `Serialize` fails; never an empty body in its place.
+pub fn encode(
+    document: &'static str,
+    doc: &impl Serialize,
+    pretty: bool,
+) -> Result<Bytes, EncodeError> {
+    let encoded = if pretty {
+        serde_json::to_vec_pretty(doc)
+    } else {
+        serde_json::to_vec(doc)
+    };
+    encoded.map(Bytes::from).map_err(|e| EncodeError {
+        document,
+        reason: e.to_string(),
+    })
+}
+
 /// Renders the `/v1/credentials` body once per credential set; every cached answer reuses it.
-#[must_use]
-pub fn container_credentials_json(c: &PodCredentials) -> Bytes {
+///
+/// # Errors
+/// [`EncodeError`] (not expected: the document is strings only).
+pub fn container_credentials_json(c: &PodCredentials) -> Result<Bytes, EncodeError> {
     let doc = ContainerCredentials {
         access_key_id: &c.credentials.access_key_id,
         secret_access_key: &c.credentials.secret_access_key,
@@ -32,17 +65,28 @@ pub fn container_credentials_json(c: &PodCredentials) -> Bytes {
         account_id: c.account_id(),
         expiration: format_iso8601(c.credentials.expiration),
     };
-    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+    encode("container credentials document", &doc, false)
 }
+
+/// `{"code","message"}` of the container endpoint's errors.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// What [`error_json`] answers when the error itself cannot be encoded.
+const UNENCODABLE_ERROR: &[u8] =
+    br#"{"code":"InternalServerException","message":"couldn't encode the error"}"#;
 
 /// An error body for the container endpoint: `{"code","message"}`. The SDKs show the body in
 /// their error (botocore: "Received non 200 response (400) from container metadata: …").
 #[must_use]
 pub fn error_json(code: &str, message: &str) -> Bytes {
-    Bytes::from(
-        serde_json::to_vec(&serde_json::json!({ "code": code, "message": message }))
-            .unwrap_or_default(),
-    )
+    encode("error", &ErrorBody { code, message }, false).unwrap_or_else(|e| {
+        tracing::error!(error = %e, code, "answering a fixed error instead");
+        Bytes::from_static(UNENCODABLE_ERROR)
+    })
 }
 
 /// IMDS `iam/security-credentials/<role>` (botocore requires `AccessKeyId`, `SecretAccessKey`,
@@ -61,8 +105,13 @@ struct ImdsCredentials<'a> {
 }
 
 /// Renders the IMDS credential document.
-#[must_use]
-pub fn imds_credentials_json(c: &Credentials, last_updated: SystemTime) -> Bytes {
+///
+/// # Errors
+/// [`EncodeError`] (not expected: the document is strings only).
+pub fn imds_credentials_json(
+    c: &Credentials,
+    last_updated: SystemTime,
+) -> Result<Bytes, EncodeError> {
     let doc = ImdsCredentials {
         code: "Success",
         last_updated: format_iso8601(last_updated),
@@ -72,7 +121,7 @@ pub fn imds_credentials_json(c: &Credentials, last_updated: SystemTime) -> Bytes
         token: &c.session_token,
         expiration: format_iso8601(c.expiration),
     };
-    Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default())
+    encode("IMDS credentials document", &doc, true)
 }
 
 // === EKS Auth ===
@@ -150,27 +199,18 @@ pub fn parse_assume_role_for_pod_identity(body: &[u8]) -> Result<PodCredentials,
     })
 }
 
-/// A rest-json error: code from `X-Amzn-ErrorType` (anything after `:` dropped), else the body's
-/// `__type`/`code`; message from `message`/`Message`.
+/// A rest-json error answer (EKS Auth), read by AWS's rule in [`RestJsonError::parse`].
 #[must_use]
-pub fn parse_rest_json_error(status: u16, error_type: Option<&str>, body: &[u8]) -> SourceError {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| v.get(*n).and_then(serde_json::Value::as_str))
-            .map(str::to_owned)
-    };
-    let code = error_type
-        .map(str::to_owned)
-        .or_else(|| field(&["__type", "code", "Code"]))
-        .map(|c| {
-            let c = c.split(':').next().unwrap_or_default();
-            c.rsplit('#').next().unwrap_or_default().to_owned()
-        })
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| format!("Http{status}"));
-    let message = field(&["message", "Message"]).unwrap_or_default();
+pub fn parse_rest_json_error<'h>(
+    status: u16,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    body: &[u8],
+) -> SourceError {
+    let RestJsonError {
+        status,
+        code,
+        message,
+    } = RestJsonError::parse(status, headers, body);
     SourceError::Service {
         status,
         code,
@@ -301,7 +341,7 @@ mod tests {
         assert_eq!(c.account_id(), Some("111122223333"));
         assert_eq!(unix_seconds(c.credentials.expiration), 1_700_000_000);
         let json: serde_json::Value =
-            serde_json::from_slice(&container_credentials_json(&c)).unwrap();
+            serde_json::from_slice(&container_credentials_json(&c).unwrap()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"AccessKeyId":"ASIAX","SecretAccessKey":"sec","Token":"tok",
@@ -310,11 +350,43 @@ mod tests {
         assert!(parse_assume_role_for_pod_identity(br#"{"subject":{}}"#).is_err());
     }
 
+    /// A document whose `Serialize` fails, as a map with non-string keys does in JSON.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap as _;
+            let mut map = s.serialize_map(Some(1))?;
+            map.serialize_entry(&(1, 2), "tuple key")?;
+            map.end()
+        }
+    }
+
+    #[test]
+    fn an_unencodable_document_is_an_error_not_an_empty_body() {
+        for pretty in [false, true] {
+            let e = encode("test document", &Unencodable, pretty).unwrap_err();
+            assert_eq!(e.document, "test document");
+            assert!(
+                e.to_string()
+                    .starts_with("couldn't encode the test document: "),
+                "{e}"
+            );
+        }
+        let fixed: serde_json::Value = serde_json::from_slice(UNENCODABLE_ERROR).unwrap();
+        assert_eq!(fixed["code"], "InternalServerException");
+        let body: serde_json::Value = serde_json::from_slice(&error_json("C", "m\"")).unwrap();
+        assert_eq!(body, serde_json::json!({"code": "C", "message": "m\""}));
+    }
+
     #[test]
     fn rest_json_errors() {
         let e = parse_rest_json_error(
             400,
-            Some("InvalidTokenException:http://internal.amazon.com/"),
+            [(
+                "x-amzn-errortype",
+                "InvalidTokenException:http://internal.amazon.com/",
+            )],
             br#"{"message":"bad"}"#,
         );
         assert_eq!(
@@ -326,7 +398,7 @@ mod tests {
             }
         );
         assert!(e.is_permanent());
-        let e = parse_rest_json_error(429, None, br#"{"__type":"x#ThrottlingException"}"#);
+        let e = parse_rest_json_error(429, [], br#"{"__type":"x#ThrottlingException"}"#);
         assert!(matches!(&e, SourceError::Service { code, .. } if code == "ThrottlingException"));
         assert!(!e.is_permanent());
     }

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use podiam_agent::http_source::{AgentKey, HttpSourceConfig};
-use podiam_agent::source::CredentialSource as _;
-use podiam_agent::{AgentClock, HttpSource, KeySource};
-use podiam_identity::sigv4::{HttpRequest, SigV4Auth, VerifyOptions};
+use podiam_agent::http_source::HttpSourceConfig;
+use podiam_agent::source::{CredentialSource as _, SourceError};
+use podiam_agent::{AgentClock, HttpSource};
+use podiam_identity::sigv4::{
+    HttpRequest, KeySource, SigV4Auth, SigningCredentials, VerifyOptions,
+};
 use podiam_identity::{AccessKeyId, FixedClock, SecretAccessKey};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -101,7 +103,7 @@ async fn one_request(listener: TcpListener) -> Received {
 async fn source(session_token: Option<&str>) -> (HttpSource, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let key = AgentKey {
+    let key = SigningCredentials {
         access_key_id: AccessKeyId::parse(if session_token.is_some() {
             "ASIAEXAMPLEEXAMPLE00"
         } else {
@@ -134,7 +136,10 @@ async fn pod_identity_call_is_signed_for_eks_auth() {
     let (source, listener) = source(Some("session/token+==")).await;
     let server = tokio::spawn(one_request(listener));
     let result = source.assume_for_pod("dev", "eyJ.e30.sig").await;
-    assert!(result.is_err(), "the stand-in refuses");
+    assert!(
+        matches!(&result, Err(SourceError::Service { status: 400, code, .. }) if code == "InvalidTokenException"),
+        "the stand-in's x-amzn-errortype is the error: {result:?}"
+    );
     let received = server.await.unwrap();
     assert_eq!(received.method, "POST");
     assert_eq!(received.path, "/clusters/dev/assume-role-for-pod-identity");

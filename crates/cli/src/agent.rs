@@ -15,7 +15,8 @@ use podiam_agent::imds::{InstanceIdentity, PodIpMap, instance_id_for};
 use podiam_agent::manifests::{ManifestOptions, render};
 use podiam_agent::metrics::Metrics;
 use podiam_agent::server::{DEFAULT_LISTEN, ImdsOptions, ServeOptions, start};
-use podiam_agent::{AgentClock, CacheConfig, CredentialCache, HttpSource, KeySource};
+use podiam_agent::{AgentClock, CacheConfig, CredentialCache, HttpSource};
+use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
 
 use crate::exit;
@@ -335,14 +336,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::OK))
         }
         None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            crate::init_logging(crate::LogColour::WhenTerminal);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

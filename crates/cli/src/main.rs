@@ -84,14 +84,30 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Whether log lines carry ANSI colours.
+#[derive(Clone, Copy, Debug)]
+pub enum LogColour {
+    /// tracing-subscriber's default: on unless `NO_COLOR` is set (`podiam up`, `podiam server`).
+    Default,
+    /// Only when stderr is a terminal: the agent's and the webhook's stderr is a pod's log, which
+    /// escape codes would clutter.
+    WhenTerminal,
+}
+
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`). Never logs secrets or tokens.
-pub fn init_logging() {
+/// A second call keeps the first set-up.
+pub fn init_logging(colour: LogColour) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _already_set = match colour {
+        LogColour::Default => builder.try_init(),
+        LogColour::WhenTerminal => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn main() -> ExitCode {

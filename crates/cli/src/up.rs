@@ -78,7 +78,7 @@ pub struct Serve {
 const TLS_RELOAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
-    crate::init_logging();
+    crate::init_logging(crate::LogColour::Default);
     let master_key = args
         .master_key_file
         .as_deref()

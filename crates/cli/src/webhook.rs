@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
 use podiam_webhook::identity::{ComposeRoleArn, partition_for_region};
 use podiam_webhook::manifests::{ManifestOptions, PodiamAssociations, render};
 use podiam_webhook::mutate::{DEFAULT_ANNOTATION_PREFIX, clamp_token_expiration, parse_go_bool};
-use podiam_webhook::podiam::{KeySource, PodiamOptions};
+use podiam_webhook::podiam::PodiamOptions;
 use podiam_webhook::server::{KubeOptions, Options, start};
 use podiam_webhook::webhook::LookupPolicy;
 use podiam_webhook::{Config, ContainerCredentialsConfig};
@@ -342,14 +343,7 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::OK))
         }
         None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            crate::init_logging(crate::LogColour::WhenTerminal);
             let opts = options(args.serve)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -7,7 +7,8 @@
 //! | [`issuer`] | podiam's own OIDC issuer: RS256 key ring, projected-token claims, JWKS and discovery documents |
 //! | [`credentials`] | mint `AKIA`/`ASIA` access keys, secrets and `AROA…` unique IDs; `DurationSeconds` rules |
 //! | [`session`] | seal and open AES-256-GCM session tokens that carry a whole session |
-//! | [`sigv4`] | verify SigV4 `Authorization` headers and presigned queries; sign requests as a client |
+//! | [`sigv4`] | verify SigV4 `Authorization` headers and presigned queries; sign requests as a client, with the key from the environment or a credentials file re-read when it changes (the crate's one file read) |
+//! | [`rest_json`] | AWS REST-JSON error responses read as the SDKs read them, for podiam's own clients |
 //! | [`clock`] | the injected [`Clock`] and [`Rng`], timestamp formatting |
 //!
 //! Authenticating a signed call made with temporary credentials:
@@ -44,6 +45,7 @@ pub mod credentials;
 mod encoding;
 pub mod issuer;
 pub mod jwt;
+pub mod rest_json;
 pub mod rotation;
 pub mod session;
 pub mod sigv4;

@@ -12,6 +12,7 @@
 
 pub mod flags;
 pub mod identity;
+mod lock;
 pub mod manifests;
 pub mod metrics;
 pub mod mutate;

@@ -6,11 +6,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use podiam_identity::sigv4::{HttpRequest, SigningCredentials, SigningParams, sign, uri_encode};
+use podiam_identity::rest_json::RestJsonError;
+use podiam_identity::sigv4::{HttpRequest, KeyError, KeySource, SigningParams, sign, uri_encode};
 use serde::Deserialize;
 
 use crate::identity::Associations;
@@ -26,81 +26,16 @@ const MAX_PAGES: usize = 1000;
 pub enum PodiamError {
     /// The signing key could not be read.
     #[error("the podiam credentials: {0}")]
-    Key(String),
+    Key(#[from] KeyError),
     /// The request could not be made or its response read.
     #[error("{0}")]
     Unreachable(String),
     /// podiam answered with an error.
-    #[error("podiam answered {status} {code}: {message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// `x-amzn-errortype` (or the body's `code`/`__type`).
-        code: String,
-        /// The body's `message`.
-        message: String,
-    },
+    #[error("podiam answered {} {}: {}", .0.status, .0.code, .0.message)]
+    Refused(RestJsonError),
     /// podiam answered 200 with something that is not a ListPodIdentityAssociations response.
     #[error("podiam's answer is not a ListPodIdentityAssociations response: {0}")]
     Decode(String),
-}
-
-/// An AWS key to sign with.
-pub type PodiamKey = SigningCredentials;
-
-/// Where the key comes from.
-#[derive(Clone, Debug)]
-pub enum KeySource {
-    /// A fixed key (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, tests).
-    Static(PodiamKey),
-    /// A shared-credentials file's `[profile]`, re-read at every poll (a rotated Secret is picked
-    /// up without a restart).
-    File {
-        /// The file.
-        path: PathBuf,
-        /// The profile.
-        profile: String,
-    },
-}
-
-impl KeySource {
-    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`) from `env`, if set.
-    ///
-    /// # Errors
-    /// [`PodiamError::Key`] when only one of the pair is set or the ID is malformed.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, PodiamError> {
-        let key = SigningCredentials::from_env(env).map_err(|e| PodiamError::Key(e.to_string()))?;
-        Ok(key.map(Self::Static))
-    }
-
-    /// A credentials file and profile; read once now so a bad file stops the webhook at start.
-    ///
-    /// # Errors
-    /// [`PodiamError::Key`] when the file cannot be read or lacks the profile's keys.
-    pub fn file(path: impl Into<PathBuf>, profile: impl Into<String>) -> Result<Self, PodiamError> {
-        let source = Self::File {
-            path: path.into(),
-            profile: profile.into(),
-        };
-        source.current()?;
-        Ok(source)
-    }
-
-    /// The key to sign with now.
-    ///
-    /// # Errors
-    /// [`PodiamError::Key`] when the file cannot be read or parsed.
-    pub fn current(&self) -> Result<PodiamKey, PodiamError> {
-        match self {
-            Self::Static(k) => Ok(k.clone()),
-            Self::File { path, profile } => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))?;
-                SigningCredentials::from_shared_credentials(&text, profile)
-                    .map_err(|e| PodiamError::Key(format!("`{}`: {e}", path.display())))
-            }
-        }
-    }
 }
 
 /// Settings for [`PodiamSource`].
@@ -238,7 +173,11 @@ impl PodiamSource {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(unreachable(format!("no host in `{url}`"))),
         };
-        let key = self.opts.key.current()?;
+        let current = self.opts.key.current()?;
+        if let Some(problem) = &current.kept_because {
+            tracing::warn!(%problem, "the podiam credentials file is unusable; signing with the key read before");
+        }
+        let key = current.key;
         let headers = [("host", host.as_str())];
         let request = HttpRequest {
             method: "GET",
@@ -261,28 +200,18 @@ impl PodiamSource {
             .await
             .map_err(|e| unreachable(format!("GET {parsed}: {e}")))?;
         let status = response.status().as_u16();
-        let error_type = response
-            .headers()
-            .get("x-amzn-errortype")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+        let headers = response.headers().clone();
         let body = response
             .bytes()
             .await
             .map_err(|e| unreachable(format!("GET {parsed}: while reading the response: {e}")))?;
         if status != 200 {
-            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            return Err(PodiamError::Refused {
-                status,
-                code: error_type
-                    .or_else(|| field("code"))
-                    .or_else(|| field("__type"))
-                    .unwrap_or_else(|| "UnknownError".to_owned()),
-                message: field("message")
-                    .or_else(|| field("Message"))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
-            });
+            let headers = headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)));
+            return Err(PodiamError::Refused(RestJsonError::parse(
+                status, headers, &body,
+            )));
         }
         serde_json::from_slice(&body).map_err(|e| PodiamError::Decode(e.to_string()))
     }
@@ -326,20 +255,5 @@ pub async fn poll_podiam(source: PodiamSource, webhook: Arc<Webhook>) {
                 failing = true;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
-
-    use super::*;
-
-    #[test]
-    fn env_key_needs_both_halves() {
-        let none = KeySource::from_env(|_| None).unwrap();
-        assert!(none.is_none());
-        let half = KeySource::from_env(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKIA".to_owned()));
-        assert!(half.is_err());
     }
 }

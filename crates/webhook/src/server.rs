@@ -25,7 +25,7 @@ use crate::mutate::Config;
 use crate::podiam::{PodiamOptions, PodiamSource};
 use crate::source;
 use crate::tls::{Reload, ReloadingCert, TlsError, server_config};
-use crate::webhook::{LookupPolicy, Webhook};
+use crate::webhook::{EncodeError, LookupPolicy, Webhook};
 
 /// The largest AdmissionReview we read (kube-apiserver objects are limited to ~3 MiB).
 const MAX_BODY: usize = 8 << 20;
@@ -419,9 +419,28 @@ async fn mutate_route(req: Request<Incoming>, webhook: &Webhook) -> Response<Ful
             );
         }
     };
-    let answer = webhook.review(&body).await;
-    let mut resp = Response::new(Full::new(Bytes::from(answer)));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    review_response(webhook.review(&body).await)
 }
+
+/// The AdmissionReview answer, or a 500 saying it could not be encoded (an empty 200 would be
+/// an admission the API server cannot read).
+fn review_response(answer: Result<Vec<u8>, EncodeError>) -> Response<Full<Bytes>> {
+    match answer {
+        Ok(answer) => {
+            let mut resp = Response::new(Full::new(Bytes::from(answer)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "answering 500");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "couldn't encode the AdmissionReview response\n",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -16,6 +15,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::lock::lock;
 
 /// Errors loading or configuring TLS.
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +133,7 @@ impl ReloadingCert {
             return Reload::Refused("certificate or key file unreadable".to_owned());
         };
         seen.extend_from_slice(&key);
-        let Ok(mut last) = self.last_seen.lock() else {
-            return Reload::Refused("reload state poisoned".to_owned());
-        };
+        let mut last = lock(&self.last_seen);
         if *last == seen {
             return Reload::Unchanged;
         }
@@ -147,11 +146,6 @@ impl ReloadingCert {
             }
             Err(e) => Reload::Refused(e.to_string()),
         }
-    }
-
-    /// The certificate chain currently served (leaf first).
-    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.load().cert.clone()
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::identity::{
     Associations, ComposeRoleArn, ConfigMapMapping, ServiceAccountEntry, Sources, resolve,
 };
+use crate::lock::{lock, read, write};
 use crate::metrics::Metrics;
 use crate::mutate::{Config, Credentials, Identity, MAX_EXPIRATION_JITTER, mutate};
 
@@ -130,17 +131,13 @@ impl Webhook {
         annotations: &BTreeMap<String, String>,
     ) {
         let entry = self.entry(annotations);
-        if let Ok(mut map) = self.service_accounts.write() {
-            map.insert(key(namespace, name), entry);
-        }
+        write(&self.service_accounts).insert(key(namespace, name), entry);
         self.metrics.set_used();
     }
 
     /// A ServiceAccount was deleted.
     pub fn delete_service_account(&self, namespace: &str, name: &str) {
-        if let Ok(mut map) = self.service_accounts.write() {
-            map.remove(&key(namespace, name));
-        }
+        write(&self.service_accounts).remove(&key(namespace, name));
     }
 
     /// A full re-list: replace every cached ServiceAccount.
@@ -152,18 +149,13 @@ impl Webhook {
             .into_iter()
             .map(|(ns, name, a)| (key(&ns, &name), self.entry(&a)))
             .collect();
-        if let Ok(mut map) = self.service_accounts.write() {
-            *map = fresh;
-        }
+        *write(&self.service_accounts) = fresh;
         self.metrics.set_used();
     }
 
     /// Number of cached ServiceAccounts.
     pub fn cached_service_accounts(&self) -> usize {
-        self.service_accounts
-            .read()
-            .map(|m| m.len())
-            .unwrap_or_default()
+        read(&self.service_accounts).len()
     }
 
     /// Replace the ConfigMap mapping.
@@ -178,10 +170,7 @@ impl Webhook {
 
     /// Replace the Pod Identity associations that came from `source`; the other sources' stay.
     pub fn set_associations_from(&self, source: AssociationSource, associations: Associations) {
-        let mut sources = self
-            .association_sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut sources = lock(&self.association_sources);
         sources.insert(source, associations);
         let union: Associations = sources.values().flatten().cloned().collect();
         self.associations.store(Arc::new(union));
@@ -195,10 +184,9 @@ impl Webhook {
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Option<ServiceAccountEntry> {
-        self.service_accounts
-            .read()
-            .ok()
-            .and_then(|m| m.get(&key(namespace, name)).cloned())
+        read(&self.service_accounts)
+            .get(&key(namespace, name))
+            .cloned()
     }
 
     /// Our fix for upstream #174/#194: a ServiceAccount created just before the pod may not have
@@ -223,11 +211,10 @@ impl Webhook {
         };
         self.metrics.sa_lookup(result);
         let found = found?;
-        if let Ok(mut map) = self.service_accounts.write() {
-            // The watch is authoritative: keep what it delivered in the meantime.
-            map.entry(key(namespace, name))
-                .or_insert_with(|| found.clone());
-        }
+        // The watch is authoritative: keep what it delivered in the meantime.
+        write(&self.service_accounts)
+            .entry(key(namespace, name))
+            .or_insert_with(|| found.clone());
         Some(found)
     }
 
@@ -261,7 +248,10 @@ impl Webhook {
     }
 
     /// Answer one AdmissionReview body (already checked to be JSON) with the response body.
-    pub async fn review(&self, body: &[u8]) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`EncodeError`] when the response cannot be encoded (the caller answers 500).
+    pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, EncodeError> {
         let review: ReviewIn = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
@@ -382,29 +372,50 @@ enum Outcome {
     Error(String),
 }
 
-/// The AdmissionReview response, with the request's TypeMeta echoed (upstream PR #310) and the
-/// patch base64-encoded as Go encodes `[]byte`.
-fn respond(types: &TypeMeta, uid: &str, outcome: Outcome) -> Vec<u8> {
-    let mut response = json!({ "uid": uid });
-    match outcome {
-        Outcome::Allow(ops) => {
-            response["allowed"] = Value::Bool(true);
-            if !ops.is_empty() {
-                let patch = serde_json::to_vec(&ops).unwrap_or_default();
-                response["patch"] =
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-                response["patchType"] = Value::from("JSONPatch");
-            }
-        }
-        Outcome::Error(message) => {
-            response["allowed"] = Value::Bool(false);
-            response["status"] = json!({ "metadata": {}, "message": message });
-        }
-    }
+/// The AdmissionReview response could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("couldn't encode the AdmissionReview response: {0}")]
+pub struct EncodeError(#[from] serde_json::Error);
+
+/// The AdmissionReview response, with the request's TypeMeta echoed (upstream PR #310).
+fn respond(types: &TypeMeta, uid: &str, outcome: Outcome) -> Result<Vec<u8>, EncodeError> {
+    let response = match outcome {
+        Outcome::Allow(ops) if ops.is_empty() => json!({ "uid": uid, "allowed": true }),
+        Outcome::Allow(ops) => patched(uid, serde_json::to_vec(&ops)),
+        Outcome::Error(message) => denied(uid, &message),
+    };
     let review = json!({
         "apiVersion": types.api_version.as_deref().unwrap_or("admission.k8s.io/v1"),
         "kind": types.kind.as_deref().unwrap_or("AdmissionReview"),
         "response": response,
     });
-    serde_json::to_vec(&review).unwrap_or_default()
+    Ok(serde_json::to_vec(&review)?)
 }
+
+/// Allowed with `patch`, base64-encoded as Go encodes `[]byte`. A patch that could not be
+/// encoded refuses the pod with the reason, as upstream does, rather than admit it unpatched.
+fn patched(uid: &str, patch: Result<Vec<u8>, serde_json::Error>) -> Value {
+    match patch {
+        Ok(patch) => json!({
+            "uid": uid,
+            "allowed": true,
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+            "patchType": "JSONPatch",
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, uid, "couldn't encode the JSON patch; refusing the pod");
+            denied(uid, &format!("couldn't encode the JSON patch: {e}"))
+        }
+    }
+}
+
+fn denied(uid: &str, message: &str) -> Value {
+    json!({
+        "uid": uid,
+        "allowed": false,
+        "status": { "metadata": {}, "message": message },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -150,12 +150,6 @@ impl Claims {
         &self.map
     }
 
-    /// The whole payload object, owned.
-    #[must_use]
-    pub fn into_map(self) -> Map<String, Value> {
-        self.map
-    }
-
     /// The `kubernetes.io` claim of a projected ServiceAccount token, if present.
     ///
     /// # Errors

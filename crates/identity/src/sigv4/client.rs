@@ -3,7 +3,8 @@
 //! a shared-credentials file's profile), and [`sign`], which adds `X-Amz-Date`,
 //! `X-Amz-Security-Token`, optionally `X-Amz-Content-SHA256`, and `Authorization` to a request.
 //!
-//! Pure, like the verifier: the caller reads the file and the clock, and sends the request.
+//! Pure, like the verifier: the caller reads the clock and sends the request; the credentials
+//! file is read by [`KeySource`](super::KeySource).
 
 use std::fmt;
 use std::time::SystemTime;

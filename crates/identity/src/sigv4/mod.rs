@@ -14,14 +14,17 @@
 //! `MissingAuthenticationToken`, `RequestExpired` and friends (see each variant).
 //!
 //! The client side ([`sign`], [`SigningCredentials`]) builds the same canonical request, so
-//! podiam's own components sign exactly what the verifier checks.
+//! podiam's own components sign exactly what the verifier checks; [`KeySource`] is where their
+//! key comes from (the environment, or a credentials file re-read when it changes).
 
 mod canonical;
 mod client;
+mod key_source;
 
 pub use client::{
     CredentialsError, SignError, SigningCredentials, SigningParams, sign, uri_encode,
 };
+pub use key_source::{CredentialsFile, CurrentKey, KeyError, KeySource};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
