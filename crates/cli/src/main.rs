@@ -15,6 +15,7 @@ mod policy;
 mod server;
 mod token;
 mod up;
+mod upstream;
 mod webhook;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many small strings across two

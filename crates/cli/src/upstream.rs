@@ -1,0 +1,73 @@
+//! Broker mode on the command line: the `--upstream-*` flags of `podiam up` and `podiam server`.
+
+use std::time::Duration;
+
+use clap::Args;
+use podiam_server::upstream::{Upstream, UpstreamOptions, endpoint_url};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    podiam_webhook::flags::parse_go_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration like 500ms, 10s or 1h"))
+}
+
+/// The `--upstream-*` flags (broker mode).
+#[derive(Args, Clone, Debug)]
+pub struct UpstreamArgs {
+    /// Broker mode: roles of other accounts than --account-id get their sessions from this STS
+    /// (`https://sts.eu-west-1.amazonaws.com`; `aws`: the regional AWS STS of --region), with
+    /// the broker's credentials from the AWS SDK's default chain (environment, AWS_PROFILE,
+    /// credential_process, web identity, container, IMDS).
+    #[arg(long, env = "PODIAM_UPSTREAM_STS")]
+    pub upstream_sts: Option<String>,
+    /// Upstream calls per second at most, across all pods (AWS STS allows about 600/s per
+    /// account and Region, for every STS caller of the account).
+    #[arg(long, env = "PODIAM_UPSTREAM_MAX_RPS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub upstream_max_rps: u32,
+    /// The most a pod's request spends on upstream (rate limit, calls, retries); keep it below
+    /// the node agent's --server-timeout.
+    #[arg(long, env = "PODIAM_UPSTREAM_TIMEOUT", default_value = "2500ms", value_parser = duration)]
+    pub upstream_timeout: Duration,
+    /// DurationSeconds of upstream sessions (the role's MaxSessionDuration must allow it).
+    #[arg(long, env = "PODIAM_UPSTREAM_SESSION_DURATION", default_value = "1h", value_parser = duration)]
+    pub upstream_session_duration: Duration,
+    /// Do not send SourceIdentity (`<namespace>@<pod>`) upstream.
+    #[arg(long, env = "PODIAM_UPSTREAM_NO_SOURCE_IDENTITY")]
+    pub upstream_no_source_identity: bool,
+}
+
+impl UpstreamArgs {
+    /// The server's upstream options, `None` without `--upstream-sts`.
+    pub fn options(&self, region: &str) -> anyhow::Result<Option<UpstreamOptions>> {
+        let Some(arg) = &self.upstream_sts else {
+            return Ok(None);
+        };
+        let secs = self.upstream_session_duration.as_secs();
+        if !(900..=43_200).contains(&secs) {
+            anyhow::bail!(
+                "--upstream-session-duration must be between 15m and 12h (AWS DurationSeconds 900-43200)"
+            );
+        }
+        let mut o = UpstreamOptions::new(endpoint_url(arg, region)?, region);
+        o.max_rps = self.upstream_max_rps;
+        o.timeout = self.upstream_timeout;
+        o.session_duration = self.upstream_session_duration;
+        o.source_identity = !self.upstream_no_source_identity;
+        Ok(Some(o))
+    }
+}
+
+/// The banner line of a broker: who it is upstream, or why that is not known.
+pub fn banner(upstream: &Upstream) -> String {
+    match upstream.identity() {
+        Ok(id) => format!(
+            "upstream STS {}: account {}, principal {}\n",
+            upstream.endpoint(),
+            id.account,
+            id.arn
+        ),
+        Err(why) => format!(
+            "upstream STS {}: the broker's identity is not resolved ({why}); /readyz fails until it is\n",
+            upstream.endpoint()
+        ),
+    }
+}
