@@ -25,6 +25,7 @@
 //! Secrets (the broker's credentials, upstream session tokens) are held in memory only and never
 //! logged: [`Issued`]'s `Debug` leaves them out.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -33,7 +34,7 @@ use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 use podiam_identity::credentials::SecretAccessKey;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::error::AwsError;
@@ -725,11 +726,12 @@ impl Upstream {
                     )
                 }
             }
-            SdkError::DispatchFailure(d) if !d.is_user() => (
+            // Connection refused, DNS, TLS: upstream (or the way to it) is down.
+            SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => (
                 UpstreamFailure::Unreachable {
                     endpoint,
                     operation,
-                    reason: DisplayErrorContext(&e).to_string(),
+                    reason: causes(&e),
                 },
                 true,
             ),
@@ -741,16 +743,32 @@ impl Upstream {
                 },
                 true,
             ),
+            // No broker credentials in the chain, a request the SDK would not build.
             _ => (
                 UpstreamFailure::Request {
                     endpoint,
                     operation,
-                    reason: DisplayErrorContext(&e).to_string(),
+                    reason: causes(&e),
                 },
                 false,
             ),
         }
     }
+}
+
+/// An error and its sources, `: `-separated (the SDK's own rendering adds `Debug` dumps).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The `code` label of a failed call: upstream's code, or what happened on our side.
@@ -866,6 +884,30 @@ pub fn trust_principal(caller_arn: &str) -> String {
     caller_arn.to_string()
 }
 
+/// A trust policy document, its members in the order people write them.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TrustPolicy {
+    version: &'static str,
+    statement: Vec<TrustStatement>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TrustStatement {
+    sid: &'static str,
+    effect: &'static str,
+    principal: BTreeMap<&'static str, String>,
+    action: Vec<&'static str>,
+    condition: BTreeMap<&'static str, BTreeMap<String, String>>,
+}
+
+impl TrustPolicy {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// The trust policy an upstream role needs so that this broker may assume it for the pods of
 /// `cluster` (and of one namespace / ServiceAccount when given): the session tags the broker
 /// must send are conditions, so that even a compromised broker mints only sessions the role's
@@ -876,32 +918,38 @@ pub fn trust_policy(
     namespace: Option<&str>,
     service_account: Option<&str>,
     source_identity: bool,
-) -> Value {
-    let mut actions = vec!["sts:AssumeRole", "sts:TagSession"];
+) -> TrustPolicy {
+    let mut action = vec!["sts:AssumeRole", "sts:TagSession"];
     if source_identity {
-        actions.push("sts:SetSourceIdentity");
+        action.push("sts:SetSourceIdentity");
     }
-    let mut equals = serde_json::Map::new();
-    equals.insert("aws:RequestTag/eks-cluster-name".into(), json!(cluster));
+    let mut equals = BTreeMap::new();
+    equals.insert(
+        "aws:RequestTag/eks-cluster-name".to_string(),
+        cluster.to_string(),
+    );
     if let Some(ns) = namespace {
-        equals.insert("aws:RequestTag/kubernetes-namespace".into(), json!(ns));
+        equals.insert(
+            "aws:RequestTag/kubernetes-namespace".to_string(),
+            ns.to_string(),
+        );
     }
     if let Some(sa) = service_account {
         equals.insert(
-            "aws:RequestTag/kubernetes-service-account".into(),
-            json!(sa),
+            "aws:RequestTag/kubernetes-service-account".to_string(),
+            sa.to_string(),
         );
     }
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "PodiamBroker",
-            "Effect": "Allow",
-            "Principal": {"AWS": principal},
-            "Action": actions,
-            "Condition": {"StringEquals": equals},
+    TrustPolicy {
+        version: "2012-10-17",
+        statement: vec![TrustStatement {
+            sid: "PodiamBroker",
+            effect: "Allow",
+            principal: BTreeMap::from([("AWS", principal.to_string())]),
+            action,
+            condition: BTreeMap::from([("StringEquals", equals)]),
         }],
-    })
+    }
 }
 
 #[cfg(test)]
