@@ -67,6 +67,9 @@ enum Command {
     /// Run the node agent (EKS Pod Identity container credentials, IMDS for the node role), or
     /// print its DaemonSet.
     Agent(Box<agent::AgentArgs>),
+    /// Broker mode: what the upstream account needs (`podiam upstream trust-policy`).
+    #[command(subcommand)]
+    Upstream(upstream::UpstreamCommand),
     /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
     /// same in-process server, under the same load generator.
     Bench(bench::BenchArgs),
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::Upstream(cmd) => upstream::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -1,9 +1,16 @@
-//! Broker mode on the command line: the `--upstream-*` flags of `podiam up` and `podiam server`.
+//! Broker mode on the command line: the `--upstream-*` flags of `podiam up` and `podiam server`,
+//! and `podiam upstream trust-policy`, which prints the trust policy the real role needs.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
-use podiam_server::upstream::{Upstream, UpstreamOptions, endpoint_url};
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use podiam_server::upstream::{
+    Upstream, UpstreamOptions, endpoint_url, trust_policy, trust_principal,
+};
+
+use crate::exit;
 
 fn duration(s: &str) -> Result<Duration, String> {
     podiam_webhook::flags::parse_go_duration(s)
@@ -70,4 +77,86 @@ pub fn banner(upstream: &Upstream) -> String {
             upstream.endpoint()
         ),
     }
+}
+
+#[derive(Subcommand)]
+pub enum UpstreamCommand {
+    /// Print the trust policy for a role in the upstream account: this broker's principal may
+    /// assume it, tag the session and set its source identity, for the pods of one cluster (and
+    /// namespace, and ServiceAccount).
+    TrustPolicy(TrustPolicyArgs),
+}
+
+#[derive(Args)]
+pub struct TrustPolicyArgs {
+    /// The cluster's name in podiam (the `eks-cluster-name` session tag).
+    #[arg(long)]
+    cluster: String,
+    /// Only pods of this namespace (`kubernetes-namespace`).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only pods of this ServiceAccount (`kubernetes-service-account`).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// The upstream STS, as given to the server.
+    #[arg(long, env = "PODIAM_UPSTREAM_STS", default_value = "aws")]
+    upstream_sts: String,
+    #[arg(long, env = "PODIAM_REGION", default_value = "us-east-1")]
+    region: String,
+    /// The broker's principal, instead of asking upstream (GetCallerIdentity with the broker's
+    /// credentials from the default chain): needed for a role with a path.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Leave out `sts:SetSourceIdentity` (a server run with --upstream-no-source-identity).
+    #[arg(long)]
+    no_source_identity: bool,
+}
+
+pub fn run(cmd: UpstreamCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UpstreamCommand::TrustPolicy(a) => trust(a),
+    }
+}
+
+fn trust(a: TrustPolicyArgs) -> anyhow::Result<ExitCode> {
+    let principal = match a.principal {
+        Some(p) => p,
+        None => {
+            let endpoint = endpoint_url(&a.upstream_sts, &a.region)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let id = runtime.block_on(async {
+                let upstream = Upstream::connect(
+                    UpstreamOptions::new(endpoint.clone(), a.region.clone()),
+                    Default::default(),
+                )
+                .await;
+                upstream.resolve_identity(Duration::from_secs(15)).await
+            });
+            let id = id.map_err(|why| {
+                anyhow::anyhow!(
+                    "cannot learn the broker's principal from upstream STS `{endpoint}`: {why}; run this with the broker's AWS credentials (AWS_PROFILE, …) or give --principal ARN"
+                )
+            })?;
+            let principal = trust_principal(&id.arn);
+            if principal != id.arn {
+                eprintln!(
+                    "the broker is the role session {}: trusting its role {principal} (add the role's path if it has one)",
+                    id.arn
+                );
+            }
+            principal
+        }
+    };
+    let policy = trust_policy(
+        &principal,
+        &a.cluster,
+        a.namespace.as_deref(),
+        a.service_account.as_deref(),
+        !a.no_source_identity,
+    );
+    crate::emit(&format!("{}\n", serde_json::to_string_pretty(&policy)?))?;
+    Ok(ExitCode::from(exit::OK))
 }

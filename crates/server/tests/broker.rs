@@ -86,7 +86,8 @@ fn broker_trust(extra: Value) -> String {
         None,
         None,
         true,
-    );
+    )
+    .to_value();
     if let Value::Object(m) = extra {
         for (k, v) in m {
             p["Statement"][0]["Condition"]["StringEquals"][k] = v;

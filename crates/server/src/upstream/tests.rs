@@ -1,5 +1,7 @@
 use std::time::{Duration, SystemTime};
 
+use serde_json::json;
+
 use super::*;
 
 #[test]
@@ -106,7 +108,8 @@ fn the_trust_policy_conditions_the_session_tags_the_broker_must_send() {
         Some("shop"),
         None,
         true,
-    );
+    )
+    .to_value();
     let s = &p["Statement"][0];
     assert_eq!(
         s["Principal"]["AWS"],
@@ -122,7 +125,7 @@ fn the_trust_policy_conditions_the_session_tags_the_broker_must_send() {
     );
     // It is a trust policy podiam's own engine accepts.
     podiam_policy::Policy::parse(&p.to_string(), podiam_policy::PolicyKind::Trust).unwrap();
-    let plain = trust_policy("arn:aws:iam::1:root", "c", None, None, false);
+    let plain = trust_policy("arn:aws:iam::1:root", "c", None, None, false).to_value();
     assert_eq!(
         plain["Statement"][0]["Action"],
         json!(["sts:AssumeRole", "sts:TagSession"])
