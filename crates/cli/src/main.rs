@@ -91,7 +91,8 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`). Never logs secrets or tokens.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The AWS SDK (broker mode) says at `info` what each credential load found.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
