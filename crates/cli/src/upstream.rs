@@ -54,6 +54,9 @@ impl UpstreamArgs {
                 "--upstream-session-duration must be between 15m and 12h (AWS DurationSeconds 900-43200)"
             );
         }
+        if self.upstream_timeout < Duration::from_millis(100) {
+            anyhow::bail!("--upstream-timeout must be at least 100ms");
+        }
         let mut o = UpstreamOptions::new(endpoint_url(arg, region)?, region);
         o.max_rps = self.upstream_max_rps;
         o.timeout = self.upstream_timeout;
