@@ -476,7 +476,7 @@ async fn upstreams_trust_policy_decides_and_its_refusal_names_the_upstream() {
 }
 
 #[tokio::test]
-async fn a_chained_target_role_inherits_the_transitive_tags() {
+async fn a_chained_target_role_inherits_the_tags_and_the_source_identity() {
     let f = fixture(|_| {}).await;
     // Its trust policy is written once the association's external ID is known.
     let nobody = json!({"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]});
@@ -492,11 +492,13 @@ async fn a_chained_target_role_inherits_the_transitive_tags() {
     )
     .await;
     assert_eq!(status, 200, "{kind} {a}");
-    // The target's owner trusts the association role's sessions presenting the external ID.
+    // The target's owner trusts the association role's sessions presenting the external ID;
+    // AWS: a session with a source identity chains only into roles allowing
+    // sts:SetSourceIdentity.
     let external_id = a["association"]["externalId"].as_str().unwrap();
     let trust = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow",
         "Principal":{"AWS": format!("arn:aws:iam::{AWS}:role/app")},
-        "Action":["sts:AssumeRole","sts:TagSession"],
+        "Action":["sts:AssumeRole","sts:TagSession","sts:SetSourceIdentity"],
         "Condition":{"StringEquals":{"sts:ExternalId": external_id}}}]});
     Admin::on(&f.aws.shared)
         .unwrap()
@@ -526,6 +528,8 @@ async fn a_chained_target_role_inherits_the_transitive_tags() {
         "transitive tags pass into the chained session: {:?}",
         session.session_tags
     );
+    // AWS: the source identity persists through chaining (the broker does not send it again).
+    assert_eq!(session.source_identity.as_deref(), Some("ns@web-2"));
     let lifetime = session
         .expires_at
         .duration_since(session.issued_at)
