@@ -147,6 +147,7 @@ async fn bench_in(
         tls: None,
         replica_name: None,
         clock: Default::default(),
+        upstream: None,
     })
     .await
     .context("cannot start the server")?;

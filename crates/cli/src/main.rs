@@ -15,6 +15,7 @@ mod policy;
 mod server;
 mod token;
 mod up;
+mod upstream;
 mod webhook;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many small strings across two
@@ -66,6 +67,9 @@ enum Command {
     /// Run the node agent (EKS Pod Identity container credentials, IMDS for the node role), or
     /// print its DaemonSet.
     Agent(Box<agent::AgentArgs>),
+    /// Broker mode: what the upstream account needs (`podiam upstream trust-policy`).
+    #[command(subcommand)]
+    Upstream(upstream::UpstreamCommand),
     /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
     /// same in-process server, under the same load generator.
     Bench(bench::BenchArgs),
@@ -98,7 +102,8 @@ pub enum LogColour {
 /// A second call keeps the first set-up.
 pub fn init_logging(colour: LogColour) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The AWS SDK (broker mode) says at `info` what each credential load found.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Webhook(args) => webhook::run(*args),
         Command::Agent(args) => agent::run(*args),
+        Command::Upstream(cmd) => upstream::run(cmd),
         Command::Bench(args) => bench::run(args),
     };
     match result {

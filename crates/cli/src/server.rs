@@ -42,6 +42,8 @@ pub struct ServerArgs {
     /// name. Give replicas that share a host different names.
     #[arg(long, env = "PODIAM_REPLICA_NAME")]
     replica_name: Option<String>,
+    #[command(flatten)]
+    upstream: crate::upstream::UpstreamArgs,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -65,5 +67,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         master_key_file: args.master_key_file,
         tls: args.tls_cert.zip(args.tls_key),
         replica_name: args.replica_name,
+        upstream: args.upstream,
     })
 }

@@ -30,6 +30,8 @@ pub struct UpArgs {
     /// Leave the failed check out of AccessDenied messages (it is always in the audit log).
     #[arg(long)]
     pub production: bool,
+    #[command(flatten)]
+    pub upstream: crate::upstream::UpstreamArgs,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/podiam` (`~/.local/share/podiam`).
@@ -55,6 +57,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         master_key_file: None,
         tls: None,
         replica_name: None,
+        upstream: args.upstream,
     })
 }
 
@@ -72,6 +75,8 @@ pub struct Serve {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// This server's name in the audit events it writes to PostgreSQL.
     pub replica_name: Option<String>,
+    /// Broker mode (`--upstream-sts`).
+    pub upstream: crate::upstream::UpstreamArgs,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -79,6 +84,7 @@ const TLS_RELOAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     crate::init_logging(crate::LogColour::Default);
+    let upstream = args.upstream.options(&args.region)?;
     let master_key = args
         .master_key_file
         .as_deref()
@@ -127,6 +133,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             tls,
             replica_name: args.replica_name,
             clock: Default::default(),
+            upstream,
         })
         .await
         .map_err(|e| start_error(e, args.listen))
@@ -135,6 +142,9 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             "podiam is up at {} (account {})\n",
             server.endpoint, server.account_id
         );
+        if let Some(upstream) = server.shared.upstream() {
+            text.push_str(&crate::upstream::banner(upstream));
+        }
         if server.first_start {
             text.push_str(&format!(
                 "first start: created the administrator key, the built-in issuer and its OIDC provider in {}\n",

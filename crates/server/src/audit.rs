@@ -73,6 +73,16 @@ pub struct Event {
     pub source_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// Broker mode: the request IDs of the upstream STS calls that made the session (two when
+    /// chained into a target role), as CloudTrail records them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_request_ids: Vec<String>,
+    /// Broker mode: the upstream session (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_session_arn: Option<String>,
+    /// Broker mode: `hit`, `miss` or `stale` (cached credentials served while upstream failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_cache: Option<String>,
 }
 
 impl Event {

@@ -312,7 +312,11 @@ fn check_pass_role(
     }
 }
 
-fn role_must_exist(state: &State, arn: &str) -> Result<(), AwsError> {
+fn role_must_exist(ctx: &Ctx<'_>, state: &State, arn: &str) -> Result<(), AwsError> {
+    // Broker mode: another account's role exists (or not) upstream.
+    if crate::upstream::is_upstream_role(&ctx.shared.config, arn) {
+        return crate::upstream::check_upstream_role(ctx.shared, arn);
+    }
     if state.roles.values().any(|r| r.arn == arn) {
         Ok(())
     } else {
@@ -390,11 +394,12 @@ pub(crate) async fn create_association(
             )?;
             cluster(state, cluster_name)?;
             check_pass_role(ctx, state, &role_arn, cluster_name)?;
-            role_must_exist(state, &role_arn)?;
+            role_must_exist(ctx, state, &role_arn)?;
             if let Some(t) = &target_role_arn {
                 check_pass_role(ctx, state, t, cluster_name)?;
-                role_must_exist(state, t)?;
+                role_must_exist(ctx, state, t)?;
             }
+            crate::upstream::check_chain(&ctx.shared.config, &role_arn, target_role_arn.as_deref())?;
             if state.pod_identity_associations.values().any(|a| {
                 a.cluster_name == cluster_name && a.namespace == namespace && a.service_account == service_account
             }) {
@@ -539,7 +544,7 @@ pub(crate) async fn update_association(
             let mut a = association(state, cluster_name, id)?.clone();
             if let Some(r) = role_arn.clone() {
                 check_pass_role(ctx, state, &r, cluster_name)?;
-                role_must_exist(state, &r)?;
+                role_must_exist(ctx, state, &r)?;
                 a.role_arn = r;
             }
             if let Some(d) = disable {
@@ -551,7 +556,7 @@ pub(crate) async fn update_association(
                     a.external_id = None;
                 } else {
                     check_pass_role(ctx, state, &t, cluster_name)?;
-                    role_must_exist(state, &t)?;
+                    role_must_exist(ctx, state, &t)?;
                     if a.external_id.is_none() {
                         a.external_id = Some(
                             podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
@@ -564,6 +569,11 @@ pub(crate) async fn update_association(
             if let Some(p) = policy.clone() {
                 a.policy = (!p.is_empty()).then_some(p);
             }
+            crate::upstream::check_chain(
+                &ctx.shared.config,
+                &a.role_arn,
+                a.target_role_arn.as_deref(),
+            )?;
             a.modified_at = ctx.facts.now;
             Ok((
                 vec![Change::PodIdentityAssociation(

@@ -3,13 +3,15 @@
 //! association for (cluster, namespace, ServiceAccount) names the role, and the role's trust
 //! policy must admit `pods.eks.amazonaws.com` with `sts:AssumeRole` and `sts:TagSession`.
 //!
-//! The token, trust and minting steps are [`crate::issuance`]'s, shared with STS.
+//! The token, trust and minting steps are [`crate::issuance`]'s, shared with STS. A role of
+//! another account (broker mode) gets its session from the upstream STS instead: [`broker`].
 
 use std::time::Duration;
 
+use podiam_identity::jwt::ObjectRef;
 use podiam_identity::session::{SessionSource, SessionTag};
 use podiam_policy::{Context, PolicySet, RequestPrincipal};
-use podiam_store::{PodIdentityAssociation, Role, State};
+use podiam_store::{Cluster, PodIdentityAssociation, Role, State};
 use serde_json::{Value, json};
 
 use crate::audit::Event;
@@ -18,9 +20,11 @@ use crate::ctx::Ctx;
 use crate::eks::{AUDIENCE, SERVICE_PRINCIPAL, cluster};
 use crate::error::{AwsError, Protocol};
 use crate::issuance::{
-    Minted, NewSession, PresentedToken, SessionPolicies, TokenIssuer, TokenUse, TrustRequest,
-    TrustWording, check_trust, insert_request_tags, mint,
+    NewSession, PresentedToken, SessionPolicies, TokenIssuer, TokenUse, TrustRequest, TrustWording,
+    check_trust, insert_request_tags, mint,
 };
+
+mod broker;
 
 /// EKS Pod Identity credentials last six hours; the agent renews them.
 const CREDENTIALS_LIFETIME: Duration = Duration::from_secs(6 * 3600);
@@ -124,22 +128,25 @@ async fn pod_identity(
             ))
         })?
         .clone();
+    let tags = session_tags(&c, &a, &namespace, &service_account, &pod);
+    if crate::upstream::is_upstream_role(&ctx.shared.config, &a.role_arn) {
+        return broker::pod_identity(
+            ctx,
+            broker::Pod {
+                cluster: &c,
+                association: &a,
+                namespace: &namespace,
+                service_account: &service_account,
+                pod: &pod,
+                tags: &tags,
+            },
+            event,
+        )
+        .await;
+    }
     let role = role_by_arn(&state, &a.role_arn)?.clone();
     event.role = Some(role.arn.clone());
 
-    // AWS: six session tags, all transitive, unless the association disables them.
-    let tags: Vec<(String, String)> = if a.disable_session_tags {
-        Vec::new()
-    } else {
-        vec![
-            ("eks-cluster-arn".into(), c.arn.clone()),
-            ("eks-cluster-name".into(), c.name.clone()),
-            ("kubernetes-namespace".into(), namespace.clone()),
-            ("kubernetes-service-account".into(), service_account.clone()),
-            ("kubernetes-pod-name".into(), pod.name.clone()),
-            ("kubernetes-pod-uid".into(), pod.uid.clone()),
-        ]
-    };
     let transitive: Vec<String> = tags.iter().map(|(k, _)| k.clone()).collect();
     let mut context = Context::new();
     context.insert("aws:SourceAccount", ctx.shared.config.account_id.as_str());
@@ -167,15 +174,7 @@ async fn pod_identity(
         event,
     )?;
 
-    // Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.
-    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
-        .map_err(|e| AwsError::internal(e.to_string()))?;
-    let mut session_name: String = format!("eks-{}-{}-", c.name, pod.name)
-        .chars()
-        .filter(|ch| ch.is_ascii_alphanumeric() || "_+=,.@-".contains(*ch))
-        .collect();
-    session_name.truncate(64 - uuid.len().min(32));
-    session_name.push_str(&uuid[..uuid.len().min(64 - session_name.len())]);
+    let session_name = session_name(&c.name, &pod.name)?;
     event.session_name = Some(session_name.clone());
 
     let session_tags: Vec<SessionTag> = tags
@@ -265,19 +264,81 @@ async fn pod_identity(
             )?
         }
     };
-    Ok(response(&minted, &a, &namespace, &service_account))
+    let assumed_role_id = format!(
+        "{}:{}",
+        minted.claims.role_id, minted.claims.role_session_name
+    );
+    Ok(response(
+        &PodCredentials {
+            access_key_id: minted.claims.access_key_id.as_str(),
+            secret_access_key: minted.claims.secret_access_key.expose_secret(),
+            session_token: &minted.token,
+            expiration: minted.claims.expires_at,
+            assumed_role_arn: &minted.claims.assumed_role_arn,
+            assumed_role_id: &assumed_role_id,
+        },
+        &a,
+        &namespace,
+        &service_account,
+    ))
+}
+
+/// AWS: six session tags, all transitive, unless the association disables them.
+fn session_tags(
+    c: &Cluster,
+    a: &PodIdentityAssociation,
+    namespace: &str,
+    service_account: &str,
+    pod: &ObjectRef,
+) -> Vec<(String, String)> {
+    if a.disable_session_tags {
+        return Vec::new();
+    }
+    vec![
+        ("eks-cluster-arn".into(), c.arn.clone()),
+        ("eks-cluster-name".into(), c.name.clone()),
+        ("kubernetes-namespace".into(), namespace.to_string()),
+        (
+            "kubernetes-service-account".into(),
+            service_account.to_string(),
+        ),
+        ("kubernetes-pod-name".into(), pod.name.clone()),
+        ("kubernetes-pod-uid".into(), pod.uid.clone()),
+    ]
+}
+
+/// Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.
+fn session_name(cluster: &str, pod: &str) -> Result<String, AwsError> {
+    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
+        .map_err(|e| AwsError::internal(e.to_string()))?;
+    let mut session_name: String = format!("eks-{cluster}-{pod}-")
+        .chars()
+        .filter(|ch| ch.is_ascii_alphanumeric() || "_+=,.@-".contains(*ch))
+        .collect();
+    session_name.truncate(64 - uuid.len().min(32));
+    session_name.push_str(&uuid[..uuid.len().min(64 - session_name.len())]);
+    Ok(session_name)
+}
+
+/// The credentials a pod gets, minted here or by an upstream STS.
+struct PodCredentials<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    session_token: &'a str,
+    expiration: std::time::SystemTime,
+    assumed_role_arn: &'a str,
+    assumed_role_id: &'a str,
 }
 
 /// EKS Auth's response shape.
 fn response(
-    m: &Minted,
+    creds: &PodCredentials<'_>,
     a: &PodIdentityAssociation,
     namespace: &str,
     service_account: &str,
 ) -> Value {
-    let expiration = m
-        .claims
-        .expires_at
+    let expiration = creds
+        .expiration
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     json!({
@@ -285,13 +346,13 @@ fn response(
         "audience": AUDIENCE,
         "podIdentityAssociation": {"associationArn": a.association_arn, "associationId": a.association_id},
         "assumedRoleUser": {
-            "arn": m.claims.assumed_role_arn,
-            "assumeRoleId": format!("{}:{}", m.claims.role_id, m.claims.role_session_name),
+            "arn": creds.assumed_role_arn,
+            "assumeRoleId": creds.assumed_role_id,
         },
         "credentials": {
-            "sessionToken": m.token,
-            "secretAccessKey": m.claims.secret_access_key.expose_secret(),
-            "accessKeyId": m.claims.access_key_id.as_str(),
+            "sessionToken": creds.session_token,
+            "secretAccessKey": creds.secret_access_key,
+            "accessKeyId": creds.access_key_id,
             "expiration": expiration,
         },
     })

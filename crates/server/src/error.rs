@@ -67,6 +67,12 @@ pub enum ErrorKind {
     ResourceInUse,
     /// The pod's ServiceAccount token is not valid.
     InvalidToken,
+
+    // === broker mode (an upstream STS) ===
+    /// Too many requests: the upstream rate limit or upstream's own throttling.
+    Throttling,
+    /// A service this request depends on (the upstream STS) cannot answer now.
+    ServiceUnavailable,
 }
 
 /// The wire protocol an error is rendered for.
@@ -121,6 +127,12 @@ impl ErrorKind {
                 ("NotFoundException", StatusCode::NOT_FOUND)
             }
             (K::UnknownOperation, P::Query) => K::InvalidAction.wire(P::Query),
+            // botocore eks-auth: ThrottlingException 429, ServiceUnavailableException 503.
+            (K::Throttling, P::EksAuth) => ("ThrottlingException", StatusCode::TOO_MANY_REQUESTS),
+            (K::ServiceUnavailable, P::Eks | P::EksAuth) => (
+                "ServiceUnavailableException",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (k, _) => k.query(),
         }
     }
@@ -157,6 +169,9 @@ impl ErrorKind {
             K::PackedPolicyTooLarge => ("PackedPolicyTooLarge", StatusCode::BAD_REQUEST),
             K::ResourceInUse => ("ResourceInUseException", StatusCode::CONFLICT),
             K::InvalidToken => ("InvalidTokenException", StatusCode::BAD_REQUEST),
+            // STS: `Throttling` is a 400 ("Rate exceeded").
+            K::Throttling => ("Throttling", StatusCode::BAD_REQUEST),
+            K::ServiceUnavailable => ("ServiceUnavailable", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
@@ -176,7 +191,7 @@ impl ErrorKind {
     }
 
     /// Every kind, for tests that walk them all.
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 31] = [
         ErrorKind::Validation,
         ErrorKind::MissingAction,
         ErrorKind::InvalidAction,
@@ -206,6 +221,8 @@ impl ErrorKind {
         ErrorKind::InvalidRequest,
         ErrorKind::ResourceInUse,
         ErrorKind::InvalidToken,
+        ErrorKind::Throttling,
+        ErrorKind::ServiceUnavailable,
     ];
 }
 
@@ -439,6 +456,58 @@ pub fn token_error(e: &podiam_identity::jwt::JwtError, pod_identity: bool) -> Aw
             AwsError::invalid_identity_token(format!("The web identity token is not valid: {e}"))
         }
         (_, true) => AwsError::invalid_token(format!("The token is not valid: {e}")),
+    }
+}
+
+// === broker mode ===
+
+/// Codes an upstream STS throttles with (STS's `Throttling`, and the words other AWS APIs and
+/// proxies use for the same).
+pub(crate) fn is_upstream_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+    )
+}
+
+/// What an upstream STS failure is to the pod that asked: upstream's trust-policy refusal is
+/// the pod's denial; throttling stays throttling; an outage, or the broker's own credentials
+/// refused, is the service being unavailable (not the pod's fault, retry later); a request
+/// upstream found invalid (duration over the role's maximum, a malformed session policy) is
+/// the association's. Each message names the upstream.
+impl From<&crate::upstream::UpstreamFailure> for AwsError {
+    fn from(f: &crate::upstream::UpstreamFailure) -> AwsError {
+        use crate::upstream::UpstreamFailure as F;
+        let message = f.to_string();
+        let kind = match f {
+            F::RateLimited { .. } | F::Throttled { .. } => ErrorKind::Throttling,
+            F::Unreachable { .. } | F::Timeout { .. } | F::Failed { .. } | F::Request { .. } => {
+                ErrorKind::ServiceUnavailable
+            }
+            F::Malformed { .. } => ErrorKind::Internal,
+            F::Refused { answer, .. } => match answer.code.as_str() {
+                "AccessDenied" | "AccessDeniedException" => ErrorKind::AccessDenied,
+                "ValidationError"
+                | "MalformedPolicyDocument"
+                | "PackedPolicyTooLarge"
+                | "InvalidParameterValue" => ErrorKind::InvalidRequest,
+                "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+                | "ExpiredToken"
+                | "RequestExpired"
+                | "UnrecognizedClientException"
+                | "RegionDisabledException" => {
+                    return AwsError::new(
+                        ErrorKind::ServiceUnavailable,
+                        format!("the broker's own AWS credentials were refused: {message}"),
+                    );
+                }
+                _ => ErrorKind::Internal,
+            },
+        };
+        AwsError::new(kind, message)
     }
 }
 

@@ -72,8 +72,21 @@ pub(crate) fn router(shared: Arc<Shared>, audit: Audit, tls: bool) -> Router {
         .with_state(App { shared, audit, tls })
 }
 
-/// Ready when the database answers (the state was loaded at start, so caches are warm).
+/// Ready when the database answers (the state was loaded at start, so caches are warm) and, in
+/// broker mode, the broker's upstream identity is known.
 async fn readyz(AxumState(app): AxumState<App>) -> Response {
+    if let Some(upstream) = app.shared.upstream()
+        && let Err(why) = upstream.identity()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the broker's identity at upstream STS `{}` is not resolved: {why}\n",
+                upstream.endpoint()
+            ),
+        )
+            .into_response();
+    }
     match app.shared.store().version().await {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {

@@ -16,6 +16,7 @@
 //! | `iam` (+ `roles`, `policies`, `oidc`, `users`), `simulate` | the IAM API |
 //! | `eks` | clusters and pod identity associations |
 //! | `local` | typed operations the CLI runs on a data directory, no HTTP |
+//! | `upstream` | broker mode: another account's roles, from its STS (`--upstream-sts`) |
 //!
 //! Served: `POST /` and `GET /?Action=…` (STS 2011-06-15, IAM 2010-05-08), the EKS and EKS Auth
 //! REST paths under `/clusters`, `GET /.well-known/openid-configuration` and
@@ -50,6 +51,7 @@ mod start;
 pub mod state;
 pub(crate) mod sts;
 mod tokens;
+pub mod upstream;
 pub(crate) mod xml;
 
 use audit::Audit;
@@ -76,6 +78,9 @@ pub struct Options {
     pub replica_name: Option<String>,
     /// Where every request reads its time (once); the system clock unless a test fixes it.
     pub clock: ServerClock,
+    /// Broker mode: sessions of other accounts' roles come from this STS. `None`: only
+    /// podiam's own account.
+    pub upstream: Option<upstream::UpstreamOptions>,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

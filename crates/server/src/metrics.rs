@@ -36,6 +36,83 @@ pub struct DenialLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamCallLabels {
+    pub operation: &'static str,
+    /// `OK`, upstream's error code, or what failed on this side (`unreachable`, `timeout`, …).
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+/// Broker mode: calls to the upstream STS and the upstream credential cache.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub calls: Family<UpstreamCallLabels, Counter>,
+    pub duration: Family<OperationLabels, Histogram>,
+    /// `hit`, `miss` (fetched), `stale` (served from the cache while upstream failed).
+    pub cache: Family<ResultLabels, Counter>,
+    /// Pod requests refused by `--upstream-max-rps` before any call.
+    pub rate_limited: Counter,
+}
+
+impl Default for UpstreamMetrics {
+    fn default() -> Self {
+        UpstreamMetrics {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            }),
+            cache: Family::default(),
+            rate_limited: Counter::default(),
+        }
+    }
+}
+
+impl UpstreamMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "upstream_calls",
+            "Calls to the upstream STS, by operation and result code",
+            self.calls.clone(),
+        );
+        registry.register(
+            "upstream_call_duration_seconds",
+            "Time an upstream STS call took",
+            self.duration.clone(),
+        );
+        registry.register(
+            "upstream_cache",
+            "Pod requests for upstream credentials, by where the credentials came from",
+            self.cache.clone(),
+        );
+        registry.register(
+            "upstream_rate_limited",
+            "Pod requests refused by the upstream rate limit (--upstream-max-rps)",
+            self.rate_limited.clone(),
+        );
+    }
+
+    pub(crate) fn count_call(&self, operation: &'static str, code: &str, seconds: f64) {
+        self.calls
+            .get_or_create(&UpstreamCallLabels {
+                operation,
+                code: code.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(seconds);
+    }
+
+    pub(crate) fn count_cache(&self, result: &'static str) {
+        self.cache.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -47,6 +124,7 @@ pub struct Metrics {
     /// Audit events sent to the database: `written`, `failed` (after retries), `dropped` (the
     /// queue was full). Every one of them is in `audit.log` either way.
     pub audit_database_events: Family<ResultLabels, Counter>,
+    pub upstream: UpstreamMetrics,
 }
 
 const ISSUING: [&str; 3] = [
@@ -108,7 +186,10 @@ impl Metrics {
             "Audit events sent to the database, by result (all of them are in audit.log)",
             audit_database_events.clone(),
         );
+        let upstream = UpstreamMetrics::default();
+        upstream.register(&mut registry);
         Metrics {
+            upstream,
             registry,
             requests,
             duration,

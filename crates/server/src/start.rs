@@ -76,6 +76,9 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
     let (config_file, credentials_file) = write_aws_files(dir, &state, &config, &endpoint)?;
     let account_id = config.account_id.clone();
     let shared = Arc::new(Shared::new(config, store, state, options.clock.clone())?);
+    if let Some(upstream) = options.upstream.clone() {
+        connect_upstream(&shared, upstream).await;
+    }
     let audit = Audit::start(
         dir.join("audit.log"),
         crate::audit::DatabaseSink::for_server(&shared, options.replica_name.clone()),
@@ -123,6 +126,28 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
         in_flight,
         task,
     })
+}
+
+/// How long the start waits for the broker's upstream identity before serving without it (and
+/// not ready).
+const UPSTREAM_IDENTITY_AT_START: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Broker mode: the upstream client, and the broker's identity there (`GetCallerIdentity`);
+/// until it is known, `/readyz` fails and a background task keeps asking.
+async fn connect_upstream(shared: &Arc<Shared>, options: crate::upstream::UpstreamOptions) {
+    let upstream = Arc::new(
+        crate::upstream::Upstream::connect(options, shared.metrics.upstream.clone()).await,
+    );
+    shared.set_upstream(Arc::clone(&upstream));
+    match upstream.resolve_identity(UPSTREAM_IDENTITY_AT_START).await {
+        Ok(id) => {
+            tracing::info!(upstream = %upstream.endpoint(), account = %id.account, principal = %id.arn, "broker mode");
+        }
+        Err(why) => {
+            tracing::warn!(upstream = %upstream.endpoint(), %why, "the broker's upstream identity is not resolved; not ready until it is");
+            tokio::spawn(upstream.keep_resolving());
+        }
+    }
 }
 
 /// Middleware: one more request in flight until its response is produced (or it is dropped).

@@ -36,6 +36,8 @@ pub struct Shared {
     pub(crate) verified_tokens: crate::tokens::VerifiedTokens,
     /// Where requests read their time.
     pub clock: crate::ServerClock,
+    /// Broker mode: the upstream STS for roles of other accounts (set once, at start).
+    upstream: std::sync::OnceLock<Arc<crate::upstream::Upstream>>,
 }
 
 /// Compiled documents by kind (index: `PolicyKindKey as usize`) and text. Looked up by `&str`,
@@ -84,6 +86,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::new(),
             verified_tokens: crate::tokens::VerifiedTokens::default(),
             clock,
+            upstream: std::sync::OnceLock::new(),
         })
     }
 
@@ -98,6 +101,17 @@ impl Shared {
         self.metrics.cache_reloads.inc();
         self.reload_keys()
             .map_err(|e| AwsError::service_failure(e.to_string()))
+    }
+
+    /// The upstream STS, in broker mode (`--upstream-sts`).
+    pub fn upstream(&self) -> Option<&Arc<crate::upstream::Upstream>> {
+        self.upstream.get()
+    }
+
+    pub(crate) fn set_upstream(&self, upstream: Arc<crate::upstream::Upstream>) {
+        if self.upstream.set(upstream).is_err() {
+            tracing::warn!("the upstream STS was already set");
+        }
     }
 
     pub fn store(&self) -> &Store {

@@ -41,6 +41,7 @@ async fn server(dir: &Path, clock: Arc<Shifted>) -> Server {
         tls: None,
         replica_name: None,
         clock: ServerClock(clock),
+        upstream: None,
     })
     .await
     .unwrap()

@@ -36,6 +36,7 @@ async fn fixture() -> Fixture {
         tls: None,
         replica_name: None,
         clock: Default::default(),
+        upstream: None,
     })
     .await
     .unwrap();

@@ -61,6 +61,7 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         tls: None,
         replica_name: None,
         clock: Default::default(),
+        upstream: None,
     })
     .await
     .unwrap();
