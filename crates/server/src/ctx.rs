@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use podiam_identity::FixedClock;
-use podiam_store::{Role, State};
+use podiam_store::{Role, State, Tag, User};
 
 use crate::audit::Audit;
 use crate::auth::{Caller, RequestFacts, authorize};
@@ -75,6 +75,22 @@ impl Ctx<'_> {
         resource: &str,
         context: &[(String, String)],
     ) -> Result<(), AwsError> {
+        let context: Vec<(String, Vec<String>)> = context
+            .iter()
+            .map(|(k, v)| (k.clone(), vec![v.clone()]))
+            .collect();
+        self.check_with_keys(state, action, resource, &context)
+    }
+
+    /// May the caller perform `action` on `resource`, with these request context keys, each with
+    /// its values (`aws:TagKeys` holds several)?
+    pub fn check_with_keys(
+        &self,
+        state: &State,
+        action: &str,
+        resource: &str,
+        context: &[(String, Vec<String>)],
+    ) -> Result<(), AwsError> {
         authorize(
             self.shared,
             state,
@@ -100,4 +116,30 @@ impl Ctx<'_> {
             .collect();
         self.check_with(state, action, &role.arn, &tags)
     }
+
+    /// Checks an action on a user: its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`,
+    /// besides the keys of the request.
+    pub fn check_user(
+        &self,
+        state: &State,
+        action: &str,
+        user: &User,
+        request: &[(String, Vec<String>)],
+    ) -> Result<(), AwsError> {
+        let mut keys = resource_tag_keys(&user.tags);
+        keys.extend_from_slice(request);
+        self.check_with_keys(state, action, &user.arn, &keys)
+    }
+}
+
+/// An IAM resource's tags as `aws:ResourceTag/…` and `iam:ResourceTag/…`.
+pub fn resource_tag_keys(tags: &[Tag]) -> Vec<(String, Vec<String>)> {
+    tags.iter()
+        .flat_map(|t| {
+            [
+                (format!("aws:ResourceTag/{}", t.key), vec![t.value.clone()]),
+                (format!("iam:ResourceTag/{}", t.key), vec![t.value.clone()]),
+            ]
+        })
+        .collect()
 }
