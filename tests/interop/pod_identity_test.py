@@ -1,5 +1,6 @@
 """EKS Pod Identity end to end: `podiam up`, a cluster and an association, then `podiam agent` on
-127.0.0.1 signing with the admin key from DATA_DIR/aws/credentials, and boto3 configured with
+127.0.0.1 signing with a least-privilege user's key (docs/operating.md's agent user: allowed only
+eks-auth:AssumeRoleForPodIdentity, and sts:AssumeRole on the node role for IMDS), and boto3 configured with
 nothing but what the pod identity webhook injects (AWS_CONTAINER_CREDENTIALS_FULL_URI and
 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE). Also boto3's IMDS provider (IMDSv2 only) for the node role,
 the namespace allow-list refusing a caller, and the agent serving from its cache while the server
@@ -40,8 +41,8 @@ class Agent:
                 PODIAM, "agent",
                 "--cluster-name", CLUSTER,
                 "--server", p.endpoint,
-                "--credentials-file", os.path.join(p.data_dir, "aws", "credentials"),
-                "--profile", "podiam",
+                "--credentials-file", os.path.join(tmp, "agent-credentials"),
+                "--profile", "agent",
                 "--listen", "127.0.0.1:0",
                 # Bind failure on one address is logged and skipped (TEST-NET-1 is not local).
                 "--listen", "192.0.2.1:80",
@@ -138,6 +139,15 @@ def setup(p, tmp):
              "--role-name", ROLE, "--permission-policy-arns", f"arn:aws:iam::{ACCOUNT}:policy/read-roles")
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
     p.aws("iam", "create-role", "--role-name", NODE_ROLE, "--assume-role-policy-document", json.dumps(trust))
+    # The agent's own key, allowed only what it calls (docs/operating.md, "The agent's key").
+    p.aws("iam", "create-user", "--user-name", "podiam-agent")
+    p.aws("iam", "put-user-policy", "--user-name", "podiam-agent", "--policy-name", "eks-auth", "--policy-document",
+          json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "eks-auth:AssumeRoleForPodIdentity", "Resource": "*"}]}))
+    p.aws("iam", "put-user-policy", "--user-name", "podiam-agent", "--policy-name", "node-role", "--policy-document",
+          json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"}]}))
+    key = p.aws_json("iam", "create-access-key", "--user-name", "podiam-agent")["AccessKey"]
+    write(os.path.join(tmp, "agent-credentials"),
+          f"[agent]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
     token = p.podiam("token", "create", "--namespace", NS, "--service-account", SA, "--audience", "pods.eks.amazonaws.com",
                      "--pod-name", POD, "--pod-uid", UID).stdout.strip()
     # kubelet writes projected tokens without a trailing newline; botocore insists.

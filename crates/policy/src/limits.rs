@@ -11,6 +11,10 @@ pub struct Limits {
     pub managed_policy: usize,
     /// All inline policies of one role, together.
     pub role_inline_total: usize,
+    /// All inline policies of one user, together.
+    pub user_inline_total: usize,
+    /// All inline policies of one group, together.
+    pub group_inline_total: usize,
     /// A session policy (inline `Policy` plus `PolicyArns`), in plain text.
     pub session_policy: usize,
 }
@@ -21,6 +25,8 @@ impl Default for Limits {
             trust_policy: 2_048,
             managed_policy: 6_144,
             role_inline_total: 10_240,
+            user_inline_total: 2_048,
+            group_inline_total: 5_120,
             session_policy: 2_048,
         }
     }
@@ -68,6 +74,30 @@ impl Limits {
         )
     }
 
+    /// `sizes`: every inline policy of the user, including the one being put.
+    pub fn check_user_inline_total(
+        &self,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> Result<(), SizeError> {
+        check(
+            "the user's inline policies together",
+            sizes.into_iter().sum(),
+            self.user_inline_total,
+        )
+    }
+
+    /// `sizes`: every inline policy of the group, including the one being put.
+    pub fn check_group_inline_total(
+        &self,
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> Result<(), SizeError> {
+        check(
+            "the group's inline policies together",
+            sizes.into_iter().sum(),
+            self.group_inline_total,
+        )
+    }
+
     pub fn check_session_policy(&self, size: usize) -> Result<(), SizeError> {
         check("the session policy", size, self.session_policy)
     }
@@ -92,6 +122,11 @@ mod tests {
         assert_eq!(e.limit, 2048);
         assert!(e.to_string().contains("over the limit of 2048"));
         assert!(limits.check_role_inline_total([6000, 5000]).is_err());
+        // AWS's quotas: 2,048 for a user's inline policies together, 5,120 for a group's.
+        assert!(limits.check_user_inline_total([1000, 1048]).is_ok());
+        assert!(limits.check_user_inline_total([1000, 1049]).is_err());
+        assert!(limits.check_group_inline_total([5120]).is_ok());
+        assert!(limits.check_group_inline_total([5000, 121]).is_err());
         let relaxed = Limits {
             session_policy: 4096,
             ..Limits::default()

@@ -185,6 +185,17 @@ pub fn caller_policies(
             for arn in &u.attached_policy_arns {
                 identity.extend(managed(arn)?);
             }
+            // AWS: a user's permissions are its own policies and those of every group it is in.
+            // The user as the state has it now: `u` was copied when the request was authenticated.
+            let current = state.users.get(&u.user_name.to_ascii_lowercase());
+            for g in current.into_iter().flat_map(|u| state.groups_of(u)) {
+                for (name, doc) in &g.inline_policies {
+                    identity.push(shared.compiled(doc, PolicyKind::Identity, name)?);
+                }
+                for arn in &g.attached_policy_arns {
+                    identity.extend(managed(arn)?);
+                }
+            }
             Ok(CallerPolicies {
                 identity,
                 boundary: None,
@@ -249,15 +260,12 @@ pub fn authorize(
     let policies = caller_policies(shared, state, caller)?;
     let mut context = caller_context(state, caller, facts, &shared.config.account_id);
     for (k, v) in extra {
-        // Only `aws:TagKeys` is multivalued; a single-valued key can be a policy variable.
+        // AWS: `aws:TagKeys` is multivalued (set operators apply); the other request keys are
+        // single-valued, so a policy variable may name them.
         match v.as_slice() {
-            [one] if k != "aws:TagKeys" => {
-                context.insert(k, one.as_str());
-            }
-            _ => {
-                context.insert_list(k, v.iter().map(String::as_str));
-            }
-        }
+            [one] if !k.eq_ignore_ascii_case("aws:TagKeys") => context.insert(k, one.as_str()),
+            _ => context.insert_list(k, v.iter().map(String::as_str)),
+        };
     }
     let request = Request {
         principal: None,

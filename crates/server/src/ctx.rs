@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use podiam_identity::FixedClock;
-use podiam_store::{Role, State};
+use podiam_store::{Role, State, Tag, User};
 
 use crate::actions::{RequestKeys, context_for};
 use crate::audit::Audit;
@@ -77,6 +77,18 @@ impl Ctx<'_> {
         resource: &str,
         keys: &RequestKeys<'_>,
     ) -> Result<(), AwsError> {
+        self.check_with_keys(state, action, resource, &context_for(action, keys))
+    }
+
+    /// May the caller perform `action` on `resource`, with these request context keys, each with
+    /// its values (`aws:TagKeys` holds several)?
+    pub fn check_with_keys(
+        &self,
+        state: &State,
+        action: &str,
+        resource: &str,
+        context: &[(String, Vec<String>)],
+    ) -> Result<(), AwsError> {
         authorize(
             self.shared,
             state,
@@ -84,7 +96,7 @@ impl Ctx<'_> {
             &self.facts,
             action,
             resource,
-            &context_for(action, keys),
+            context,
         )
     }
 
@@ -104,4 +116,30 @@ impl Ctx<'_> {
         }
         self.check_with(state, action, &role.arn, &keys)
     }
+
+    /// Checks an action on a user: its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`,
+    /// besides the keys of the request.
+    pub fn check_user(
+        &self,
+        state: &State,
+        action: &str,
+        user: &User,
+        request: &[(String, Vec<String>)],
+    ) -> Result<(), AwsError> {
+        let mut keys = resource_tag_keys(&user.tags);
+        keys.extend_from_slice(request);
+        self.check_with_keys(state, action, &user.arn, &keys)
+    }
+}
+
+/// An IAM resource's tags as `aws:ResourceTag/…` and `iam:ResourceTag/…`.
+pub fn resource_tag_keys(tags: &[Tag]) -> Vec<(String, Vec<String>)> {
+    tags.iter()
+        .flat_map(|t| {
+            [
+                (format!("aws:ResourceTag/{}", t.key), vec![t.value.clone()]),
+                (format!("iam:ResourceTag/{}", t.key), vec![t.value.clone()]),
+            ]
+        })
+        .collect()
 }

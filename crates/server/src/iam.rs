@@ -1,8 +1,10 @@
 //! The IAM API (awsQuery, Version 2010-05-08): roles, managed and inline policies, OIDC providers,
-//! users and access keys for administrators, and the policy simulator.
+//! users and their access keys, groups, and the policy simulator.
 
 use podiam_policy::{Policy, PolicyKind};
-use podiam_store::{ManagedPolicy, Role, State, Tag};
+use std::collections::BTreeMap;
+
+use podiam_store::{Group, ManagedPolicy, Role, State, Tag, User};
 
 use podiam_policy::date::format_date as date;
 
@@ -11,6 +13,7 @@ use crate::error::AwsError;
 use crate::query::Params;
 use crate::xml::Xml;
 
+mod groups;
 pub(crate) mod oidc;
 pub(crate) mod policies;
 pub(crate) mod roles;
@@ -61,6 +64,34 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
         "UpdateOpenIDConnectProviderThumbprint" => oidc::update_oidc_thumbprint(ctx, p).await,
         "CreateUser" => users::create_user(ctx, p).await,
         "GetUser" => users::get_user(ctx, p),
+        "ListUsers" => users::list_users(ctx, p),
+        "UpdateUser" => users::update_user(ctx, p).await,
+        "DeleteUser" => users::delete_user(ctx, p).await,
+        "TagUser" => users::tag_user(ctx, p).await,
+        "UntagUser" => users::untag_user(ctx, p).await,
+        "ListUserTags" => users::list_user_tags(ctx, p),
+        "PutUserPolicy" => users::put_user_policy(ctx, p).await,
+        "GetUserPolicy" => users::get_user_policy(ctx, p),
+        "DeleteUserPolicy" => users::delete_user_policy(ctx, p).await,
+        "ListUserPolicies" => users::list_user_policies(ctx, p),
+        "AttachUserPolicy" => users::attach_user_policy(ctx, p).await,
+        "DetachUserPolicy" => users::detach_user_policy(ctx, p).await,
+        "ListAttachedUserPolicies" => users::list_attached_user_policies(ctx, p),
+        "ListGroupsForUser" => users::list_groups_for_user(ctx, p),
+        "CreateGroup" => groups::create_group(ctx, p).await,
+        "GetGroup" => groups::get_group(ctx, p),
+        "ListGroups" => groups::list_groups(ctx, p),
+        "UpdateGroup" => groups::update_group(ctx, p).await,
+        "DeleteGroup" => groups::delete_group(ctx, p).await,
+        "AddUserToGroup" => groups::add_user_to_group(ctx, p).await,
+        "RemoveUserFromGroup" => groups::remove_user_from_group(ctx, p).await,
+        "PutGroupPolicy" => groups::put_group_policy(ctx, p).await,
+        "GetGroupPolicy" => groups::get_group_policy(ctx, p),
+        "DeleteGroupPolicy" => groups::delete_group_policy(ctx, p).await,
+        "ListGroupPolicies" => groups::list_group_policies(ctx, p),
+        "AttachGroupPolicy" => groups::attach_group_policy(ctx, p).await,
+        "DetachGroupPolicy" => groups::detach_group_policy(ctx, p).await,
+        "ListAttachedGroupPolicies" => groups::list_attached_group_policies(ctx, p),
         "CreateAccessKey" => users::create_access_key(ctx, p).await,
         "DeleteAccessKey" => users::delete_access_key(ctx, p).await,
         "ListAccessKeys" => users::list_access_keys(ctx, p),
@@ -206,16 +237,24 @@ fn role_xml(x: &mut Xml, r: &Role, full: bool) {
     }
 }
 
+/// AWS's `AttachmentCount` (roles, users and groups the policy is attached to) and
+/// `PermissionsBoundaryUsageCount`.
 fn attachment_counts(state: &State, arn: &str) -> (usize, usize) {
+    let has = |arns: &[String]| arns.iter().any(|a| a == arn);
     let attached = state
         .roles
         .values()
-        .filter(|r| r.attached_policy_arns.iter().any(|a| a == arn))
+        .filter(|r| has(&r.attached_policy_arns))
         .count()
         + state
             .users
             .values()
-            .filter(|u| u.attached_policy_arns.iter().any(|a| a == arn))
+            .filter(|u| has(&u.attached_policy_arns))
+            .count()
+        + state
+            .groups
+            .values()
+            .filter(|g| has(&g.attached_policy_arns))
             .count();
     let boundary = state
         .roles
@@ -316,6 +355,52 @@ fn authorized_role_with<'s>(
     }
 }
 
+/// The user `name`, once the caller may perform `action` on it (its tags and `request` in the
+/// context).
+fn authorized_user<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    name: &str,
+    action: &str,
+    request: &[(String, Vec<String>)],
+) -> Result<&'s User, AwsError> {
+    match state.users.get(&name.to_ascii_lowercase()) {
+        Some(u) => {
+            ctx.check_user(state, action, u, request)?;
+            Ok(u)
+        }
+        None => {
+            ctx.check_with_keys(
+                state,
+                action,
+                &ctx.iam_arn(&format!("user/{name}")),
+                request,
+            )?;
+            Err(no_such_user(name))
+        }
+    }
+}
+
+/// The group `name`, once the caller may perform `action` on it (IAM groups have no tags).
+fn authorized_group<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    name: &str,
+    action: &str,
+    request: &[(String, Vec<String>)],
+) -> Result<&'s Group, AwsError> {
+    let found = state.groups.get(&name.to_ascii_lowercase());
+    let arn = found.map_or_else(|| ctx.iam_arn(&format!("group/{name}")), |g| g.arn.clone());
+    ctx.check_with_keys(state, action, &arn, request)?;
+    found.ok_or_else(|| {
+        AwsError::no_such_entity(format!("The group with name {name} cannot be found."))
+    })
+}
+
+fn no_such_user(name: &str) -> AwsError {
+    AwsError::no_such_entity(format!("The user with name {name} cannot be found."))
+}
+
 /// The managed policy `arn`, once the caller may perform `action` on it.
 fn authorized_policy<'s>(
     ctx: &Ctx<'_>,
@@ -346,6 +431,170 @@ fn arn_rule(param: &str, value: &str) -> Result<(), AwsError> {
         )));
     }
     Ok(())
+}
+
+// === request condition keys ===
+
+/// The tags a request sets: `aws:RequestTag/KEY` for each, and their keys as `aws:TagKeys`.
+fn request_tag_keys(tags: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let mut keys: Vec<(String, Vec<String>)> = tags
+        .iter()
+        .map(|(k, v)| (format!("aws:RequestTag/{k}"), vec![v.clone()]))
+        .collect();
+    if !tags.is_empty() {
+        keys.push((
+            "aws:TagKeys".to_string(),
+            tags.iter().map(|(k, _)| k.clone()).collect(),
+        ));
+    }
+    keys
+}
+
+/// The tag keys an `Untag…` request removes, as `aws:TagKeys`.
+fn removed_tag_keys(keys: &[String]) -> Vec<(String, Vec<String>)> {
+    vec![("aws:TagKeys".to_string(), keys.to_vec())]
+}
+
+/// The managed policy an `Attach…`/`Detach…` request names, as `iam:PolicyARN`.
+fn policy_arn_key(arn: &str) -> Vec<(String, Vec<String>)> {
+    vec![("iam:PolicyARN".to_string(), vec![arn.to_string()])]
+}
+
+// === inline and attached policies of users and groups ===
+
+/// Which entity holds the policies, in the words of AWS's messages and quotas.
+#[derive(Clone, Copy)]
+enum Holder {
+    User,
+    Group,
+}
+
+impl Holder {
+    fn noun(self) -> &'static str {
+        match self {
+            Holder::User => "user",
+            Holder::Group => "group",
+        }
+    }
+}
+
+/// `Put{User,Group}Policy`: the document replaces one of the same name; all inline policies of
+/// the entity together stay within AWS's quota (2,048 characters for a user, 5,120 for a group).
+fn put_inline(
+    ctx: &Ctx<'_>,
+    holder: Holder,
+    policies: &mut BTreeMap<String, String>,
+    name: &str,
+    document: &str,
+    size: usize,
+) -> Result<(), AwsError> {
+    let others = policies
+        .iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(_, d)| podiam_policy::limits::policy_size(d))
+        .chain([size]);
+    let limits = ctx.shared.config.limits;
+    match holder {
+        Holder::User => limits.check_user_inline_total(others)?,
+        Holder::Group => limits.check_group_inline_total(others)?,
+    }
+    policies.insert(name.to_string(), document.to_string());
+    Ok(())
+}
+
+fn no_such_inline(holder: Holder, name: &str) -> AwsError {
+    AwsError::no_such_entity(format!(
+        "The {} policy with name {name} cannot be found.",
+        holder.noun()
+    ))
+}
+
+/// `Attach{User,Group}Policy`: the policy must exist; attaching it again is no change; at most
+/// 10 managed policies per user or group (AWS's default quota).
+fn attach(
+    state: &State,
+    holder: Holder,
+    arns: &mut Vec<String>,
+    arn: &str,
+) -> Result<(), AwsError> {
+    policy(state, arn)?;
+    if arns.iter().any(|a| a == arn) {
+        return Ok(());
+    }
+    if arns.len() >= 10 {
+        let quota = match holder {
+            Holder::User => "PoliciesPerUser",
+            Holder::Group => "PoliciesPerGroup",
+        };
+        return Err(AwsError::limit_exceeded(format!(
+            "Cannot exceed quota for {quota}: 10"
+        )));
+    }
+    arns.push(arn.to_string());
+    Ok(())
+}
+
+fn detach(arns: &mut Vec<String>, arn: &str) -> Result<(), AwsError> {
+    let before = arns.len();
+    arns.retain(|a| a != arn);
+    if arns.len() == before {
+        return Err(AwsError::no_such_entity(format!(
+            "Policy {arn} was not found."
+        )));
+    }
+    Ok(())
+}
+
+/// `List{User,Group}Policies`: the inline policy names, a page of them.
+fn inline_names_reply(
+    ctx: &Ctx<'_>,
+    action: &str,
+    policies: &BTreeMap<String, String>,
+    p: &Params,
+) -> Result<String, AwsError> {
+    let items: Vec<(&str, &str)> = policies.keys().map(|k| (k.as_str(), k.as_str())).collect();
+    let (page, next) = paginate(items, p)?;
+    let mut x = Xml::response(action, NS);
+    x.start("PolicyNames");
+    for n in page {
+        x.text("member", n);
+    }
+    x.end();
+    finish_page(&mut x, next);
+    Ok(reply(ctx, action, x))
+}
+
+/// `ListAttached{User,Group}Policies`: the attached policies under `PathPrefix`, a page of them.
+fn attached_reply(
+    ctx: &Ctx<'_>,
+    action: &str,
+    state: &State,
+    arns: &[String],
+    p: &Params,
+) -> Result<String, AwsError> {
+    let prefix = p.get("PathPrefix").unwrap_or("/");
+    let mut attached: Vec<&ManagedPolicy> = arns
+        .iter()
+        .filter_map(|a| state.policies.get(a))
+        .filter(|pol| pol.path.starts_with(prefix))
+        .collect();
+    attached.sort_by(|a, b| a.arn.cmp(&b.arn));
+    let items: Vec<(&str, &ManagedPolicy)> = attached
+        .into_iter()
+        .map(|pol| (pol.arn.as_str(), pol))
+        .collect();
+    let (page, next) = paginate(items, p)?;
+    let mut x = Xml::response(action, NS);
+    x.start("AttachedPolicies");
+    for pol in page {
+        x.start("member")
+            .text("PolicyName", &pol.policy_name)
+            .text("PolicyArn", &pol.arn)
+            .end();
+    }
+    x.end();
+    finish_page(&mut x, next);
+    Ok(reply(ctx, action, x))
 }
 
 /// The XML answer of `action`.

@@ -9,11 +9,12 @@ fn failed(e: MintError) -> AwsError {
     AwsError::internal(format!("could not mint an identifier: {e}"))
 }
 
-/// `AROA…`, `ANPA…`, `AIDA…` (21 characters, as AWS).
+/// `AROA…`, `ANPA…`, `AIDA…`, `AGPA…` (21 characters, as AWS).
 pub fn unique(prefix: &str) -> Result<String, AwsError> {
     let p = match prefix {
         "AROA" => UniqueIdPrefix::Role,
         "AIDA" => UniqueIdPrefix::User,
+        "AGPA" => UniqueIdPrefix::Group,
         _ => UniqueIdPrefix::ManagedPolicy,
     };
     mint_unique_id(p, &SystemRng).map_err(failed)

@@ -116,9 +116,16 @@ pub fn principal(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
         for arn in &user.attached_policy_arns {
             identity.extend(managed_source(ctx.shared, &state, arn)?);
         }
+        // AWS: "If you specify a user, the simulation also includes all policies that are
+        // attached to any groups the user belongs to."
+        for group in state.groups_of(user) {
+            group_sources(ctx, &state, group, &mut identity)?;
+        }
+    } else if let Some(group) = state.groups.values().find(|g| g.arn == source_arn) {
+        group_sources(ctx, &state, group, &mut identity)?;
     } else {
         return Err(AwsError::no_such_entity(format!(
-            "The entity {source_arn} cannot be found: PolicySourceArn must name a role or user."
+            "The entity {source_arn} cannot be found: PolicySourceArn must name a role, user or group."
         )));
     }
     run(
@@ -129,6 +136,25 @@ pub fn principal(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
         "SimulatePrincipalPolicy",
         Some(source_arn),
     )
+}
+
+/// A group's inline and attached policies, as simulation sources.
+fn group_sources(
+    ctx: &Ctx<'_>,
+    state: &State,
+    group: &podiam_store::Group,
+    out: &mut Vec<Source>,
+) -> Result<(), AwsError> {
+    for (name, doc) in &group.inline_policies {
+        out.push(Source {
+            policy: ctx.shared.compiled(doc, PolicyKind::Identity, name)?,
+            policy_type: "group",
+        });
+    }
+    for arn in &group.attached_policy_arns {
+        out.extend(managed_source(ctx.shared, state, arn)?);
+    }
+    Ok(())
 }
 
 pub fn custom(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {

@@ -530,6 +530,7 @@ fn change_is_delete(c: &Change) -> bool {
             | Change::Policy(_, None)
             | Change::OidcProvider(_, None)
             | Change::User(_, None)
+            | Change::Group(_, None)
             | Change::AccessKey(_, None)
             | Change::SigningKey(_, None)
             | Change::SealingKey(_, None)
@@ -577,6 +578,7 @@ fn decode(kind: &str, key: &str, data: &str) -> Result<Option<Change>, StoreErro
         "policy" => parse!(Policy),
         "oidc_provider" => parse!(OidcProvider),
         "user" => parse!(User),
+        "group" => parse!(Group),
         "access_key" => parse!(AccessKey),
         "signing_key" => parse!(SigningKey),
         "sealing_key" => parse!(SealingKey),
@@ -606,6 +608,7 @@ fn encode(change: &Change) -> Result<(&'static str, String, Option<String>), Sto
         Change::Policy(k, v) => json("policy", k, v),
         Change::OidcProvider(k, v) => json("oidc_provider", k, v),
         Change::User(k, v) => json("user", k, v),
+        Change::Group(k, v) => json("group", k, v),
         Change::AccessKey(k, v) => json("access_key", k, v),
         Change::SigningKey(k, v) => json("signing_key", k, v),
         Change::SealingKey(k, v) => json("sealing_key", k, v),

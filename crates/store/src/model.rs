@@ -97,6 +97,29 @@ pub struct User {
     pub admin: bool,
 }
 
+/// An IAM group: its policies apply to every user in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub group_name: String,
+    pub path: String,
+    /// `AGPA…`.
+    pub group_id: String,
+    pub arn: String,
+    pub create_date: i64,
+    /// Inline policies by name (sorted by name, as IAM lists them).
+    pub inline_policies: BTreeMap<String, String>,
+    pub attached_policy_arns: Vec<String>,
+    /// The members, by user ID (`AIDA…`), in the order they were added: renaming a user or the
+    /// group changes no membership, and a user deleted and created again is not a member.
+    pub user_ids: Vec<String>,
+}
+
+impl Group {
+    pub fn has_member(&self, user: &User) -> bool {
+        self.user_ids.contains(&user.user_id)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessKey {
     /// `AKIA…`.
@@ -178,6 +201,8 @@ pub struct State {
     pub oidc_providers: BTreeMap<String, OidcProvider>,
     /// By lowercased user name.
     pub users: BTreeMap<String, User>,
+    /// By lowercased group name: AWS group names are unique regardless of case.
+    pub groups: BTreeMap<String, Group>,
     /// By access key ID.
     pub access_keys: BTreeMap<String, AccessKey>,
     /// By key ID.
@@ -199,6 +224,7 @@ pub enum Change {
     Policy(String, Option<ManagedPolicy>),
     OidcProvider(String, Option<OidcProvider>),
     User(String, Option<User>),
+    Group(String, Option<Group>),
     AccessKey(String, Option<AccessKey>),
     SigningKey(String, Option<SigningKey>),
     SealingKey(String, Option<SealingKey>),
@@ -208,6 +234,11 @@ pub enum Change {
 }
 
 impl State {
+    /// The groups `user` is in, in group-name order.
+    pub fn groups_of<'s>(&'s self, user: &'s User) -> impl Iterator<Item = &'s Group> + 's {
+        self.groups.values().filter(move |g| g.has_member(user))
+    }
+
     /// The entity a change would replace, as a change of the same kind (`None` inside when absent):
     /// what a compare-and-swap write expects to find.
     pub fn current(&self, change: &Change) -> Change {
@@ -221,6 +252,7 @@ impl State {
                 Change::OidcProvider(k.clone(), get(&self.oidc_providers, k))
             }
             Change::User(k, _) => Change::User(k.clone(), get(&self.users, k)),
+            Change::Group(k, _) => Change::Group(k.clone(), get(&self.groups, k)),
             Change::AccessKey(k, _) => Change::AccessKey(k.clone(), get(&self.access_keys, k)),
             Change::SigningKey(k, _) => Change::SigningKey(k.clone(), get(&self.signing_keys, k)),
             Change::SealingKey(k, _) => Change::SealingKey(k.clone(), get(&self.sealing_keys, k)),
@@ -249,6 +281,7 @@ impl State {
             Change::Policy(k, v) => put(&mut self.policies, k, v),
             Change::OidcProvider(k, v) => put(&mut self.oidc_providers, k, v),
             Change::User(k, v) => put(&mut self.users, k, v),
+            Change::Group(k, v) => put(&mut self.groups, k, v),
             Change::AccessKey(k, v) => put(&mut self.access_keys, k, v),
             Change::SigningKey(k, v) => put(&mut self.signing_keys, k, v),
             Change::SealingKey(k, v) => put(&mut self.sealing_keys, k, v),

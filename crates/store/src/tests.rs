@@ -110,6 +110,73 @@ async fn changes_survive_reopening_and_deletes_stick() {
     }
 }
 
+fn user(name: &str, id: &str) -> User {
+    User {
+        user_name: name.into(),
+        path: "/".into(),
+        user_id: id.into(),
+        arn: format!("arn:aws:iam::000000000000:user/{name}"),
+        create_date: 1,
+        tags: Vec::new(),
+        inline_policies: [("p".to_string(), "{\"Statement\":[]}".to_string())].into(),
+        attached_policy_arns: Vec::new(),
+        admin: false,
+    }
+}
+
+fn group(name: &str, members: &[&User]) -> Group {
+    Group {
+        group_name: name.into(),
+        path: "/ops/".into(),
+        group_id: "AGPAEXAMPLEEXAMPLE123".into(),
+        arn: format!("arn:aws:iam::000000000000:group/ops/{name}"),
+        create_date: 2,
+        inline_policies: [("deny".to_string(), "{\"Statement\":[]}".to_string())].into(),
+        attached_policy_arns: vec!["arn:aws:iam::aws:policy/IAMReadOnlyAccess".into()],
+        user_ids: members.iter().map(|u| u.user_id.clone()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn groups_and_their_members_survive_reopening() {
+    for b in backends().await {
+        let store = b.open().await;
+        let (alice, bob) = (user("alice", "AIDAALICE"), user("bob", "AIDABOB"));
+        store
+            .apply(&[
+                Change::User("alice".into(), Some(alice.clone())),
+                Change::User("bob".into(), Some(bob.clone())),
+                Change::Group("admins".into(), Some(group("Admins", &[&alice]))),
+                Change::Group("readers".into(), Some(group("Readers", &[&alice, &bob]))),
+            ])
+            .await
+            .unwrap();
+        // A membership change is a compare-and-swap on the group, like any other write.
+        let e = store
+            .apply_checked(&[(
+                Change::Group("admins".into(), Some(group("Admins", &[&alice, &bob]))),
+                Change::Group("admins".into(), Some(group("Admins", &[]))),
+            )])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        store
+            .apply(&[Change::Group("readers".into(), None)])
+            .await
+            .unwrap();
+        store.close().await;
+
+        let state = b.open().await.load().await.unwrap();
+        assert_eq!(state.groups.len(), 1);
+        assert_eq!(state.groups["admins"], group("Admins", &[&alice]));
+        let names = |u: &User| -> Vec<String> {
+            state.groups_of(u).map(|g| g.group_name.clone()).collect()
+        };
+        assert_eq!(names(&alice), ["Admins"]);
+        assert!(names(&bob).is_empty());
+    }
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused_with_advice() {
     for b in backends().await {

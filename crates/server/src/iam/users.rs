@@ -1,19 +1,23 @@
-//! IAM users and their access keys (for administrators).
+//! IAM users: create, read, rename, delete, tags, inline and attached policies, their groups,
+//! and their access keys.
 
+use podiam_policy::PolicyKind;
 use podiam_store::{AccessKey, Change, State, User};
 
 use super::*;
 use crate::ids;
 
-// === users and access keys (for administrators) ===
+// === users ===
 
-pub(super) fn user_xml(x: &mut Xml, u: &User) {
+/// A user as IAM describes it. `full`: with its tags (`GetUser`, `CreateUser`); AWS's list
+/// operations leave them out.
+pub(super) fn user_xml(x: &mut Xml, u: &User, full: bool) {
     x.text("Path", &u.path)
         .text("UserName", &u.user_name)
         .text("UserId", &u.user_id)
         .text("Arn", &u.arn)
         .text("CreateDate", &date(u.create_date));
-    if !u.tags.is_empty() {
+    if full && !u.tags.is_empty() {
         tags_xml(x, "Tags", &u.tags);
     }
 }
@@ -23,7 +27,9 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     name_rule("UserName", &name, 64)?;
     let path = p.get("Path").unwrap_or("/").to_string();
     path_rule("Path", &path)?;
-    let tags = tags_rule(&p.tags("Tags")?, 0)?;
+    let requested = p.tags("Tags")?;
+    let tags = tags_rule(&requested, 0)?;
+    let request = request_tag_keys(&requested);
     let arn = ctx.iam_arn(&format!("user{path}{name}"));
     let user = User {
         user_name: name.clone(),
@@ -39,11 +45,16 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     let user = ctx
         .shared
         .write(|state| {
-            ctx.check(state, "iam:CreateUser", &arn)?;
+            ctx.check_with_keys(state, "iam:CreateUser", &arn, &request)?;
             if state.users.contains_key(&name.to_ascii_lowercase()) {
                 return Err(AwsError::already_exists(format!(
                     "User with name {name} already exists."
                 )));
+            }
+            if state.users.len() >= 5000 {
+                return Err(AwsError::limit_exceeded(
+                    "Cannot exceed quota for UsersPerAccount: 5000",
+                ));
             }
             Ok((
                 vec![Change::User(name.to_ascii_lowercase(), Some(user.clone()))],
@@ -53,13 +64,13 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
         .await?;
     let mut x = Xml::response("CreateUser", NS);
     x.start("User");
-    user_xml(&mut x, &user);
+    user_xml(&mut x, &user, true);
     x.end();
     Ok(reply(ctx, "CreateUser", x))
 }
 
-/// The named user, or the caller when no name is given (AWS: "defaults to the caller").
-/// The user a call names (or the calling user), once the caller may perform `action` on it:
+/// The user a call names, or the calling user when it names none (AWS: "defaults to the
+/// caller"; `GetUser` and the access-key calls), once the caller may perform `action` on it:
 /// authorised before the lookup, as AWS does.
 pub(super) fn target_user<'s>(
     ctx: &Ctx<'_>,
@@ -76,18 +87,7 @@ pub(super) fn target_user<'s>(
             ));
         }
     };
-    match state.users.get(&name.to_ascii_lowercase()) {
-        Some(u) => {
-            ctx.check(state, action, &u.arn)?;
-            Ok(u)
-        }
-        None => {
-            ctx.check(state, action, &ctx.iam_arn(&format!("user/{name}")))?;
-            Err(AwsError::no_such_entity(format!(
-                "The user with name {name} cannot be found."
-            )))
-        }
-    }
+    authorized_user(ctx, state, &name, action, &[])
 }
 
 pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -95,10 +95,12 @@ pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let u = target_user(ctx, &state, p, "iam:GetUser")?;
     let mut x = Xml::response("GetUser", NS);
     x.start("User");
-    user_xml(&mut x, u);
+    user_xml(&mut x, u, true);
     x.end();
     Ok(reply(ctx, "GetUser", x))
 }
+
+// === access keys ===
 
 pub(super) async fn create_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let (id, secret) = ids::access_key()?;
@@ -183,4 +185,365 @@ pub(super) fn list_access_keys(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     x.end();
     x.bool("IsTruncated", false);
     Ok(reply(ctx, "ListAccessKeys", x))
+}
+
+pub(super) fn list_users(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    ctx.check(&state, "iam:ListUsers", "*")?;
+    let prefix = p.get("PathPrefix").unwrap_or("/");
+    let items: Vec<(&str, &User)> = state
+        .users
+        .iter()
+        .filter(|(_, u)| u.path.starts_with(prefix))
+        .map(|(k, u)| (k.as_str(), u))
+        .collect();
+    let (page, next) = paginate(items, p)?;
+    let mut x = Xml::response("ListUsers", NS);
+    x.start("Users");
+    for u in page {
+        x.start("member");
+        user_xml(&mut x, u, false);
+        x.end();
+    }
+    x.end();
+    finish_page(&mut x, next);
+    Ok(reply(ctx, "ListUsers", x))
+}
+
+/// AWS's `UpdateUser`: a new name and/or path. The caller needs `iam:UpdateUser` on the user as
+/// it is and as it will be ("to change Bob to Robert, … permission on Bob and Robert"). The
+/// user's access keys follow it; its groups hold it by ID, so they need no change.
+pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?.to_string();
+    let new_name = p.get("NewUserName").map(str::to_string);
+    if let Some(n) = &new_name {
+        name_rule("NewUserName", n, 64)?;
+    }
+    let new_path = p.get("NewPath").map(str::to_string);
+    if let Some(path) = &new_path {
+        path_rule("NewPath", path)?;
+    }
+    ctx.shared
+        .write(|state| {
+            let old = authorized_user(ctx, state, &name, "iam:UpdateUser", &[])?;
+            let mut u = old.clone();
+            if let Some(n) = &new_name {
+                u.user_name = n.clone();
+            }
+            if let Some(path) = &new_path {
+                u.path = path.clone();
+            }
+            u.arn = ctx.iam_arn(&format!("user{}{}", u.path, u.user_name));
+            if u.arn != old.arn {
+                ctx.check(state, "iam:UpdateUser", &u.arn)?;
+            }
+            let (old_key, new_key) = (
+                old.user_name.to_ascii_lowercase(),
+                u.user_name.to_ascii_lowercase(),
+            );
+            let mut changes = Vec::new();
+            if new_key != old_key {
+                if state.users.contains_key(&new_key) {
+                    return Err(AwsError::already_exists(format!(
+                        "User with name {} already exists.",
+                        u.user_name
+                    )));
+                }
+                changes.push(Change::User(old_key, None));
+            }
+            if u.user_name != old.user_name {
+                for k in state
+                    .access_keys
+                    .values()
+                    .filter(|k| k.user_name == old.user_name)
+                {
+                    let mut k = k.clone();
+                    k.user_name = u.user_name.clone();
+                    changes.push(Change::AccessKey(k.access_key_id.clone(), Some(k)));
+                }
+            }
+            if u != *old {
+                changes.push(Change::User(new_key, Some(u)));
+            }
+            Ok((changes, ()))
+        })
+        .await?;
+    Ok(empty(ctx, "UpdateUser"))
+}
+
+/// AWS's `DeleteUser`: refused while the user has access keys, policies or groups ("you must
+/// delete the items attached to the user manually").
+pub(super) async fn delete_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?.to_string();
+    ctx.shared
+        .write(|state| {
+            let u = authorized_user(ctx, state, &name, "iam:DeleteUser", &[])?;
+            if state
+                .access_keys
+                .values()
+                .any(|k| k.user_name == u.user_name)
+            {
+                return Err(AwsError::delete_conflict(
+                    "Cannot delete entity, must delete access keys first.",
+                ));
+            }
+            if !u.inline_policies.is_empty() {
+                return Err(AwsError::delete_conflict(
+                    "Cannot delete entity, must delete policies first.",
+                ));
+            }
+            if !u.attached_policy_arns.is_empty() {
+                return Err(AwsError::delete_conflict(
+                    "Cannot delete entity, must detach all policies first.",
+                ));
+            }
+            if state.groups_of(u).next().is_some() {
+                return Err(AwsError::delete_conflict(
+                    "Cannot delete entity, must remove user from all groups first.",
+                ));
+            }
+            Ok((
+                vec![Change::User(u.user_name.to_ascii_lowercase(), None)],
+                (),
+            ))
+        })
+        .await?;
+    Ok(empty(ctx, "DeleteUser"))
+}
+
+/// Applies `change` to the named user after checking `action` on it with `request`'s keys.
+async fn modify_user(
+    ctx: &Ctx<'_>,
+    name: &str,
+    action: &str,
+    request: &[(String, Vec<String>)],
+    change: impl Fn(&State, &mut User) -> Result<(), AwsError>,
+) -> Result<User, AwsError> {
+    ctx.shared
+        .write(|state| {
+            let mut u = authorized_user(ctx, state, name, action, request)?.clone();
+            change(state, &mut u)?;
+            Ok((
+                vec![Change::User(
+                    u.user_name.to_ascii_lowercase(),
+                    Some(u.clone()),
+                )],
+                u,
+            ))
+        })
+        .await
+}
+
+pub(super) async fn tag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let new = p.tags("Tags")?;
+    if new.is_empty() {
+        return Err(AwsError::missing("Tags"));
+    }
+    modify_user(ctx, name, "iam:TagUser", &request_tag_keys(&new), |_, u| {
+        // The tags after the merge: existing ones not overwritten, plus the new ones.
+        let overwritten = u
+            .tags
+            .iter()
+            .filter(|t| new.iter().any(|(k, _)| *k == t.key))
+            .count();
+        tags_rule(&new, u.tags.len() - overwritten)?;
+        for (k, v) in new.clone() {
+            match u.tags.iter_mut().find(|t| t.key == k) {
+                Some(t) => t.value = v,
+                None => u.tags.push(Tag { key: k, value: v }),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(empty(ctx, "TagUser"))
+}
+
+pub(super) async fn untag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let keys: Vec<String> = p.list("TagKeys").into_iter().map(str::to_string).collect();
+    if keys.is_empty() {
+        return Err(AwsError::missing("TagKeys"));
+    }
+    modify_user(
+        ctx,
+        name,
+        "iam:UntagUser",
+        &removed_tag_keys(&keys),
+        |_, u| {
+            u.tags.retain(|t| !keys.contains(&t.key));
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(empty(ctx, "UntagUser"))
+}
+
+pub(super) fn list_user_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    let u = authorized_user(
+        ctx,
+        &state,
+        p.required("UserName")?,
+        "iam:ListUserTags",
+        &[],
+    )?;
+    let items: Vec<(&str, &Tag)> = u.tags.iter().map(|t| (t.key.as_str(), t)).collect();
+    let (page, next) = paginate(items, p)?;
+    let mut x = Xml::response("ListUserTags", NS);
+    x.start("Tags");
+    for t in page {
+        x.start("member")
+            .text("Key", &t.key)
+            .text("Value", &t.value)
+            .end();
+    }
+    x.end();
+    finish_page(&mut x, next);
+    Ok(reply(ctx, "ListUserTags", x))
+}
+
+// === the user's policies ===
+
+pub(super) async fn put_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let policy_name = p.required("PolicyName")?.to_string();
+    name_rule("PolicyName", &policy_name, 128)?;
+    let doc = p.required("PolicyDocument")?.to_string();
+    let compiled = parse_policy(&doc, PolicyKind::Identity)?;
+    modify_user(ctx, name, "iam:PutUserPolicy", &[], |_, u| {
+        put_inline(
+            ctx,
+            Holder::User,
+            &mut u.inline_policies,
+            &policy_name,
+            &doc,
+            compiled.size,
+        )
+    })
+    .await?;
+    Ok(empty(ctx, "PutUserPolicy"))
+}
+
+pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    let u = authorized_user(
+        ctx,
+        &state,
+        p.required("UserName")?,
+        "iam:GetUserPolicy",
+        &[],
+    )?;
+    let name = p.required("PolicyName")?;
+    let doc = u
+        .inline_policies
+        .get(name)
+        .ok_or_else(|| no_such_inline(Holder::User, name))?;
+    let mut x = Xml::response("GetUserPolicy", NS);
+    x.text("UserName", &u.user_name)
+        .text("PolicyName", name)
+        .text("PolicyDocument", &url_encode(doc));
+    Ok(reply(ctx, "GetUserPolicy", x))
+}
+
+pub(super) async fn delete_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let policy_name = p.required("PolicyName")?.to_string();
+    modify_user(ctx, name, "iam:DeleteUserPolicy", &[], |_, u| {
+        u.inline_policies
+            .remove(&policy_name)
+            .map(|_| ())
+            .ok_or_else(|| no_such_inline(Holder::User, &policy_name))
+    })
+    .await?;
+    Ok(empty(ctx, "DeleteUserPolicy"))
+}
+
+pub(super) fn list_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    let u = authorized_user(
+        ctx,
+        &state,
+        p.required("UserName")?,
+        "iam:ListUserPolicies",
+        &[],
+    )?;
+    inline_names_reply(ctx, "ListUserPolicies", &u.inline_policies, p)
+}
+
+pub(super) async fn attach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let arn = p.required("PolicyArn")?.to_string();
+    arn_rule("PolicyArn", &arn)?;
+    modify_user(
+        ctx,
+        name,
+        "iam:AttachUserPolicy",
+        &policy_arn_key(&arn),
+        |state, u| attach(state, Holder::User, &mut u.attached_policy_arns, &arn),
+    )
+    .await?;
+    Ok(empty(ctx, "AttachUserPolicy"))
+}
+
+pub(super) async fn detach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let name = p.required("UserName")?;
+    let arn = p.required("PolicyArn")?.to_string();
+    arn_rule("PolicyArn", &arn)?;
+    modify_user(
+        ctx,
+        name,
+        "iam:DetachUserPolicy",
+        &policy_arn_key(&arn),
+        |_, u| detach(&mut u.attached_policy_arns, &arn),
+    )
+    .await?;
+    Ok(empty(ctx, "DetachUserPolicy"))
+}
+
+pub(super) fn list_attached_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    let u = authorized_user(
+        ctx,
+        &state,
+        p.required("UserName")?,
+        "iam:ListAttachedUserPolicies",
+        &[],
+    )?;
+    attached_reply(
+        ctx,
+        "ListAttachedUserPolicies",
+        &state,
+        &u.attached_policy_arns,
+        p,
+    )
+}
+
+pub(super) fn list_groups_for_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    let state = ctx.shared.snapshot();
+    let u = authorized_user(
+        ctx,
+        &state,
+        p.required("UserName")?,
+        "iam:ListGroupsForUser",
+        &[],
+    )?;
+    let items: Vec<(&str, &Group)> = state
+        .groups
+        .iter()
+        .filter(|(_, g)| g.has_member(u))
+        .map(|(k, g)| (k.as_str(), g))
+        .collect();
+    let (page, next) = paginate(items, p)?;
+    let mut x = Xml::response("ListGroupsForUser", NS);
+    x.start("Groups");
+    for g in page {
+        x.start("member");
+        super::groups::group_xml(&mut x, g);
+        x.end();
+    }
+    x.end();
+    finish_page(&mut x, next);
+    Ok(reply(ctx, "ListGroupsForUser", x))
 }
