@@ -220,6 +220,10 @@ def setup(tmp):
     associate(w.broker, "shop", "cart", "shop-app")
     associate(w.broker, "other", "cart", "shop-app")
     associate(w.broker, "other", "api", "shop-only")
+    # The agent's key (pod_identity_test's Agent reads `agent-credentials`, profile `agent`): here
+    # the broker instance's administrator key, since this suite is about the upstream path.
+    admin = open(os.path.join(tmp, "broker", "aws", "credentials")).read().replace("[podiam]", "[agent]")
+    write(os.path.join(tmp, "agent-credentials"), admin)
     w.agent = Agent(w.broker, tmp)
     w.token_file = write(os.path.join(tmp, "cart-token"), w.broker.token("shop", "cart", "cart-0"))
     return w
