@@ -596,7 +596,8 @@ def runtime(binary, overlay, rendered, target, database_url, socket_dir):
                 if status != 200:
                     raise SystemExit(f"FAIL: {where}: {probe} {url} answered {status}:\n{output()}")
         if args[0] == "server":
-            # A refused AssumeRoleWithWebIdentity is audited: audit.log must get its line.
+            # A refused AssumeRoleWithWebIdentity is audited: a token that does not verify is a
+            # refusal before authentication, in audit-unauthenticated.log.
             body = ("Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=deploy-test"
                     "&WebIdentityToken=eyJhbGciOiJub25lIn0.e30.eA&RoleArn=arn:aws:iam::000000000000:role/none").encode()
             try:
@@ -605,11 +606,11 @@ def runtime(binary, overlay, rendered, target, database_url, socket_dir):
                 pass
             data_dir = env.get("PODIAM_DATA_DIR") or next(
                 (a.split("=", 1)[1] for a in args if a.startswith("--data-dir=")), "/var/lib/podiam")
-            audit = root + data_dir + "/audit.log"
+            audit = root + data_dir + "/audit-unauthenticated.log"
             deadline = time.time() + 5
             while not (os.path.exists(audit) and os.path.getsize(audit) > 0):
                 if time.time() > deadline:
-                    raise SystemExit(f"FAIL: {where}: no line in {data_dir}/audit.log after a refused call:\n{output()}")
+                    raise SystemExit(f"FAIL: {where}: no line in {data_dir}/audit-unauthenticated.log after a refused call:\n{output()}")
                 time.sleep(0.1)
         time.sleep(0.5)
         if proc.poll() is not None:

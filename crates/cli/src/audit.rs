@@ -36,6 +36,35 @@ pub struct AuditArgs {
     output: Output,
 }
 
+/// `podiam up` / `podiam server`: how the audit trail is kept on disk.
+#[derive(Args, Clone, Debug)]
+pub struct AuditLogArgs {
+    /// Rotate `audit.log` (and `audit-unauthenticated.log`) once it is this many MiB.
+    #[arg(long, env = "PODIAM_AUDIT_LOG_MAX_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    audit_log_max_mib: u64,
+    /// Rotated files kept per log: `audit.log.1` (newest) … `audit.log.N`.
+    #[arg(long, env = "PODIAM_AUDIT_LOG_FILES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    audit_log_files: u32,
+    /// Refusals before authentication (tokens that do not verify: anyone can send them) recorded
+    /// per second at most, in `audit-unauthenticated.log`; the others are counted there.
+    #[arg(
+        long,
+        env = "PODIAM_AUDIT_UNAUTHENTICATED_PER_SECOND",
+        default_value_t = 50
+    )]
+    audit_unauthenticated_per_second: u32,
+}
+
+impl AuditLogArgs {
+    pub fn options(&self) -> podiam_server::audit::AuditOptions {
+        podiam_server::audit::AuditOptions {
+            max_bytes: self.audit_log_max_mib.saturating_mul(1024 * 1024),
+            files: self.audit_log_files,
+            unauthenticated_per_second: self.audit_unauthenticated_per_second,
+        }
+    }
+}
+
 /// Projected tokens are refreshed by kubelet well within a day; an older one means a pod reads a
 /// stale token file (or a token was copied out of a pod).
 const STALE_TOKEN_SECONDS: i64 = 24 * 3600;
@@ -107,12 +136,23 @@ fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result
         );
     }
     let mut text = String::new();
-    for name in ["audit.log.1", "audit.log"] {
-        let path = data_dir.join(name);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => text.push_str(&t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    for base in ["audit-unauthenticated.log", "audit.log"] {
+        // Oldest first: `audit.log.N` … `audit.log.1`, then `audit.log`.
+        let mut names: Vec<String> = (1..=1000)
+            .map(|k| format!("{base}.{k}"))
+            .take_while(|n| data_dir.join(n).exists())
+            .collect();
+        names.reverse();
+        names.push(base.to_string());
+        for name in names {
+            let path = data_dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => text.push_str(&t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read `{}`", path.display()));
+                }
+            }
         }
     }
     let mut events: Vec<Event> = text
@@ -136,6 +176,8 @@ fn from_file(data_dir: &std::path::Path, filter: &AuditFilter) -> anyhow::Result
             })
         })
         .collect();
+    // The two logs interleave in time (the server writes times in one fixed format).
+    events.sort_by(|a, b| a.time.cmp(&b.time));
     if let Some(n) = filter.limit {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         events.drain(..events.len().saturating_sub(n));
@@ -204,10 +246,14 @@ fn text(events: &[Event], with_replica: bool) -> String {
     ]);
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_string()).collect()];
     for e in events {
-        let who = match (&e.namespace, &e.service_account) {
+        let mut who = match (&e.namespace, &e.service_account) {
             (Some(n), Some(s)) => format!("{n}/{s}"),
             _ => e.subject.clone().unwrap_or_else(|| "-".into()),
         };
+        // What a token that did not verify claims is nobody's identity: say so.
+        if e.unauthenticated && who != "-" {
+            who.push_str(" (unverified)");
+        }
         let age = match e.token_age_seconds {
             Some(a) if a > STALE_TOKEN_SECONDS => format!("{a}s STALE"),
             Some(a) => format!("{a}s"),
@@ -231,7 +277,12 @@ fn text(events: &[Event], with_replica: bool) -> String {
             e.source_ip.clone().unwrap_or_else(|| "-".into()),
             e.reason.clone().unwrap_or_default(),
         ]);
-        rows.push(row);
+        // Every value may come from a caller: no control character reaches the terminal.
+        rows.push(
+            row.iter()
+                .map(|c| podiam_server::text::printable(c, 4096))
+                .collect(),
+        );
     }
     // Columns as wide as their widest cell, two spaces apart; the reason last, unpadded.
     let columns = header.len();
@@ -257,6 +308,27 @@ fn text(events: &[Event], with_replica: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unverified_claims_are_marked_and_no_escape_reaches_the_terminal() {
+        let mut e = event("2026-01-01T00:00:00Z", "denied", "x");
+        e.role = None;
+        e.subject = Some("cluster-admin\u{1b}]0;owned\u{7}".into());
+        e.unauthenticated = true;
+        e.reason = Some("ok\u{1b}[2K\rallowed\nforged row".into());
+        let out = text(&[e], false);
+        assert!(
+            out.contains("cluster-admin\\u{1b}]0;owned\\u{7} (unverified)"),
+            "{out}"
+        );
+        assert!(out.contains("\\u{d}allowed\\u{a}forged row"), "{out}");
+        // Two lines: the header and the one event; no raw control character anywhere.
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        // Everything printed goes through the same guard.
+        assert_eq!(crate::terminal_safe("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\n");
+        assert_eq!(crate::terminal_safe("plain\ttext\n"), "plain\ttext\n");
+    }
 
     fn event(time: &str, outcome: &str, role: &str) -> Event {
         Event {

@@ -78,6 +78,7 @@ enum Command {
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
 pub fn emit(text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    let text = terminal_safe(text);
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -86,6 +87,25 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// `text` with every control character but line feed and tab written as `\u{…}`: what podiam
+/// prints may hold values a caller chose (a token's claims, a role's description), and an ANSI
+/// or OSC escape among them must not rewrite the operator's terminal.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Whether log lines carry ANSI colours.

@@ -32,6 +32,8 @@ pub struct UpArgs {
     pub production: bool,
     #[command(flatten)]
     pub upstream: crate::upstream::UpstreamArgs,
+    #[command(flatten)]
+    pub audit: crate::audit::AuditLogArgs,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/podiam` (`~/.local/share/podiam`).
@@ -58,6 +60,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         tls: None,
         replica_name: None,
         upstream: args.upstream,
+        audit: args.audit.options(),
     })
 }
 
@@ -77,6 +80,8 @@ pub struct Serve {
     pub replica_name: Option<String>,
     /// Broker mode (`--upstream-sts`).
     pub upstream: crate::upstream::UpstreamArgs,
+    /// How the audit trail is kept on disk.
+    pub audit: podiam_server::audit::AuditOptions,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -134,6 +139,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             replica_name: args.replica_name,
             clock: Default::default(),
             upstream,
+            audit: args.audit,
         })
         .await
         .map_err(|e| start_error(e, args.listen))

@@ -9,7 +9,7 @@
 //! "CreateRole only with this iam:PermissionsBoundary" sees what it would see on AWS. Global keys
 //! of the caller (`aws:PrincipalTag/…`, `aws:SourceIp`, …) come from `auth::caller_context`.
 
-use podiam_store::Tag;
+use podiam_store::{State, Tag};
 
 /// A request or resource condition key (family) of the Service Authorization Reference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +196,107 @@ pub(crate) struct RequestKeys<'a> {
     pub(crate) permissions_boundary: Option<&'a str>,
     pub(crate) passed_to_service: Option<&'a str>,
     pub(crate) associated_resource_arn: Option<&'a str>,
+}
+
+impl<'a> RequestKeys<'a> {
+    /// A request that sets these tags (`Create…` with `Tags`, `Tag…`).
+    pub(crate) fn tagging(tags: &'a [(String, String)]) -> Self {
+        RequestKeys {
+            request_tags: tags,
+            ..RequestKeys::default()
+        }
+    }
+
+    /// A request that removes these tag keys (`Untag…`).
+    pub(crate) fn untagging(keys: &'a [String]) -> Self {
+        RequestKeys {
+            removed_tag_keys: keys,
+            ..RequestKeys::default()
+        }
+    }
+
+    /// A request that attaches or detaches this managed policy.
+    pub(crate) fn policy(arn: &'a str) -> Self {
+        RequestKeys {
+            policy_arn: Some(arn),
+            ..RequestKeys::default()
+        }
+    }
+
+    /// The request targets an IAM resource with these tags (`aws:ResourceTag/…` and
+    /// `iam:ResourceTag/…`).
+    pub(crate) fn on_iam(self, tags: &'a [Tag]) -> Self {
+        RequestKeys {
+            resource_tags: tags,
+            iam_resource: true,
+            ..self
+        }
+    }
+
+    /// The request targets a resource of another service with these tags (`aws:ResourceTag/…`).
+    pub(crate) fn on(self, tags: &'a [Tag]) -> Self {
+        RequestKeys {
+            resource_tags: tags,
+            iam_resource: false,
+            ..self
+        }
+    }
+}
+
+/// What the store knows of the resource `arn` names, as request keys: its tags (and a role's
+/// permissions boundary). The simulator uses it so that a simulated call sees the resource as a
+/// real call would; an ARN that names nothing podiam holds gives no keys.
+pub(crate) fn resource_keys<'s>(state: &'s State, arn: &str) -> RequestKeys<'s> {
+    let none = RequestKeys::default();
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some(service), Some(_region), Some(_account), Some(res)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return none;
+    };
+    let (kind, rest) = res.split_once('/').unwrap_or((res, ""));
+    match (service, kind) {
+        ("iam", "role") => match state.roles.values().find(|r| r.arn == arn) {
+            Some(r) => RequestKeys {
+                permissions_boundary: r.permissions_boundary_arn.as_deref(),
+                ..none.on_iam(&r.tags)
+            },
+            None => none,
+        },
+        ("iam", "user") => state
+            .users
+            .values()
+            .find(|u| u.arn == arn)
+            .map_or(none, |u| none.on_iam(&u.tags)),
+        ("iam", "policy") => state
+            .policies
+            .get(arn)
+            .map_or(none, |p| none.on_iam(&p.tags)),
+        ("iam", "oidc-provider") => state
+            .oidc_providers
+            .get(arn)
+            .map_or(none, |o| none.on_iam(&o.tags)),
+        ("eks", "cluster") => state
+            .clusters
+            .get(rest)
+            .filter(|c| c.arn == arn)
+            .map_or(none, |c| none.on(&c.tags)),
+        ("eks", "podidentityassociation") => rest
+            .split_once('/')
+            .and_then(|(cluster, id)| {
+                state
+                    .pod_identity_associations
+                    .get(id)
+                    .filter(|a| a.cluster_name == cluster)
+            })
+            .map_or(none, |a| none.on(&a.tags)),
+        _ => none,
+    }
 }
 
 /// The context keys `action` carries for this request: `(name, values)`, multi-valued ones

@@ -83,9 +83,64 @@ pub struct Event {
     /// Broker mode: `hit`, `miss` or `stale` (cached credentials served while upstream failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_cache: Option<String>,
+    /// Refused before the caller was authenticated (a web identity token that did not verify):
+    /// `subject`, `issuer`, the Kubernetes names are what the unverified token *claims*, and
+    /// anyone can send such requests. These events go to `audit-unauthenticated.log`, sampled
+    /// when they flood, so they can never push an authenticated decision off the disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthenticated: bool,
 }
 
+/// The most any recorded text field holds (bytes), cut with a marker past it: a caller's
+/// 300 KB User-Agent must not become 300 KB of audit trail per request.
+pub const MAX_FIELD: usize = 1024;
+/// `reason` holds an explanation, which may quote a policy: a little more room.
+pub const MAX_REASON: usize = 2048;
+
 impl Event {
+    /// Cuts every text field to its bound ([`MAX_FIELD`], [`MAX_REASON`]), marking what was cut.
+    pub fn bound(&mut self) {
+        fn cut(field: &mut String, max: usize) {
+            if field.len() > max {
+                *field = crate::text::bounded(field, max).into_owned();
+            }
+        }
+        fn cut_opt(field: &mut Option<String>, max: usize) {
+            if let Some(f) = field {
+                cut(f, max);
+            }
+        }
+        cut(&mut self.time, 64);
+        cut(&mut self.request_id, 128);
+        cut(&mut self.action, 128);
+        cut(&mut self.outcome, 64);
+        cut_opt(&mut self.reason, MAX_REASON);
+        for f in [
+            &mut self.replica,
+            &mut self.code,
+            &mut self.subject,
+            &mut self.issuer,
+            &mut self.role,
+            &mut self.session_name,
+            &mut self.namespace,
+            &mut self.service_account,
+            &mut self.pod,
+            &mut self.node,
+            &mut self.instance_id,
+            &mut self.zone,
+            &mut self.source_ip,
+            &mut self.user_agent,
+            &mut self.upstream_session_arn,
+            &mut self.upstream_cache,
+        ] {
+            cut_opt(f, MAX_FIELD);
+        }
+        self.upstream_request_ids.truncate(4);
+        for id in &mut self.upstream_request_ids {
+            cut(id, 128);
+        }
+    }
+
     pub(crate) fn new(ctx: &Ctx<'_>, action: &str) -> Event {
         Event {
             time: podiam_policy::date::format_date(ctx.facts.now),
@@ -120,9 +175,41 @@ pub struct Audit {
     dropped: Arc<AtomicU64>,
 }
 
+/// How the trail is kept on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// A log file is rotated once it is this large.
+    pub max_bytes: u64,
+    /// Rotated files kept per log: `audit.log.1` (the newest) … `audit.log.N`.
+    pub files: u32,
+    /// Refusals before authentication recorded per second at most; the others are counted,
+    /// and the count is recorded.
+    pub unauthenticated_per_second: u32,
+}
+
+impl Default for AuditOptions {
+    fn default() -> AuditOptions {
+        AuditOptions {
+            max_bytes: ROTATE_AT,
+            files: 5,
+            unauthenticated_per_second: 50,
+        }
+    }
+}
+
+/// The unauthenticated events of the current second, and those left out.
+#[derive(Default)]
+struct Sampling {
+    second: u64,
+    recorded: u32,
+    left_out: u64,
+}
+
 /// Events waiting for the writer.
 struct Queue {
     pending: Mutex<Vec<Event>>,
+    sampling: Mutex<Sampling>,
+    per_second: u32,
     /// Signalled when `pending` reaches a full batch (or someone waits for a flush).
     full: Condvar,
     /// Events queued so far, and events the writer has handled (written, or given up on).
@@ -148,10 +235,19 @@ struct LogFile {
     out: std::io::BufWriter<std::fs::File>,
     len: u64,
     rotate_at: u64,
+    files: u32,
+}
+
+/// `audit.log.N`.
+fn rotated(path: &std::path::Path, n: u32) -> PathBuf {
+    let mut p = path.to_path_buf().into_os_string();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
 }
 
 impl LogFile {
-    fn open(path: PathBuf, rotate_at: u64) -> Result<LogFile, (PathBuf, std::io::Error)> {
+    fn open(path: PathBuf, options: AuditOptions) -> Result<LogFile, (PathBuf, std::io::Error)> {
+        let rotate_at = options.max_bytes;
         let file = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -166,6 +262,7 @@ impl LogFile {
             out: std::io::BufWriter::with_capacity(64 * 1024, file),
             len,
             rotate_at,
+            files: options.files.max(1),
         })
     }
 
@@ -177,7 +274,8 @@ impl LogFile {
         }
     }
 
-    /// Flushes the batch; past the limit, moves the file to `audit.log.1` and starts a new one.
+    /// Flushes the batch; past the limit, shifts `audit.log.K` to `.K+1` (the oldest past the
+    /// kept count goes), moves the file to `audit.log.1` and starts a new one.
     fn flush_and_rotate(&mut self) {
         if let Err(e) = self.out.flush() {
             tracing::error!(error = %e, "cannot write the audit log");
@@ -185,9 +283,13 @@ impl LogFile {
         if self.len < self.rotate_at {
             return;
         }
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        let reopened = std::fs::rename(&self.path, &old).and_then(|()| {
+        for k in (1..self.files).rev() {
+            let from = rotated(&self.path, k);
+            if from.exists() {
+                let _ = std::fs::rename(&from, rotated(&self.path, k + 1));
+            }
+        }
+        let reopened = std::fs::rename(&self.path, rotated(&self.path, 1)).and_then(|()| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -212,17 +314,12 @@ impl Audit {
     /// a bounded queue, flushing once per batch (no async file I/O on the runtime's threads).
     /// With `database`, each batch also goes to the store's audit table (see [`DatabaseSink`]).
     /// Past [`ROTATE_AT`] bytes the file becomes `audit.log.1` and a new one starts.
-    pub fn start(path: PathBuf, database: Option<DatabaseSink>) -> Audit {
-        Audit::start_rotating_at(path, database, ROTATE_AT)
-    }
-
-    pub(crate) fn start_rotating_at(
-        path: PathBuf,
-        database: Option<DatabaseSink>,
-        rotate_at: u64,
-    ) -> Audit {
+    /// Refusals before authentication go to `audit-unauthenticated.log` beside it, sampled.
+    pub fn start(path: PathBuf, database: Option<DatabaseSink>, options: AuditOptions) -> Audit {
         let queue = Arc::new(Queue {
             pending: Mutex::new(Vec::with_capacity(BATCH)),
+            sampling: Mutex::new(Sampling::default()),
+            per_second: options.unauthenticated_per_second,
             full: Condvar::new(),
             queued: AtomicU64::new(0),
             handled: AtomicU64::new(0),
@@ -235,30 +332,37 @@ impl Audit {
             .name("podiam-audit".into())
             .spawn(move || {
                 let queue = writer_queue;
-                let mut out = match LogFile::open(path, rotate_at) {
+                let open = |path: PathBuf| match LogFile::open(path, options) {
                     Ok(f) => Some(f),
                     Err((path, e)) => {
                         tracing::error!(path = %path.display(), error = %e, "cannot open the audit log; audit events are discarded");
                         None
                     }
                 };
+                let unauthenticated_path = path.with_file_name("audit-unauthenticated.log");
+                let mut out = open(path);
+                let mut unauthenticated = open(unauthenticated_path);
                 let mut batch = Vec::with_capacity(BATCH);
                 let mut line = Vec::with_capacity(1024);
                 // Runs until every `Audit` handle is gone and the queue is empty.
                 while queue.take(&mut batch) {
                     let taken = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-                    let Some(out) = &mut out else {
-                        batch.clear();
-                        queue.handled.fetch_add(taken, Ordering::Release);
-                        continue;
-                    };
+                    if let Some(summary) = queue.left_out_summary() {
+                        batch.push(summary);
+                    }
                     for e in batch.drain(..) {
+                        let file = if e.unauthenticated {
+                            &mut unauthenticated
+                        } else {
+                            &mut out
+                        };
+                        let Some(file) = file else { continue };
                         line.clear();
                         if serde_json::to_writer(&mut line, &e).is_err() {
                             continue;
                         }
                         line.push(b'\n');
-                        out.write_line(&line);
+                        file.write_line(&line);
                         // The database keeps the very line the file gets.
                         if let Some(db) = &mut database
                             && let Ok(text) = std::str::from_utf8(&line[..line.len() - 1])
@@ -266,7 +370,9 @@ impl Audit {
                             db.push(e, text.to_owned());
                         }
                     }
-                    out.flush_and_rotate();
+                    for file in [&mut out, &mut unauthenticated].into_iter().flatten() {
+                        file.flush_and_rotate();
+                    }
                     queue.handled.fetch_add(taken, Ordering::Release);
                     if let Some(db) = &mut database {
                         db.hand_over();
@@ -296,11 +402,16 @@ impl Audit {
     }
 
     /// Queues `event` for the writer: a lock held for one push, no system call (but for the
-    /// event that fills a batch).
-    pub fn record(&self, event: Event) {
+    /// event that fills a batch). Its fields are bounded first; a refusal before authentication
+    /// past the per-second sample is only counted.
+    pub fn record(&self, mut event: Event) {
         let Some(queue) = &self.queue else {
             return;
         };
+        if event.unauthenticated && !queue.sample() {
+            return;
+        }
+        event.bound();
         let mut pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() >= CAPACITY {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -336,6 +447,46 @@ impl Audit {
 }
 
 impl Queue {
+    /// Whether an unauthenticated event of this second is recorded (at most `per_second`).
+    fn sample(&self) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut s = self.sampling.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.second != second {
+            s.second = second;
+            s.recorded = 0;
+        }
+        if s.recorded < self.per_second {
+            s.recorded += 1;
+            true
+        } else {
+            s.left_out += 1;
+            false
+        }
+    }
+
+    /// An event that counts the refusals before authentication left out since the last one.
+    fn left_out_summary(&self) -> Option<Event> {
+        let n = {
+            let mut s = self.sampling.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::take(&mut s.left_out)
+        };
+        (n > 0).then(|| Event {
+            time: podiam_policy::date::format_date(crate::auth::millis(
+                std::time::SystemTime::now(),
+            )),
+            action: "RefusedBeforeAuthentication".into(),
+            outcome: "sampled".into(),
+            reason: Some(format!(
+                "{n} more refusals before authentication were not recorded: at most {} per second are",
+                self.per_second
+            )),
+            unauthenticated: true,
+            ..Event::default()
+        })
+    }
+
     /// Waits up to [`FLUSH_EVERY`] for events and moves them all into `batch` (empty on entry).
     /// `false` once no `Audit` handle is left and nothing is pending.
     fn take(self: &Arc<Self>, batch: &mut Vec<Event>) -> bool {

@@ -47,7 +47,24 @@ pub struct RequestFacts {
     pub now: i64,
 }
 
+/// The most a request value that reaches the policy engine as a condition key may hold
+/// (`aws:UserAgent`). A longer one is refused rather than cut: cutting would let padding push a
+/// string a Deny looks for out of what the engine sees.
+pub const MAX_REQUEST_VALUE: usize = 4096;
+
 impl RequestFacts {
+    /// Refuses a request whose values for the engine are past [`MAX_REQUEST_VALUE`]: each
+    /// evaluation is then bounded whatever a caller sends.
+    pub fn check_bounds(&self) -> Result<(), AwsError> {
+        match &self.user_agent {
+            Some(ua) if ua.len() > MAX_REQUEST_VALUE => Err(AwsError::validation(format!(
+                "The User-Agent header is {} bytes; podiam accepts at most {MAX_REQUEST_VALUE}",
+                ua.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// A clock that answers the request's time, for the libraries that take one.
     pub fn clock(&self) -> podiam_identity::FixedClock {
         podiam_identity::FixedClock(
@@ -87,18 +104,16 @@ pub fn caller_context(
         ctx.insert("aws:UserAgent", ua.as_str());
     }
     match caller {
-        Caller::User(u) => {
-            ctx.insert("aws:PrincipalArn", u.arn.as_str());
-            ctx.insert("aws:PrincipalType", "User");
-            ctx.insert("aws:username", u.user_name.as_str());
-            ctx.insert("aws:userid", u.user_id.as_str());
-            for t in &u.tags {
-                ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
-            }
-        }
+        Caller::User(u) => insert_user(&mut ctx, u),
         Caller::Session(s) => {
-            ctx.insert("aws:PrincipalArn", s.role_arn.as_str());
-            ctx.insert("aws:PrincipalType", "AssumedRole");
+            // AWS: the role's tags, then the session's tags, which win on the same key.
+            match session_role(state, s) {
+                Some(role) => insert_role(&mut ctx, role),
+                None => {
+                    ctx.insert("aws:PrincipalArn", s.role_arn.as_str());
+                    ctx.insert("aws:PrincipalType", "AssumedRole");
+                }
+            }
             ctx.insert("aws:userid", caller.user_id());
             ctx.insert(
                 "aws:TokenIssueTime",
@@ -111,18 +126,35 @@ pub fn caller_context(
             if let podiam_identity::session::SessionSource::WebIdentity { issuer, .. } = &s.source {
                 ctx.insert("aws:FederatedProvider", issuer.as_str());
             }
-            // AWS: the role's tags, then the session's tags, which win on the same key.
-            if let Some(role) = session_role(state, s) {
-                for t in &role.tags {
-                    ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
-                }
-            }
             for t in &s.session_tags {
                 ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
             }
         }
     }
     ctx
+}
+
+/// The keys that name an IAM user as the caller: `aws:PrincipalArn`, `aws:PrincipalType`,
+/// `aws:username`, `aws:userid` and its tags as `aws:PrincipalTag/…`.
+pub(crate) fn insert_user(ctx: &mut Context, u: &podiam_store::User) {
+    ctx.insert("aws:PrincipalArn", u.arn.as_str());
+    ctx.insert("aws:PrincipalType", "User");
+    ctx.insert("aws:username", u.user_name.as_str());
+    ctx.insert("aws:userid", u.user_id.as_str());
+    for t in &u.tags {
+        ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
+    }
+}
+
+/// The keys that name a session of `role` as the caller, before any session tag:
+/// `aws:PrincipalArn` (the role's ARN), `aws:PrincipalType` and the role's tags as
+/// `aws:PrincipalTag/…`.
+pub(crate) fn insert_role(ctx: &mut Context, role: &podiam_store::Role) {
+    ctx.insert("aws:PrincipalArn", role.arn.as_str());
+    ctx.insert("aws:PrincipalType", "AssumedRole");
+    for t in &role.tags {
+        ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
+    }
 }
 
 /// The role a session belongs to. AWS binds a session to the role's unique ID (`AROA…`), not its

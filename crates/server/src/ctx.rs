@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use podiam_identity::FixedClock;
-use podiam_store::{Role, State, Tag, User};
+use podiam_store::{Role, State};
 
 use crate::actions::{RequestKeys, context_for};
 use crate::audit::Audit;
@@ -109,37 +109,10 @@ impl Ctx<'_> {
         role: &'k Role,
         mut keys: RequestKeys<'k>,
     ) -> Result<(), AwsError> {
-        keys.resource_tags = &role.tags;
-        keys.iam_resource = true;
+        keys = keys.on_iam(&role.tags);
         if keys.permissions_boundary.is_none() {
             keys.permissions_boundary = role.permissions_boundary_arn.as_deref();
         }
         self.check_with(state, action, &role.arn, &keys)
     }
-
-    /// Checks an action on a user: its tags are `aws:ResourceTag/…` and `iam:ResourceTag/…`,
-    /// besides the keys of the request.
-    pub fn check_user(
-        &self,
-        state: &State,
-        action: &str,
-        user: &User,
-        request: &[(String, Vec<String>)],
-    ) -> Result<(), AwsError> {
-        let mut keys = resource_tag_keys(&user.tags);
-        keys.extend_from_slice(request);
-        self.check_with_keys(state, action, &user.arn, &keys)
-    }
-}
-
-/// An IAM resource's tags as `aws:ResourceTag/…` and `iam:ResourceTag/…`.
-pub fn resource_tag_keys(tags: &[Tag]) -> Vec<(String, Vec<String>)> {
-    tags.iter()
-        .flat_map(|t| {
-            [
-                (format!("aws:ResourceTag/{}", t.key), vec![t.value.clone()]),
-                (format!("iam:ResourceTag/{}", t.key), vec![t.value.clone()]),
-            ]
-        })
-        .collect()
 }

@@ -96,6 +96,29 @@ pub(crate) fn cluster<'s>(state: &'s State, name: &str) -> Result<&'s Cluster, A
         .ok_or_else(|| AwsError::not_found(format!("No cluster found for name: {name}. Register it with `podiam cluster create --name {name} …`.")))
 }
 
+/// The cluster `name`, once the caller may perform `action` on it: its tags are
+/// `aws:ResourceTag/…`, with what the request holds. Authorised before the lookup, so nobody
+/// learns which clusters exist from a denial.
+pub(crate) fn authorized_cluster<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    name: &str,
+    action: &str,
+    keys: RequestKeys<'_>,
+) -> Result<&'s Cluster, AwsError> {
+    let found = state.clusters.get(name);
+    let tags = found.map_or(&[][..], |c| &c.tags);
+    ctx.check_with(state, action, &ctx.cluster_arn(name), &keys.on(tags))?;
+    cluster(state, name)
+}
+
+/// Tags as the request keys take them.
+fn tag_pairs(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect()
+}
+
 // === clusters (a podiam extension in EKS's shape) ===
 
 fn cluster_json(c: &Cluster) -> Value {
@@ -182,7 +205,12 @@ pub(crate) async fn create_cluster(
     };
     ctx.shared
         .write(|state| {
-            ctx.check(state, "eks:CreateCluster", &arn)?;
+            ctx.check_with(
+                state,
+                "eks:CreateCluster",
+                &arn,
+                &RequestKeys::tagging(&tag_pairs(&c.tags)),
+            )?;
             if state.clusters.contains_key(&name) {
                 return Err(AwsError::in_use(format!(
                     "Cluster already exists with name: {name}"
@@ -198,8 +226,13 @@ pub(crate) async fn create_cluster(
 
 pub(crate) fn describe_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
-    ctx.check(&state, "eks:DescribeCluster", &ctx.cluster_arn(name))?;
-    let c = cluster(&state, name)?;
+    let c = authorized_cluster(
+        ctx,
+        &state,
+        name,
+        "eks:DescribeCluster",
+        RequestKeys::default(),
+    )?;
     Ok(json!({"cluster": cluster_json(c)}))
 }
 
@@ -218,8 +251,14 @@ pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, A
     let c = ctx
         .shared
         .write(|state| {
-            ctx.check(state, "eks:DeleteCluster", &ctx.cluster_arn(name))?;
-            let c = cluster(state, name)?.clone();
+            let c = authorized_cluster(
+                ctx,
+                state,
+                name,
+                "eks:DeleteCluster",
+                RequestKeys::default(),
+            )?
+            .clone();
             if state
                 .pod_identity_associations
                 .values()
@@ -379,6 +418,7 @@ pub(crate) async fn create_association(
     k8s_name_rule("namespace", &namespace)?;
     k8s_name_rule("serviceAccount", &service_account)?;
     check_session_policy(policy.as_deref())?;
+    let request_tags = tag_pairs(&tags);
     let id = association_id()?;
     let external_id = target_role_arn
         .as_ref()
@@ -387,12 +427,13 @@ pub(crate) async fn create_association(
         .map_err(|e| AwsError::internal(e.to_string()))?;
     ctx.shared
         .write(|state| {
-            ctx.check(
+            authorized_cluster(
+                ctx,
                 state,
+                cluster_name,
                 "eks:CreatePodIdentityAssociation",
-                &ctx.cluster_arn(cluster_name),
+                RequestKeys::tagging(&request_tags),
             )?;
-            cluster(state, cluster_name)?;
             check_pass_role(ctx, state, &role_arn, cluster_name)?;
             role_must_exist(ctx, state, &role_arn)?;
             if let Some(t) = &target_role_arn {
@@ -428,6 +469,30 @@ pub(crate) async fn create_association(
         .await
 }
 
+/// The association `id` of `cluster_name`, once the caller may perform `action` on it (its tags
+/// are `aws:ResourceTag/…`): authorised before the lookup.
+fn authorized_association<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    cluster_name: &str,
+    id: &str,
+    action: &str,
+) -> Result<&'s PodIdentityAssociation, AwsError> {
+    let found = state
+        .pod_identity_associations
+        .get(id)
+        .filter(|a| a.cluster_name == cluster_name);
+    let tags = found.map_or(&[][..], |a| &a.tags);
+    ctx.check_with(
+        state,
+        action,
+        &ctx.association_arn(cluster_name, id),
+        &RequestKeys::default().on(tags),
+    )?;
+    cluster(state, cluster_name)?;
+    association(state, cluster_name, id)
+}
+
 fn association<'s>(
     state: &'s State,
     cluster_name: &str,
@@ -448,13 +513,13 @@ pub(crate) fn describe_association(
     id: &str,
 ) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
-    ctx.check(
+    let a = authorized_association(
+        ctx,
         &state,
+        cluster_name,
+        id,
         "eks:DescribePodIdentityAssociation",
-        &ctx.association_arn(cluster_name, id),
     )?;
-    cluster(&state, cluster_name)?;
-    let a = association(&state, cluster_name, id)?;
     Ok(json!({"association": association_json(a)}))
 }
 
@@ -464,12 +529,13 @@ pub(crate) fn list_associations(
     query: &crate::query::Params,
 ) -> Result<Value, AwsError> {
     let state = ctx.shared.snapshot();
-    ctx.check(
+    authorized_cluster(
+        ctx,
         &state,
+        cluster_name,
         "eks:ListPodIdentityAssociations",
-        &ctx.cluster_arn(cluster_name),
+        RequestKeys::default(),
     )?;
-    cluster(&state, cluster_name)?;
     let max = match query.int("maxResults")? {
         Some(n) if (1..=100).contains(&n) => usize::try_from(n).unwrap_or(100),
         Some(n) => {
@@ -535,13 +601,14 @@ pub(crate) async fn update_association(
     let a = ctx
         .shared
         .write(|state| {
-            ctx.check(
+            let mut a = authorized_association(
+                ctx,
                 state,
+                cluster_name,
+                id,
                 "eks:UpdatePodIdentityAssociation",
-                &ctx.association_arn(cluster_name, id),
-            )?;
-            cluster(state, cluster_name)?;
-            let mut a = association(state, cluster_name, id)?.clone();
+            )?
+            .clone();
             if let Some(r) = role_arn.clone() {
                 check_pass_role(ctx, state, &r, cluster_name)?;
                 role_must_exist(ctx, state, &r)?;
@@ -595,13 +662,14 @@ pub(crate) async fn delete_association(
     let a = ctx
         .shared
         .write(|state| {
-            ctx.check(
+            let a = authorized_association(
+                ctx,
                 state,
+                cluster_name,
+                id,
                 "eks:DeletePodIdentityAssociation",
-                &ctx.association_arn(cluster_name, id),
-            )?;
-            cluster(state, cluster_name)?;
-            let a = association(state, cluster_name, id)?.clone();
+            )?
+            .clone();
             Ok((
                 vec![Change::PodIdentityAssociation(id.to_string(), None)],
                 a,

@@ -14,10 +14,11 @@ use podiam_policy::{Context, PolicySet, RequestPrincipal};
 use podiam_store::{Cluster, PodIdentityAssociation, Role, State};
 use serde_json::{Value, json};
 
+use crate::actions::RequestKeys;
 use crate::audit::Event;
 use crate::auth::{Caller, caller_context, caller_policies};
 use crate::ctx::Ctx;
-use crate::eks::{AUDIENCE, SERVICE_PRINCIPAL, cluster};
+use crate::eks::{AUDIENCE, SERVICE_PRINCIPAL, authorized_cluster};
 use crate::error::{AwsError, Protocol};
 use crate::issuance::{
     NewSession, PresentedToken, SessionPolicies, TokenIssuer, TokenUse, TrustRequest, TrustWording,
@@ -82,12 +83,14 @@ async fn pod_identity(
     event.instance_id = optional_field(body, "instanceId")?;
     event.zone = optional_field(body, "zone")?;
     let state = ctx.shared.snapshot();
-    ctx.check(
+    let c = authorized_cluster(
+        ctx,
         &state,
+        cluster_name,
         "eks-auth:AssumeRoleForPodIdentity",
-        &ctx.cluster_arn(cluster_name),
-    )?;
-    let c = cluster(&state, cluster_name)?.clone();
+        RequestKeys::default(),
+    )?
+    .clone();
 
     // The token, against the cluster's keys.
     let presented = PresentedToken::new(ctx, token, TokenUse::PodIdentity)?;

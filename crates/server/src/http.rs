@@ -200,6 +200,10 @@ async fn aws_query(
         if action.is_empty() {
             return Err(AwsError::new(ErrorKind::MissingAction, "Missing Action"));
         }
+        facts.check_bounds()?;
+        // Nothing XML 1.0 cannot carry is stored: it would break every later answer that
+        // holds it (`aws iam list-roles` for everyone, after one bad `UpdateRole`).
+        params.check_characters()?;
         // AssumeRoleWithWebIdentity is unsigned on AWS: the token is the credential.
         let caller = if is_sts && action == "AssumeRoleWithWebIdentity" {
             None
@@ -394,6 +398,7 @@ async fn rest(
     };
     let facts = request_facts(&app, peer, &headers);
     let result = async {
+        facts.check_bounds()?;
         let services: &[&str] = if eks_auth { &["eks-auth"] } else { &["eks"] };
         let signed = SignedRequest {
             method: &method,

@@ -8,6 +8,7 @@ use podiam_store::{Group, ManagedPolicy, Role, State, Tag, User};
 
 use podiam_policy::date::format_date as date;
 
+use crate::actions::RequestKeys;
 use crate::ctx::Ctx;
 use crate::error::AwsError;
 use crate::query::Params;
@@ -95,8 +96,8 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
         "CreateAccessKey" => users::create_access_key(ctx, p).await,
         "DeleteAccessKey" => users::delete_access_key(ctx, p).await,
         "ListAccessKeys" => users::list_access_keys(ctx, p),
-        "SimulatePrincipalPolicy" => crate::simulate::principal(ctx, p),
-        "SimulateCustomPolicy" => crate::simulate::custom(ctx, p),
+        "SimulatePrincipalPolicy" => crate::simulate::principal(ctx, p).await,
+        "SimulateCustomPolicy" => crate::simulate::custom(ctx, p).await,
         other => Err(AwsError::invalid_action(other)),
     }
 }
@@ -326,13 +327,7 @@ fn authorized_role<'s>(
     name: &str,
     action: &str,
 ) -> Result<&'s Role, AwsError> {
-    authorized_role_with(
-        ctx,
-        state,
-        name,
-        action,
-        crate::actions::RequestKeys::default(),
-    )
+    authorized_role_with(ctx, state, name, action, RequestKeys::default())
 }
 
 /// [`authorized_role`], with what the request holds (tags, the policy it attaches, …).
@@ -341,7 +336,7 @@ fn authorized_role_with<'s>(
     state: &'s State,
     name: &str,
     action: &str,
-    keys: crate::actions::RequestKeys<'_>,
+    keys: RequestKeys<'_>,
 ) -> Result<&'s Role, AwsError> {
     match state.roles.get(&name.to_ascii_lowercase()) {
         Some(r) => {
@@ -355,30 +350,21 @@ fn authorized_role_with<'s>(
     }
 }
 
-/// The user `name`, once the caller may perform `action` on it (its tags and `request` in the
-/// context).
+/// The user `name`, once the caller may perform `action` on it (its tags and what the request
+/// holds in the context).
 fn authorized_user<'s>(
     ctx: &Ctx<'_>,
     state: &'s State,
     name: &str,
     action: &str,
-    request: &[(String, Vec<String>)],
+    keys: RequestKeys<'_>,
 ) -> Result<&'s User, AwsError> {
-    match state.users.get(&name.to_ascii_lowercase()) {
-        Some(u) => {
-            ctx.check_user(state, action, u, request)?;
-            Ok(u)
-        }
-        None => {
-            ctx.check_with_keys(
-                state,
-                action,
-                &ctx.iam_arn(&format!("user/{name}")),
-                request,
-            )?;
-            Err(no_such_user(name))
-        }
+    let found = state.users.get(&name.to_ascii_lowercase());
+    match found {
+        Some(u) => ctx.check_with(state, action, &u.arn, &keys.on_iam(&u.tags))?,
+        None => ctx.check_with(state, action, &ctx.iam_arn(&format!("user/{name}")), &keys)?,
     }
+    found.ok_or_else(|| no_such_user(name))
 }
 
 /// The group `name`, once the caller may perform `action` on it (IAM groups have no tags).
@@ -387,11 +373,11 @@ fn authorized_group<'s>(
     state: &'s State,
     name: &str,
     action: &str,
-    request: &[(String, Vec<String>)],
+    keys: RequestKeys<'_>,
 ) -> Result<&'s Group, AwsError> {
     let found = state.groups.get(&name.to_ascii_lowercase());
     let arn = found.map_or_else(|| ctx.iam_arn(&format!("group/{name}")), |g| g.arn.clone());
-    ctx.check_with_keys(state, action, &arn, request)?;
+    ctx.check_with(state, action, &arn, &keys)?;
     found.ok_or_else(|| {
         AwsError::no_such_entity(format!("The group with name {name} cannot be found."))
     })
@@ -408,7 +394,9 @@ fn authorized_policy<'s>(
     arn: &str,
     action: &str,
 ) -> Result<&'s ManagedPolicy, AwsError> {
-    ctx.check(state, action, arn)?;
+    let found = state.policies.get(arn);
+    let tags = found.map_or(&[][..], |p| &p.tags);
+    ctx.check_with(state, action, arn, &RequestKeys::default().on_iam(tags))?;
     policy(state, arn)
 }
 
@@ -434,31 +422,6 @@ fn arn_rule(param: &str, value: &str) -> Result<(), AwsError> {
 }
 
 // === request condition keys ===
-
-/// The tags a request sets: `aws:RequestTag/KEY` for each, and their keys as `aws:TagKeys`.
-fn request_tag_keys(tags: &[(String, String)]) -> Vec<(String, Vec<String>)> {
-    let mut keys: Vec<(String, Vec<String>)> = tags
-        .iter()
-        .map(|(k, v)| (format!("aws:RequestTag/{k}"), vec![v.clone()]))
-        .collect();
-    if !tags.is_empty() {
-        keys.push((
-            "aws:TagKeys".to_string(),
-            tags.iter().map(|(k, _)| k.clone()).collect(),
-        ));
-    }
-    keys
-}
-
-/// The tag keys an `Untag…` request removes, as `aws:TagKeys`.
-fn removed_tag_keys(keys: &[String]) -> Vec<(String, Vec<String>)> {
-    vec![("aws:TagKeys".to_string(), keys.to_vec())]
-}
-
-/// The managed policy an `Attach…`/`Detach…` request names, as `iam:PolicyARN`.
-fn policy_arn_key(arn: &str) -> Vec<(String, Vec<String>)> {
-    vec![("iam:PolicyARN".to_string(), vec![arn.to_string()])]
-}
 
 // === inline and attached policies of users and groups ===
 

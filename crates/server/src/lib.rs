@@ -50,6 +50,7 @@ mod simulate;
 mod start;
 pub mod state;
 pub(crate) mod sts;
+pub mod text;
 mod tokens;
 pub mod upstream;
 pub(crate) mod xml;
@@ -81,6 +82,8 @@ pub struct Options {
     /// Broker mode: sessions of other accounts' roles come from this STS. `None`: only
     /// podiam's own account.
     pub upstream: Option<upstream::UpstreamOptions>,
+    /// How the audit trail is kept on disk (rotation, sampling of unauthenticated refusals).
+    pub audit: audit::AuditOptions,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

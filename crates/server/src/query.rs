@@ -37,6 +37,26 @@ impl Params {
         Params { map }
     }
 
+    /// Refuses a value with a control character XML 1.0 cannot carry (anything below U+0020
+    /// but tab, line feed and carriage return): AWS's field patterns refuse them too, and once
+    /// stored they would break every answer that holds them. Names the parameter and the
+    /// character.
+    pub fn check_characters(&self) -> Result<(), AwsError> {
+        for (k, v) in &self.map {
+            if let Some(c) = v
+                .bytes()
+                .find(|b| *b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+            {
+                return Err(AwsError::validation(format!(
+                    "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must not contain the control character U+{:04X}",
+                    crate::text::printable(k, 128),
+                    c
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn extend(&mut self, other: Params) {
         for (k, v) in other.map {
             self.map.entry(k).or_insert(v);

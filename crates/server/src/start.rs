@@ -82,6 +82,7 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
     let audit = Audit::start(
         dir.join("audit.log"),
         crate::audit::DatabaseSink::for_server(&shared, options.replica_name.clone()),
+        options.audit,
     );
     tokio::spawn(watch_store(Arc::clone(&shared)));
     let mut app = crate::http::router(Arc::clone(&shared), audit.clone(), options.tls.is_some());

@@ -150,6 +150,8 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     let mut event = Event::new(ctx, "AssumeRoleWithWebIdentity");
     event.role = Some(role_arn.to_string());
     event.session_name = Some(session_name.to_string());
+    // Until the token verifies, whatever it claims is unverified and the caller anonymous.
+    event.unauthenticated = true;
     let result = async {
         let presented = PresentedToken::new(ctx, token, TokenUse::WebIdentity)?;
         let iss = presented
@@ -182,6 +184,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
                 &provider.client_ids,
             )
             .await?;
+        event.unauthenticated = false;
         let sub = claims.subject().unwrap_or_default().to_string();
         let aud = claims
             .audiences()

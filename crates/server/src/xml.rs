@@ -20,6 +20,11 @@ pub fn escape(s: &str, out: &mut String) {
             b'"' => "&quot;",
             b'\'' => "&apos;",
             b'\r' => "&#13;",
+            // XML 1.0 cannot carry these even as references: the replacement character keeps
+            // the answer readable by every parser. Input is checked too (`Params`); this
+            // covers what reached the store before, or from elsewhere.
+            b'\t' | b'\n' => continue,
+            0..0x20 => "\u{FFFD}",
             _ => continue,
         };
         // `i` is at an ASCII byte, so both slices end on character boundaries.
@@ -39,6 +44,11 @@ impl Xml {
             out,
             stack: Vec::new(),
         }
+    }
+
+    /// The bytes written so far.
+    pub fn written(&self) -> usize {
+        self.out.len()
     }
 
     pub fn start(&mut self, name: &'static str) -> &mut Self {
@@ -153,5 +163,8 @@ mod tests {
         out.clear();
         escape("plain", &mut out);
         assert_eq!(out, "plain");
+        out.clear();
+        escape("a\x01b\tc\nd\x1f", &mut out);
+        assert_eq!(out, "a\u{FFFD}b\tc\nd\u{FFFD}");
     }
 }

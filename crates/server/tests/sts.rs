@@ -37,6 +37,7 @@ async fn fixture() -> Fixture {
         replica_name: None,
         clock: Default::default(),
         upstream: None,
+        audit: Default::default(),
     })
     .await
     .unwrap();

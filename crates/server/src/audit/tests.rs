@@ -17,6 +17,18 @@ fn event(i: usize, outcome: &str) -> Event {
     }
 }
 
+/// The N of each line's `req-N`.
+fn request_numbers(lines: &[String]) -> Vec<usize> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Event>(l).unwrap().request_id[4..]
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Polls `check` until it holds; the writer is a thread and the database real, so no virtual time.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -58,7 +70,11 @@ impl Writer {
             metrics.audit_database_events.clone(),
             retry,
         );
-        let audit = Audit::start(dir.path().join("audit.log"), Some(sink));
+        let audit = Audit::start(
+            dir.path().join("audit.log"),
+            Some(sink),
+            AuditOptions::default(),
+        );
         Writer {
             dir,
             store,
@@ -148,7 +164,12 @@ async fn the_log_rotates_past_its_size_and_keeps_the_newest_events() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
     let rotated = dir.path().join("audit.log.1");
-    let audit = Audit::start_rotating_at(log.clone(), None, 1_000);
+    let options = AuditOptions {
+        max_bytes: 1_000,
+        files: 1,
+        ..AuditOptions::default()
+    };
+    let audit = Audit::start(log.clone(), None, options);
     let line = serde_json::to_string(&event(0, "allowed")).unwrap().len() + 1;
     assert!(
         30 * line > 3 * 1_000,
@@ -171,14 +192,7 @@ async fn the_log_rotates_past_its_size_and_keeps_the_newest_events() {
     .await;
     // The two files hold the newest events, in order, with nothing missing between them; the
     // oldest ones went with an earlier rotation.
-    let kept: Vec<usize> = both
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Event>(l).unwrap().request_id[4..]
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let kept = request_numbers(&both);
     assert_eq!(kept, (30 - kept.len()..30).collect::<Vec<_>>());
     assert!(kept.len() < 30, "nothing was rotated away: {kept:?}");
     let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -194,7 +208,7 @@ async fn the_log_rotates_past_its_size_and_keeps_the_newest_events() {
 async fn flush_returns_once_every_recorded_event_is_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
-    let audit = Audit::start(log.clone(), None);
+    let audit = Audit::start(log.clone(), None, AuditOptions::default());
     for i in 0..1_000 {
         audit.record(event(i, "allowed"));
     }
@@ -205,4 +219,97 @@ async fn flush_returns_once_every_recorded_event_is_in_the_file() {
     assert!(lines[999].contains("\"req-999\""));
     // Nothing recorded since: returns at once.
     assert!(audit.flush(Duration::ZERO).await);
+}
+
+#[tokio::test]
+async fn the_configured_number_of_rotated_files_is_kept_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let options = AuditOptions {
+        max_bytes: 500,
+        files: 3,
+        ..AuditOptions::default()
+    };
+    let audit = Audit::start(log.clone(), None, options);
+    for i in 0..60 {
+        audit.record(event(i, "allowed"));
+        if i % 3 == 2 {
+            assert!(audit.flush(Duration::from_secs(10)).await);
+        }
+    }
+    assert!(audit.flush(Duration::from_secs(10)).await);
+    let name = |n: u32| dir.path().join(format!("audit.log.{n}"));
+    assert!(name(3).exists(), "three rotated files are kept");
+    assert!(!name(4).exists(), "no more than three");
+    // Oldest to newest: .3, .2, .1, then the current file, with nothing missing in between.
+    let all = [
+        file_lines(&name(3)),
+        file_lines(&name(2)),
+        file_lines(&name(1)),
+        file_lines(&log),
+    ]
+    .concat();
+    let ids = request_numbers(&all);
+    assert_eq!(ids, (60 - ids.len()..60).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_flood_of_unauthenticated_refusals_cannot_rotate_the_trail_or_bloat_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let options = AuditOptions {
+        max_bytes: 16 * 1024 * 1024,
+        files: 1,
+        unauthenticated_per_second: 10,
+    };
+    let started = std::time::Instant::now();
+    let audit = Audit::start(log.clone(), None, options);
+    let mut marker = event(0, "allowed");
+    marker.request_id = "marker".into();
+    audit.record(marker);
+    // 2,000 refusals with a garbage token and a 300 KB User-Agent.
+    for i in 1..=2_000 {
+        let mut e = event(i, "denied");
+        e.unauthenticated = true;
+        e.user_agent = Some("x".repeat(300 * 1024));
+        e.reason = Some(format!("bad token from {}", "y".repeat(300 * 1024)));
+        audit.record(e);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(audit.flush(Duration::from_secs(10)).await);
+    // The authenticated trail is untouched: the marker is there and nothing rotated.
+    let lines = file_lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"marker\""));
+    assert!(!dir.path().join("audit.log.1").exists());
+    // The refusals went to their own file, sampled, bounded, with a count of what was left out.
+    let refused = file_lines(&dir.path().join("audit-unauthenticated.log"));
+    let events: Vec<Event> = refused
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let recorded = events.iter().filter(|e| e.outcome == "denied").count();
+    // At most 10 in each second the flood lasted.
+    assert!(
+        (10..=10 * seconds as usize).contains(&recorded),
+        "{recorded} recorded in {seconds} s"
+    );
+    let left_out: u64 = events
+        .iter()
+        .filter(|e| e.outcome == "sampled")
+        .map(|e| {
+            let r = e.reason.as_deref().unwrap();
+            r.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(left_out + recorded as u64, 2_000);
+    for e in events.iter().filter(|e| e.outcome == "denied") {
+        let ua = e.user_agent.as_deref().unwrap();
+        assert!(
+            ua.len() < MAX_FIELD + 32 && ua.ends_with("bytes cut]"),
+            "{}",
+            ua.len()
+        );
+        assert!(e.reason.as_deref().unwrap().len() < MAX_REASON + 32);
+    }
 }

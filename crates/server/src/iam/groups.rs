@@ -77,7 +77,13 @@ fn members<'s>(state: &'s State, g: &Group) -> Vec<(&'s str, &'s User)> {
 /// AWS's `GetGroup`: the group and a page of its users.
 pub(super) fn get_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
-    let g = authorized_group(ctx, &state, p.required("GroupName")?, "iam:GetGroup", &[])?;
+    let g = authorized_group(
+        ctx,
+        &state,
+        p.required("GroupName")?,
+        "iam:GetGroup",
+        RequestKeys::default(),
+    )?;
     let (page, next) = paginate(members(&state, g), p)?;
     let mut x = Xml::response("GetGroup", NS);
     x.start("Group");
@@ -131,7 +137,8 @@ pub(super) async fn update_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
     }
     ctx.shared
         .write(|state| {
-            let old = authorized_group(ctx, state, &name, "iam:UpdateGroup", &[])?;
+            let old =
+                authorized_group(ctx, state, &name, "iam:UpdateGroup", RequestKeys::default())?;
             let mut g = old.clone();
             if let Some(n) = &new_name {
                 g.group_name = n.clone();
@@ -171,7 +178,7 @@ pub(super) async fn delete_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
     let name = p.required("GroupName")?.to_string();
     ctx.shared
         .write(|state| {
-            let g = authorized_group(ctx, state, &name, "iam:DeleteGroup", &[])?;
+            let g = authorized_group(ctx, state, &name, "iam:DeleteGroup", RequestKeys::default())?;
             if !members(state, g).is_empty() {
                 return Err(AwsError::delete_conflict(
                     "Cannot delete entity, must remove users from group first.",
@@ -196,17 +203,17 @@ pub(super) async fn delete_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
     Ok(empty(ctx, "DeleteGroup"))
 }
 
-/// Applies `change` to the named group after checking `action` on it with `request`'s keys.
+/// Applies `change` to the named group after checking `action` on it with what the request holds.
 async fn modify_group(
     ctx: &Ctx<'_>,
     name: &str,
     action: &str,
-    request: &[(String, Vec<String>)],
+    keys: RequestKeys<'_>,
     change: impl Fn(&State, &mut Group) -> Result<(), AwsError>,
 ) -> Result<Group, AwsError> {
     ctx.shared
         .write(|state| {
-            let mut g = authorized_group(ctx, state, name, action, request)?.clone();
+            let mut g = authorized_group(ctx, state, name, action, keys)?.clone();
             change(state, &mut g)?;
             Ok((
                 vec![Change::Group(
@@ -226,22 +233,28 @@ async fn modify_group(
 pub(super) async fn add_user_to_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let user_name = p.required("UserName")?.to_string();
-    modify_group(ctx, name, "iam:AddUserToGroup", &[], |state, g| {
-        let u = state
-            .users
-            .get(&user_name.to_ascii_lowercase())
-            .ok_or_else(|| no_such_user(&user_name))?;
-        if g.has_member(u) {
-            return Ok(());
-        }
-        if state.groups_of(u).count() >= 10 {
-            return Err(AwsError::limit_exceeded(
-                "Cannot exceed quota for GroupsPerUser: 10",
-            ));
-        }
-        g.user_ids.push(u.user_id.clone());
-        Ok(())
-    })
+    modify_group(
+        ctx,
+        name,
+        "iam:AddUserToGroup",
+        RequestKeys::default(),
+        |state, g| {
+            let u = state
+                .users
+                .get(&user_name.to_ascii_lowercase())
+                .ok_or_else(|| no_such_user(&user_name))?;
+            if g.has_member(u) {
+                return Ok(());
+            }
+            if state.groups_of(u).count() >= 10 {
+                return Err(AwsError::limit_exceeded(
+                    "Cannot exceed quota for GroupsPerUser: 10",
+                ));
+            }
+            g.user_ids.push(u.user_id.clone());
+            Ok(())
+        },
+    )
     .await?;
     Ok(empty(ctx, "AddUserToGroup"))
 }
@@ -250,15 +263,21 @@ pub(super) async fn add_user_to_group(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
 pub(super) async fn remove_user_from_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let user_name = p.required("UserName")?.to_string();
-    modify_group(ctx, name, "iam:RemoveUserFromGroup", &[], |state, g| {
-        let u = state
-            .users
-            .get(&user_name.to_ascii_lowercase())
-            .filter(|u| g.has_member(u))
-            .ok_or_else(|| no_such_user(&user_name))?;
-        g.user_ids.retain(|id| *id != u.user_id);
-        Ok(())
-    })
+    modify_group(
+        ctx,
+        name,
+        "iam:RemoveUserFromGroup",
+        RequestKeys::default(),
+        |state, g| {
+            let u = state
+                .users
+                .get(&user_name.to_ascii_lowercase())
+                .filter(|u| g.has_member(u))
+                .ok_or_else(|| no_such_user(&user_name))?;
+            g.user_ids.retain(|id| *id != u.user_id);
+            Ok(())
+        },
+    )
     .await?;
     Ok(empty(ctx, "RemoveUserFromGroup"))
 }
@@ -271,16 +290,22 @@ pub(super) async fn put_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String
     name_rule("PolicyName", &policy_name, 128)?;
     let doc = p.required("PolicyDocument")?.to_string();
     let compiled = parse_policy(&doc, PolicyKind::Identity)?;
-    modify_group(ctx, name, "iam:PutGroupPolicy", &[], |_, g| {
-        put_inline(
-            ctx,
-            Holder::Group,
-            &mut g.inline_policies,
-            &policy_name,
-            &doc,
-            compiled.size,
-        )
-    })
+    modify_group(
+        ctx,
+        name,
+        "iam:PutGroupPolicy",
+        RequestKeys::default(),
+        |_, g| {
+            put_inline(
+                ctx,
+                Holder::Group,
+                &mut g.inline_policies,
+                &policy_name,
+                &doc,
+                compiled.size,
+            )
+        },
+    )
     .await?;
     Ok(empty(ctx, "PutGroupPolicy"))
 }
@@ -292,7 +317,7 @@ pub(super) fn get_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
         &state,
         p.required("GroupName")?,
         "iam:GetGroupPolicy",
-        &[],
+        RequestKeys::default(),
     )?;
     let name = p.required("PolicyName")?;
     let doc = g
@@ -309,12 +334,18 @@ pub(super) fn get_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
 pub(super) async fn delete_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let policy_name = p.required("PolicyName")?.to_string();
-    modify_group(ctx, name, "iam:DeleteGroupPolicy", &[], |_, g| {
-        g.inline_policies
-            .remove(&policy_name)
-            .map(|_| ())
-            .ok_or_else(|| no_such_inline(Holder::Group, &policy_name))
-    })
+    modify_group(
+        ctx,
+        name,
+        "iam:DeleteGroupPolicy",
+        RequestKeys::default(),
+        |_, g| {
+            g.inline_policies
+                .remove(&policy_name)
+                .map(|_| ())
+                .ok_or_else(|| no_such_inline(Holder::Group, &policy_name))
+        },
+    )
     .await?;
     Ok(empty(ctx, "DeleteGroupPolicy"))
 }
@@ -326,7 +357,7 @@ pub(super) fn list_group_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
         &state,
         p.required("GroupName")?,
         "iam:ListGroupPolicies",
-        &[],
+        RequestKeys::default(),
     )?;
     inline_names_reply(ctx, "ListGroupPolicies", &g.inline_policies, p)
 }
@@ -339,7 +370,7 @@ pub(super) async fn attach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Str
         ctx,
         name,
         "iam:AttachGroupPolicy",
-        &policy_arn_key(&arn),
+        RequestKeys::policy(&arn),
         |state, g| attach(state, Holder::Group, &mut g.attached_policy_arns, &arn),
     )
     .await?;
@@ -354,7 +385,7 @@ pub(super) async fn detach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Str
         ctx,
         name,
         "iam:DetachGroupPolicy",
-        &policy_arn_key(&arn),
+        RequestKeys::policy(&arn),
         |_, g| detach(&mut g.attached_policy_arns, &arn),
     )
     .await?;
@@ -368,7 +399,7 @@ pub(super) fn list_attached_group_policies(ctx: &Ctx<'_>, p: &Params) -> Result<
         &state,
         p.required("GroupName")?,
         "iam:ListAttachedGroupPolicies",
-        &[],
+        RequestKeys::default(),
     )?;
     attached_reply(
         ctx,

@@ -109,6 +109,7 @@ pub(crate) async fn create_oidc_provider(
     let thumbprints: Vec<&str> = input.thumbprints.iter().map(String::as_str).collect();
     thumbprint_rule(&thumbprints)?;
     let tags = tags_rule(&input.tags, 0)?;
+    let input_tags = input.tags;
     let static_jwks = input.jwks;
     if let Some(j) = &static_jwks {
         crate::issuer::check_jwks(j)?;
@@ -125,7 +126,12 @@ pub(crate) async fn create_oidc_provider(
     };
     ctx.shared
         .write(|state| {
-            ctx.check(state, "iam:CreateOpenIDConnectProvider", &arn)?;
+            ctx.check_with(
+                state,
+                "iam:CreateOpenIDConnectProvider",
+                &arn,
+                &RequestKeys::tagging(&input_tags),
+            )?;
             if state.oidc_providers.contains_key(&arn) {
                 return Err(AwsError::already_exists(format!(
                     "Provider with url {} already exists.",
@@ -145,6 +151,19 @@ pub(crate) async fn create_oidc_provider(
         .await
 }
 
+/// The provider `arn`, once the caller may perform `action` on it (its tags in the context):
+/// authorised before the lookup, as every read and write is.
+fn authorized_oidc<'s>(
+    ctx: &Ctx<'_>,
+    state: &'s State,
+    arn: &str,
+    action: &str,
+) -> Result<&'s OidcProvider, AwsError> {
+    let tags = state.oidc_providers.get(arn).map_or(&[][..], |o| &o.tags);
+    ctx.check_with(state, action, arn, &RequestKeys::default().on_iam(tags))?;
+    oidc(state, arn)
+}
+
 pub(super) fn oidc<'s>(state: &'s State, arn: &str) -> Result<&'s OidcProvider, AwsError> {
     state.oidc_providers.get(arn).ok_or_else(|| {
         AwsError::no_such_entity(format!("OpenIDConnect Provider not found for arn {arn}"))
@@ -154,8 +173,7 @@ pub(super) fn oidc<'s>(state: &'s State, arn: &str) -> Result<&'s OidcProvider, 
 /// AWS's `GetOpenIDConnectProvider`.
 pub(crate) fn get_oidc_provider(ctx: &Ctx<'_>, arn: &str) -> Result<OidcProvider, AwsError> {
     let state = ctx.shared.snapshot();
-    ctx.check(&state, "iam:GetOpenIDConnectProvider", arn)?;
-    let o = oidc(&state, arn)?;
+    let o = authorized_oidc(ctx, &state, arn, "iam:GetOpenIDConnectProvider")?;
     Ok(o.clone())
 }
 
@@ -195,8 +213,7 @@ pub(super) async fn delete_oidc_provider(ctx: &Ctx<'_>, p: &Params) -> Result<St
     let arn = p.required("OpenIDConnectProviderArn")?.to_string();
     ctx.shared
         .write(|state| {
-            ctx.check(state, "iam:DeleteOpenIDConnectProvider", &arn)?;
-            oidc(state, &arn)?;
+            authorized_oidc(ctx, state, &arn, "iam:DeleteOpenIDConnectProvider")?;
             Ok((vec![Change::OidcProvider(arn.clone(), None)], ()))
         })
         .await?;
@@ -211,8 +228,7 @@ pub(super) async fn modify_oidc(
 ) -> Result<(), AwsError> {
     ctx.shared
         .write(|state| {
-            ctx.check(state, action, arn)?;
-            let mut o = oidc(state, arn)?.clone();
+            let mut o = authorized_oidc(ctx, state, arn, action)?.clone();
             change(&mut o)?;
             Ok((vec![Change::OidcProvider(arn.to_string(), Some(o))], ()))
         })

@@ -16,14 +16,20 @@ pub(super) async fn create_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
     let doc = p.required("PolicyDocument")?.to_string();
     let compiled = parse_policy(&doc, PolicyKind::Identity)?;
     ctx.shared.config.limits.check_managed_policy(&compiled)?;
-    let tags = tags_rule(&p.tags("Tags")?, 0)?;
+    let requested = p.tags("Tags")?;
+    let tags = tags_rule(&requested, 0)?;
     let arn = ctx.iam_arn(&format!("policy{path}{name}"));
     let policy_id = ids::unique("ANPA")?;
     let description = p.get("Description").map(str::to_string);
     let created = ctx
         .shared
         .write(|state| {
-            ctx.check(state, "iam:CreatePolicy", &arn)?;
+            ctx.check_with(
+                state,
+                "iam:CreatePolicy",
+                &arn,
+                &RequestKeys::tagging(&requested),
+            )?;
             if state.policies.contains_key(&arn)
                 || state
                     .policies

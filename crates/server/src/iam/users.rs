@@ -29,7 +29,6 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     path_rule("Path", &path)?;
     let requested = p.tags("Tags")?;
     let tags = tags_rule(&requested, 0)?;
-    let request = request_tag_keys(&requested);
     let arn = ctx.iam_arn(&format!("user{path}{name}"));
     let user = User {
         user_name: name.clone(),
@@ -45,7 +44,12 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     let user = ctx
         .shared
         .write(|state| {
-            ctx.check_with_keys(state, "iam:CreateUser", &arn, &request)?;
+            ctx.check_with(
+                state,
+                "iam:CreateUser",
+                &arn,
+                &RequestKeys::tagging(&requested),
+            )?;
             if state.users.contains_key(&name.to_ascii_lowercase()) {
                 return Err(AwsError::already_exists(format!(
                     "User with name {name} already exists."
@@ -87,7 +91,7 @@ pub(super) fn target_user<'s>(
             ));
         }
     };
-    authorized_user(ctx, state, &name, action, &[])
+    authorized_user(ctx, state, &name, action, RequestKeys::default())
 }
 
 pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -225,7 +229,7 @@ pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     }
     ctx.shared
         .write(|state| {
-            let old = authorized_user(ctx, state, &name, "iam:UpdateUser", &[])?;
+            let old = authorized_user(ctx, state, &name, "iam:UpdateUser", RequestKeys::default())?;
             let mut u = old.clone();
             if let Some(n) = &new_name {
                 u.user_name = n.clone();
@@ -235,7 +239,12 @@ pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
             }
             u.arn = ctx.iam_arn(&format!("user{}{}", u.path, u.user_name));
             if u.arn != old.arn {
-                ctx.check(state, "iam:UpdateUser", &u.arn)?;
+                ctx.check_with(
+                    state,
+                    "iam:UpdateUser",
+                    &u.arn,
+                    &RequestKeys::default().on_iam(&u.tags),
+                )?;
             }
             let (old_key, new_key) = (
                 old.user_name.to_ascii_lowercase(),
@@ -277,7 +286,7 @@ pub(super) async fn delete_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     let name = p.required("UserName")?.to_string();
     ctx.shared
         .write(|state| {
-            let u = authorized_user(ctx, state, &name, "iam:DeleteUser", &[])?;
+            let u = authorized_user(ctx, state, &name, "iam:DeleteUser", RequestKeys::default())?;
             if state
                 .access_keys
                 .values()
@@ -311,17 +320,17 @@ pub(super) async fn delete_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
     Ok(empty(ctx, "DeleteUser"))
 }
 
-/// Applies `change` to the named user after checking `action` on it with `request`'s keys.
+/// Applies `change` to the named user after checking `action` on it with what the request holds.
 async fn modify_user(
     ctx: &Ctx<'_>,
     name: &str,
     action: &str,
-    request: &[(String, Vec<String>)],
+    keys: RequestKeys<'_>,
     change: impl Fn(&State, &mut User) -> Result<(), AwsError>,
 ) -> Result<User, AwsError> {
     ctx.shared
         .write(|state| {
-            let mut u = authorized_user(ctx, state, name, action, request)?.clone();
+            let mut u = authorized_user(ctx, state, name, action, keys)?.clone();
             change(state, &mut u)?;
             Ok((
                 vec![Change::User(
@@ -340,22 +349,28 @@ pub(super) async fn tag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
     if new.is_empty() {
         return Err(AwsError::missing("Tags"));
     }
-    modify_user(ctx, name, "iam:TagUser", &request_tag_keys(&new), |_, u| {
-        // The tags after the merge: existing ones not overwritten, plus the new ones.
-        let overwritten = u
-            .tags
-            .iter()
-            .filter(|t| new.iter().any(|(k, _)| *k == t.key))
-            .count();
-        tags_rule(&new, u.tags.len() - overwritten)?;
-        for (k, v) in new.clone() {
-            match u.tags.iter_mut().find(|t| t.key == k) {
-                Some(t) => t.value = v,
-                None => u.tags.push(Tag { key: k, value: v }),
+    modify_user(
+        ctx,
+        name,
+        "iam:TagUser",
+        RequestKeys::tagging(&new),
+        |_, u| {
+            // The tags after the merge: existing ones not overwritten, plus the new ones.
+            let overwritten = u
+                .tags
+                .iter()
+                .filter(|t| new.iter().any(|(k, _)| *k == t.key))
+                .count();
+            tags_rule(&new, u.tags.len() - overwritten)?;
+            for (k, v) in new.clone() {
+                match u.tags.iter_mut().find(|t| t.key == k) {
+                    Some(t) => t.value = v,
+                    None => u.tags.push(Tag { key: k, value: v }),
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await?;
     Ok(empty(ctx, "TagUser"))
 }
@@ -370,7 +385,7 @@ pub(super) async fn untag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
         ctx,
         name,
         "iam:UntagUser",
-        &removed_tag_keys(&keys),
+        RequestKeys::untagging(&keys),
         |_, u| {
             u.tags.retain(|t| !keys.contains(&t.key));
             Ok(())
@@ -387,7 +402,7 @@ pub(super) fn list_user_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
         &state,
         p.required("UserName")?,
         "iam:ListUserTags",
-        &[],
+        RequestKeys::default(),
     )?;
     let items: Vec<(&str, &Tag)> = u.tags.iter().map(|t| (t.key.as_str(), t)).collect();
     let (page, next) = paginate(items, p)?;
@@ -412,16 +427,22 @@ pub(super) async fn put_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String,
     name_rule("PolicyName", &policy_name, 128)?;
     let doc = p.required("PolicyDocument")?.to_string();
     let compiled = parse_policy(&doc, PolicyKind::Identity)?;
-    modify_user(ctx, name, "iam:PutUserPolicy", &[], |_, u| {
-        put_inline(
-            ctx,
-            Holder::User,
-            &mut u.inline_policies,
-            &policy_name,
-            &doc,
-            compiled.size,
-        )
-    })
+    modify_user(
+        ctx,
+        name,
+        "iam:PutUserPolicy",
+        RequestKeys::default(),
+        |_, u| {
+            put_inline(
+                ctx,
+                Holder::User,
+                &mut u.inline_policies,
+                &policy_name,
+                &doc,
+                compiled.size,
+            )
+        },
+    )
     .await?;
     Ok(empty(ctx, "PutUserPolicy"))
 }
@@ -433,7 +454,7 @@ pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
         &state,
         p.required("UserName")?,
         "iam:GetUserPolicy",
-        &[],
+        RequestKeys::default(),
     )?;
     let name = p.required("PolicyName")?;
     let doc = u
@@ -450,12 +471,18 @@ pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
 pub(super) async fn delete_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let policy_name = p.required("PolicyName")?.to_string();
-    modify_user(ctx, name, "iam:DeleteUserPolicy", &[], |_, u| {
-        u.inline_policies
-            .remove(&policy_name)
-            .map(|_| ())
-            .ok_or_else(|| no_such_inline(Holder::User, &policy_name))
-    })
+    modify_user(
+        ctx,
+        name,
+        "iam:DeleteUserPolicy",
+        RequestKeys::default(),
+        |_, u| {
+            u.inline_policies
+                .remove(&policy_name)
+                .map(|_| ())
+                .ok_or_else(|| no_such_inline(Holder::User, &policy_name))
+        },
+    )
     .await?;
     Ok(empty(ctx, "DeleteUserPolicy"))
 }
@@ -467,7 +494,7 @@ pub(super) fn list_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
         &state,
         p.required("UserName")?,
         "iam:ListUserPolicies",
-        &[],
+        RequestKeys::default(),
     )?;
     inline_names_reply(ctx, "ListUserPolicies", &u.inline_policies, p)
 }
@@ -480,7 +507,7 @@ pub(super) async fn attach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         ctx,
         name,
         "iam:AttachUserPolicy",
-        &policy_arn_key(&arn),
+        RequestKeys::policy(&arn),
         |state, u| attach(state, Holder::User, &mut u.attached_policy_arns, &arn),
     )
     .await?;
@@ -495,7 +522,7 @@ pub(super) async fn detach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         ctx,
         name,
         "iam:DetachUserPolicy",
-        &policy_arn_key(&arn),
+        RequestKeys::policy(&arn),
         |_, u| detach(&mut u.attached_policy_arns, &arn),
     )
     .await?;
@@ -509,7 +536,7 @@ pub(super) fn list_attached_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<S
         &state,
         p.required("UserName")?,
         "iam:ListAttachedUserPolicies",
-        &[],
+        RequestKeys::default(),
     )?;
     attached_reply(
         ctx,
@@ -527,7 +554,7 @@ pub(super) fn list_groups_for_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, 
         &state,
         p.required("UserName")?,
         "iam:ListGroupsForUser",
-        &[],
+        RequestKeys::default(),
     )?;
     let items: Vec<(&str, &Group)> = state
         .groups
