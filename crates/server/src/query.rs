@@ -208,6 +208,31 @@ mod tests {
         assert!(Params::parse(b"MaxItems=x").int("MaxItems").is_err());
     }
 
+    /// Any bytes parse; the character check refuses exactly the values with a control
+    /// character XML 1.0 cannot carry, and names the parameter.
+    #[test]
+    fn the_character_check_refuses_exactly_what_xml_cannot_carry() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(2_000), |(input in proptest::collection::vec(any::<u8>(), 0..200))| {
+            let p = Params::parse(&input);
+            let bad = p.map.values().any(|v| v.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')));
+            prop_assert_eq!(p.check_characters().is_err(), bad);
+        });
+        let e = Params::parse(b"Description=hi%01")
+            .check_characters()
+            .unwrap_err();
+        assert!(
+            e.message.contains("'Description'") && e.message.contains("U+0001"),
+            "{}",
+            e.message
+        );
+        assert!(
+            Params::parse(b"Description=tab%09and%0Aline%0D")
+                .check_characters()
+                .is_ok()
+        );
+    }
+
     /// The hand-written decoder agrees with the `form_urlencoded` crate (the WHATWG algorithm)
     /// on inputs built from the bytes that matter: separators, escapes, `+`, hex digits, broken
     /// escapes and invalid UTF-8.

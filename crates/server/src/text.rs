@@ -60,4 +60,20 @@ mod tests {
             "ok\\u{1b}]0;pwned\\u{7}\\u{a}\\u{9b}x"
         );
     }
+
+    #[test]
+    fn a_bounded_value_is_a_prefix_within_the_bound_and_printable_has_no_control_character() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(2_000), |(value in "(?s).{0,80}", max in 0usize..100)| {
+            let b = bounded(&value, max);
+            if value.len() <= max {
+                prop_assert_eq!(&*b, value.as_str());
+            } else {
+                let (kept, marker) = b.split_once('…').unwrap();
+                prop_assert!(kept.len() <= max && value.starts_with(kept));
+                prop_assert_eq!(marker, format!("[{} bytes cut]", value.len() - kept.len()));
+            }
+            prop_assert!(!printable(&value, max).chars().any(char::is_control));
+        });
+    }
 }

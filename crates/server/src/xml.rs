@@ -167,4 +167,29 @@ mod tests {
         escape("a\x01b\tc\nd\x1f", &mut out);
         assert_eq!(out, "a\u{FFFD}b\tc\nd\u{FFFD}");
     }
+
+    /// Whatever a value holds, the escaped text has only characters XML 1.0 allows, and reading
+    /// its entities back gives the value with the characters it cannot carry replaced.
+    #[test]
+    fn escaped_text_is_always_well_formed_xml_text() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(2_000), |(value in "(?s).{0,64}")| {
+            let mut out = String::new();
+            escape(&value, &mut out);
+            prop_assert!(!out.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n')));
+            prop_assert!(!out.contains('<') && !out.contains('>'));
+            let back = out
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&#13;", "\r")
+                .replace("&amp;", "&");
+            let expected: String = value
+                .chars()
+                .map(|c| if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') { '\u{FFFD}' } else { c })
+                .collect();
+            prop_assert_eq!(back, expected);
+        });
+    }
 }
