@@ -151,14 +151,17 @@ fn builtin_token(f: &Fixture, iss: &str) -> String {
 }
 
 async fn post(addr: SocketAddr, form: &[(&str, &str)]) -> (u16, String) {
-    let mut body = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in form {
-        body.append_pair(k, v);
-    }
+    let body = {
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            body.append_pair(k, v);
+        }
+        body.finish()
+    };
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.finish())
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -167,8 +170,12 @@ async fn post(addr: SocketAddr, form: &[(&str, &str)]) -> (u16, String) {
 }
 
 async fn assume(f: &Fixture, role_arn: &str, token: &str) -> (u16, String) {
+    assume_at(f.server.addr, role_arn, token).await
+}
+
+async fn assume_at(addr: SocketAddr, role_arn: &str, token: &str) -> (u16, String) {
     post(
-        f.server.addr,
+        addr,
         &[
             ("Action", "AssumeRoleWithWebIdentity"),
             ("Version", "2011-06-15"),
@@ -339,4 +346,112 @@ async fn iss_must_equal_the_providers_url_exactly() {
         (400, "InvalidIdentityToken"),
         "{body}"
     );
+}
+
+// === item 8: a failing issuer is asked once and answered fast ===
+
+/// A stand-in issuer on 127.0.0.1: `answer` is what it writes to each request (none: it
+/// accepts and never answers). Returns its URL and how many requests it has read.
+async fn stand_in_issuer(answer: Option<&'static str>) -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                match answer {
+                    Some(a) => {
+                        let _ = stream.write_all(a.as_bytes()).await;
+                    }
+                    // Black hole: hold the connection for longer than any test runs.
+                    None => tokio::time::sleep(Duration::from_secs(120)).await,
+                }
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// A token naming `iss` (its signature is never reached: the keys are missing).
+fn token_of(iss: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        "{}.{}.c2ln",
+        b64(br#"{"alg":"RS256","kid":"k"}"#),
+        b64(claims(iss).to_string().as_bytes())
+    )
+}
+
+/// `n` AssumeRoleWithWebIdentity calls at once; each one's status and error code.
+async fn concurrently(f: &Fixture, role: &str, iss: &str, n: usize) -> Vec<(u16, String)> {
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (addr, role, token) = (f.server.addr, role.to_string(), token_of(iss));
+        calls.spawn(async move {
+            let (status, body) = assume_at(addr, &role, &token).await;
+            (status, code(&body).to_string())
+        });
+    }
+    calls.join_all().await
+}
+
+#[tokio::test]
+async fn an_issuer_that_fails_is_fetched_once_for_many_concurrent_requests() {
+    let f = fixture().await;
+    let (url, hits) = stand_in_issuer(Some(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ))
+    .await;
+    let role = provider_with_jwks(&f, &url, None).await;
+    let answers = concurrently(&f, &role, &url, 40).await;
+    for a in &answers {
+        assert_eq!(a, &(400, "IDPCommunicationError".to_string()));
+    }
+    let fetched = hits.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&fetched),
+        "40 requests fetched discovery {fetched} times"
+    );
+    // The failure is answered from memory, with its cause, until it is 10 s old.
+    let (status, body) = assume(&f, &role, &token_of(&url)).await;
+    assert_eq!((status, code(&body)), (400, "IDPCommunicationError"));
+    assert!(body.contains("HTTP status 500"), "{body}");
+    assert_eq!(hits.load(Ordering::SeqCst), fetched);
+    f.shift(11);
+    let (status, _) = assume(&f, &role, &token_of(&url)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        fetched + 1,
+        "asked again after 10 s"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_black_holed_issuer_fail_within_one_fetch_timeout() {
+    let f = fixture().await;
+    let (url, hits) = stand_in_issuer(None).await;
+    let role = provider_with_jwks(&f, &url, None).await;
+    let started = std::time::Instant::now();
+    let answers = concurrently(&f, &role, &url, 10).await;
+    let took = started.elapsed();
+    for a in &answers {
+        assert_eq!(a, &(400, "IDPCommunicationError".to_string()));
+    }
+    // One fetch of at most 5 s; queued one after another they took 5, 10, … 50 s.
+    assert!(took < Duration::from_secs(9), "10 requests took {took:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
