@@ -164,7 +164,7 @@ impl IssuerKey {
         }
     }
 
-    /// A verification key for this key's tokens.
+    /// A verification key for this key's tokens, valid until this key's `retire_after`.
     ///
     /// # Errors
     /// [`IssuerError::InvalidKey`] if the public key cannot be parsed back (not expected).
@@ -175,6 +175,7 @@ impl IssuerKey {
             &self.n,
             &self.e,
         )
+        .map(|k| k.with_not_after(self.retire_after))
         .map_err(IssuerError::InvalidKey)
     }
 
@@ -303,13 +304,17 @@ impl IssuerKeyRing {
         JwksDocument { keys }
     }
 
-    /// The same keys, ready to verify this issuer's tokens without a JSON round trip.
+    /// Every key of the ring, ready to verify this issuer's tokens without a JSON round trip.
+    /// Each key carries its `retire_after` ([`Jwk::not_after`]), which the verifier compares
+    /// with the time of each verification: a key retires at its moment, not at the next
+    /// rebuild of this set.
     ///
     /// # Errors
     /// [`IssuerError::InvalidKey`] (not expected for keys this ring holds).
-    pub fn verification_jwks(&self, now: SystemTime) -> Result<Jwks, IssuerError> {
+    pub fn verification_jwks(&self) -> Result<Jwks, IssuerError> {
         let keys = self
-            .published(now)
+            .keys
+            .iter()
             .map(IssuerKey::verification_key)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Jwks::from_keys(keys))

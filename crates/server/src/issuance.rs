@@ -110,7 +110,7 @@ impl<'t> PresentedToken<'t> {
         let now_s = ctx.facts.now / 1000;
         let mut jwks = issuer_keys(ctx, issuer, false).await?;
         if let Some(hit) = &self.cached
-            && hit.is_current(&jwks)
+            && hit.is_current(&jwks, ctx.now())
             && hit.claims.issuer() == Some(issuer.url)
         {
             // Verified before with these very keys: only the time and audience checks remain.
@@ -133,10 +133,15 @@ impl<'t> PresentedToken<'t> {
             other => other,
         }
         .map_err(|e| bad(&e))?;
+        let key_not_after = verified.key_not_after();
         let claims = Arc::new(verified.into_claims());
-        ctx.shared
-            .verified_tokens
-            .put(self.fingerprint, &jwks, Arc::clone(&claims), now_s);
+        ctx.shared.verified_tokens.put(
+            self.fingerprint,
+            &jwks,
+            key_not_after,
+            Arc::clone(&claims),
+            now_s,
+        );
         Ok(claims)
     }
 }

@@ -54,12 +54,12 @@ impl Keys {
             );
         }
         let issuer = IssuerKeyRing::new(issuer_keys);
-        let jwks = issuer
-            .verification_jwks(SystemTime::now())
-            .map_err(|e| KeyError::Issuer {
-                kid: "(ring)".into(),
-                problem: e.to_string(),
-            })?;
+        // Every key, each with its retirement: whether one verifies is decided per request
+        // against the request's clock, not here.
+        let jwks = issuer.verification_jwks().map_err(|e| KeyError::Issuer {
+            kid: "(ring)".into(),
+            problem: e.to_string(),
+        })?;
         let mut session_keys = Vec::new();
         for k in state.sealing_keys.values() {
             let bad = |problem: String| KeyError::Session {

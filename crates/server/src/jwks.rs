@@ -3,6 +3,11 @@
 //! Cached per issuer for an hour. A token that names an unknown `kid` forces one refetch (the
 //! issuer rotated its keys), at most once per [`MIN_REFRESH`] per issuer so a stream of bad
 //! tokens cannot turn podiam into a load generator against the issuer.
+//!
+//! A failing issuer is asked once, not once per request: one fetch at a time per issuer (the
+//! requests that arrive meanwhile wait for it and take its answer), a fetch (discovery and
+//! JWKS together) ends after [`TIMEOUT`], and a failure is remembered for [`FAILURE_TTL`]
+//! with its error, which requests get at once until then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +19,10 @@ use crate::error::AwsError;
 
 const TTL: Duration = Duration::from_secs(3600);
 const MIN_REFRESH: Duration = Duration::from_secs(30);
+/// The whole fetch (discovery, then JWKS) of one issuer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a failed fetch is answered from memory before the issuer is asked again.
+const FAILURE_TTL: Duration = Duration::from_secs(10);
 /// Discovery documents and JWKS are a few KiB; anything near this is not one.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 
@@ -24,14 +32,29 @@ struct Entry {
     fetched: SystemTime,
 }
 
+/// What one issuer's slot knows: its keys, and its last failed fetch.
+#[derive(Default)]
+struct Known {
+    keys: Option<Entry>,
+    failure: Option<Failure>,
+}
+
+struct Failure {
+    /// At the requests' time.
+    at: SystemTime,
+    problem: String,
+}
+
 pub struct JwksCache {
     client: Option<reqwest::Client>,
+    /// Bound on one whole fetch of an issuer's keys.
+    timeout: Duration,
     /// One slot per issuer: a fetch holds only its issuer's slot, so a slow or dead issuer never
     /// delays the requests of another (nor the cache hits of its own, once cached).
     entries: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
+type Slot = Arc<tokio::sync::Mutex<Known>>;
 
 fn communication_error(issuer: &str, problem: impl std::fmt::Display) -> AwsError {
     AwsError::new(
@@ -66,6 +89,7 @@ impl JwksCache {
             .ok();
         JwksCache {
             client,
+            timeout,
             entries: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -88,34 +112,54 @@ impl JwksCache {
                 None => Arc::clone(slots.entry(issuer.to_string()).or_default()),
             }
         };
-        // One fetch at a time per issuer: concurrent requests for a cold issuer wait for the first.
-        let mut entry = slot.lock().await;
-        let age_of = |e: &Entry| now.duration_since(e.fetched).unwrap_or(Duration::ZERO);
-        if let Some(e) = entry.as_ref() {
-            let age = age_of(e);
+        // One fetch at a time per issuer: concurrent requests wait for it and take its answer
+        // (the keys it stored, or the failure it recorded).
+        let mut known = slot.lock().await;
+        let age_of = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
+        if let Some(e) = known.keys.as_ref() {
+            let age = age_of(e.fetched);
             if age < TTL && (!refresh || age < MIN_REFRESH) {
                 return Ok(Arc::clone(&e.jwks));
             }
         }
-        match self
-            .fetch(issuer)
-            .await
-            .map_err(|problem| communication_error(issuer, problem))
-        {
+        let fetched = match known.failure.as_ref() {
+            // Failed moments ago: answer with that failure, without asking the issuer again.
+            Some(f) if age_of(f.at) < FAILURE_TTL => Err(format!(
+                "{} ({}s ago; podiam asks the issuer again {}s after a failure)",
+                f.problem,
+                age_of(f.at).as_secs(),
+                FAILURE_TTL.as_secs()
+            )),
+            _ => {
+                let fetched = match tokio::time::timeout(self.timeout, self.fetch(issuer)).await {
+                    Ok(fetched) => fetched,
+                    Err(_) => Err(format!("timed out (no keys within {:?})", self.timeout)),
+                };
+                match &fetched {
+                    Ok(_) => known.failure = None,
+                    Err(problem) => {
+                        tracing::warn!(issuer, error = %problem, "cannot fetch the issuer's keys");
+                        known.failure = Some(Failure {
+                            at: now,
+                            problem: problem.clone(),
+                        });
+                    }
+                }
+                fetched
+            }
+        };
+        match fetched.map_err(|problem| communication_error(issuer, problem)) {
             Ok(jwks) => {
                 let jwks = Arc::new(jwks);
-                *entry = Some(Entry {
+                known.keys = Some(Entry {
                     jwks: Arc::clone(&jwks),
                     fetched: now,
                 });
                 Ok(jwks)
             }
             // Keep serving the keys we have if the issuer is briefly unreachable.
-            Err(e) => match entry.as_ref() {
-                Some(old) if age_of(old) < TTL * 24 => {
-                    tracing::warn!(issuer, error = %e.message, "keeping cached keys: refetch failed");
-                    Ok(Arc::clone(&old.jwks))
-                }
+            Err(e) => match known.keys.as_ref() {
+                Some(old) if age_of(old.fetched) < TTL * 24 => Ok(Arc::clone(&old.jwks)),
                 _ => Err(e),
             },
         }

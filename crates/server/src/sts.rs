@@ -178,7 +178,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
             .verify(
                 ctx,
                 TokenIssuer {
-                    url: &iss,
+                    url: &provider.url,
                     static_jwks: provider.static_jwks.as_deref(),
                 },
                 &provider.client_ids,

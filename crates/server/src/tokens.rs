@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use podiam_identity::Jwks;
 use podiam_identity::jwt::{Claims, JwtError};
@@ -20,19 +21,23 @@ struct Entry {
     jwks: Arc<Jwks>,
     claims: Arc<Claims>,
     exp: i64,
+    key_not_after: Option<SystemTime>,
 }
 
 /// A cache hit.
 pub struct Verified {
     pub claims: Arc<Claims>,
     jwks: Arc<Jwks>,
+    /// When the key that verified the token retires, if it does.
+    key_not_after: Option<SystemTime>,
 }
 
 impl Verified {
     /// Whether `current` is the very key set that verified the token (not merely an equal one:
-    /// any reload of the keys starts over).
-    pub fn is_current(&self, current: &Arc<Jwks>) -> bool {
-        Arc::ptr_eq(&self.jwks, current)
+    /// any reload of the keys starts over) and the key that verified it has not retired by
+    /// `now` (the request's time).
+    pub fn is_current(&self, current: &Arc<Jwks>, now: SystemTime) -> bool {
+        Arc::ptr_eq(&self.jwks, current) && self.key_not_after.is_none_or(|t| now < t)
     }
 }
 
@@ -57,10 +62,19 @@ impl VerifiedTokens {
         Some(Verified {
             claims: Arc::clone(&e.claims),
             jwks: Arc::clone(&e.jwks),
+            key_not_after: e.key_not_after,
         })
     }
 
-    pub fn put(&self, fingerprint: [u8; 32], jwks: &Arc<Jwks>, claims: Arc<Claims>, now: i64) {
+    /// Remembers a verification by `jwks`, whose verifying key retires at `key_not_after`.
+    pub fn put(
+        &self,
+        fingerprint: [u8; 32],
+        jwks: &Arc<Jwks>,
+        key_not_after: Option<SystemTime>,
+        claims: Arc<Claims>,
+        now: i64,
+    ) {
         let Some(exp) = claims.expires_at() else {
             return;
         };
@@ -77,6 +91,7 @@ impl VerifiedTokens {
                     jwks: Arc::clone(jwks),
                     claims,
                     exp,
+                    key_not_after,
                 },
             );
         }

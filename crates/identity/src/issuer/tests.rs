@@ -137,7 +137,7 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     let clock = FixedClock(now);
     let verified = verify_jwt(
         &old_token,
-        &ring.verification_jwks(now).unwrap(),
+        &ring.verification_jwks().unwrap(),
         &validation,
         &clock,
     )
@@ -174,7 +174,7 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     assert!(
         verify_jwt(
             &old_token,
-            &ring.verification_jwks(now).unwrap(),
+            &ring.verification_jwks().unwrap(),
             &validation,
             &clock
         )
@@ -192,12 +192,27 @@ fn signed_tokens_verify_and_rotation_keeps_old_keys_published() {
     assert!(
         verify_jwt(
             &new_token,
-            &ring.verification_jwks(now).unwrap(),
+            &ring.verification_jwks().unwrap(),
             &validation,
             &clock
         )
         .is_ok()
     );
+    // The same key set refuses the old token once the verifier's clock passes retirement.
+    let keys = ring.verification_jwks().unwrap();
+    assert!(
+        verify_jwt(
+            &old_token,
+            &keys,
+            &validation,
+            &FixedClock(retire - std::time::Duration::from_secs(1))
+        )
+        .is_ok()
+    );
+    assert!(matches!(
+        verify_jwt(&old_token, &keys, &validation, &FixedClock(retire)),
+        Err(crate::jwt::JwtError::KeyRetired { ref kid, .. }) if *kid == old_kid
+    ));
     // After retirement the old key is no longer published, then pruned.
     let published: Vec<String> = ring.jwks(retire).keys.into_iter().map(|k| k.kid).collect();
     assert_eq!(published, [new_kid]);

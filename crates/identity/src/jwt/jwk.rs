@@ -1,6 +1,7 @@
 //! JSON Web Key Sets (RFC 7517): RSA and EC public keys, parsed once into verification keys.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, VerificationAlgorithm};
 use serde::Deserialize;
@@ -42,6 +43,9 @@ pub struct Jwk {
     key_type: KeyType,
     alg: Option<String>,
     verifiers: Vec<(JwsAlgorithm, ParsedPublicKey)>,
+    /// The key verifies only before this moment (a retired key of a local ring); `None` for
+    /// keys with no end, such as every key of a fetched JWKS.
+    not_after: Option<SystemTime>,
 }
 
 impl fmt::Debug for Jwk {
@@ -50,6 +54,7 @@ impl fmt::Debug for Jwk {
             .field("kid", &self.kid)
             .field("key_type", &self.key_type)
             .field("alg", &self.alg)
+            .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +76,27 @@ impl Jwk {
     #[must_use]
     pub fn alg(&self) -> Option<&str> {
         self.alg.as_deref()
+    }
+
+    /// The key verifies tokens only before `not_after`: the retirement of a key of a local
+    /// ring. The verifier compares it with its clock on every verification, so a key retires
+    /// at its time without the key set being rebuilt.
+    #[must_use]
+    pub fn with_not_after(mut self, not_after: Option<SystemTime>) -> Self {
+        self.not_after = not_after;
+        self
+    }
+
+    /// When the key stops verifying, if ever.
+    #[must_use]
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.not_after
+    }
+
+    /// Whether the key still verifies at `now`.
+    #[must_use]
+    pub fn is_valid_at(&self, now: SystemTime) -> bool {
+        self.not_after.is_none_or(|t| now < t)
     }
 
     /// Whether this key may verify `alg`: the type fits and the key's `alg`, if any, is `alg`.
@@ -131,6 +157,7 @@ impl Jwk {
             key_type: KeyType::Rsa,
             alg,
             verifiers,
+            not_after: None,
         })
     }
 
@@ -196,6 +223,7 @@ impl Jwk {
             key_type,
             alg,
             verifiers: vec![(alg_for_curve, parsed)],
+            not_after: None,
         })
     }
 }

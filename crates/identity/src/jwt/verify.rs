@@ -1,7 +1,7 @@
 //! Compact JWS parsing and verification.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
@@ -91,6 +91,19 @@ pub enum JwtError {
         /// The header's `kid`.
         kid: String,
     },
+    /// The key with the header's `kid` has retired (a rotated key of a local ring whose
+    /// `retire_after` has passed): it no longer verifies, even a token signed before.
+    #[error(
+        "key `{kid}` of the issuer was retired at {retired_at} (seconds since the epoch), now is {now}"
+    )]
+    KeyRetired {
+        /// The header's `kid`.
+        kid: String,
+        /// When the key stopped verifying.
+        retired_at: i64,
+        /// The verifier's clock.
+        now: i64,
+    },
     /// No `kid` in the header and no key in the JWKS can verify `alg`.
     #[error("no key in the issuer's JWKS can verify `{alg}`")]
     NoMatchingKey {
@@ -123,7 +136,7 @@ pub enum JwtError {
     #[error(transparent)]
     InvalidClaim(#[from] ClaimError),
     /// `iss` is not the expected issuer (compared exactly).
-    #[error("issuer `{got}` is not the expected `{expected}`")]
+    #[error("the `iss` claim `{got}` is not the expected issuer `{expected}` (compared exactly)")]
     IssuerMismatch {
         /// The token's `iss`.
         got: String,
@@ -327,21 +340,35 @@ impl<'a> UnverifiedJwt<'a> {
                 alg: alg.as_str().to_owned(),
             });
         }
-        self.verify_signature(jwks)?;
-        validate_claims(&self.claims, validation, unix_seconds(clock.now()))?;
+        let now = clock.now();
+        let key_not_after = self.verify_signature(jwks, now)?;
+        validate_claims(&self.claims, validation, unix_seconds(now))?;
         Ok(VerifiedJwt {
             header: self.header,
             claims: self.claims,
+            key_not_after,
         })
     }
 
-    fn verify_signature(&self, jwks: &Jwks) -> Result<(), JwtError> {
+    /// Checks the signature with a key valid at `now`; `Ok` is that key's end of validity.
+    fn verify_signature(
+        &self,
+        jwks: &Jwks,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, JwtError> {
         let alg = self.header.alg;
         let message = self.signing_input.as_bytes();
         if let Some(kid) = &self.header.kid {
             let key = jwks
                 .find(kid)
                 .ok_or_else(|| JwtError::UnknownKeyId { kid: kid.clone() })?;
+            if !key.is_valid_at(now) {
+                return Err(JwtError::KeyRetired {
+                    kid: kid.clone(),
+                    retired_at: key.not_after().map_or(0, unix_seconds),
+                    now: unix_seconds(now),
+                });
+            }
             let verifier = key
                 .verifier(alg)
                 .ok_or_else(|| JwtError::KeyAlgorithmMismatch {
@@ -352,22 +379,23 @@ impl<'a> UnverifiedJwt<'a> {
                 })?;
             return verifier
                 .verify_sig(message, &self.signature)
+                .map(|()| key.not_after())
                 .map_err(|_| JwtError::BadSignature);
         }
-        // Without `kid`, try each key that can verify `alg` (JWKS hold a handful).
+        // Without `kid`, try each valid key that can verify `alg` (JWKS hold a handful).
         let mut candidates = jwks
             .keys()
             .iter()
-            .filter_map(|k| k.verifier(alg))
+            .filter(|k| k.is_valid_at(now))
+            .filter_map(|k| k.verifier(alg).map(|v| (k, v)))
             .peekable();
         if candidates.peek().is_none() {
             return Err(JwtError::NoMatchingKey { alg });
         }
-        if candidates.any(|v| v.verify_sig(message, &self.signature).is_ok()) {
-            Ok(())
-        } else {
-            Err(JwtError::BadSignature)
-        }
+        candidates
+            .find(|(_, v)| v.verify_sig(message, &self.signature).is_ok())
+            .map(|(k, _)| k.not_after())
+            .ok_or(JwtError::BadSignature)
     }
 }
 
@@ -433,9 +461,17 @@ fn validate_claims(claims: &Claims, validation: &Validation, now: i64) -> Result
 pub struct VerifiedJwt {
     header: JwsHeader,
     claims: Claims,
+    key_not_after: Option<SystemTime>,
 }
 
 impl VerifiedJwt {
+    /// When the key that verified the token stops verifying ([`crate::jwt::Jwk::not_after`]): a caller
+    /// that remembers the verification must not use it past this moment.
+    #[must_use]
+    pub fn key_not_after(&self) -> Option<SystemTime> {
+        self.key_not_after
+    }
+
     /// The protected header.
     #[must_use]
     pub fn header(&self) -> &JwsHeader {
