@@ -266,8 +266,16 @@ pub struct IamServiceAccountArgs {
     role_name: Option<String>,
     /// The cluster's OIDC issuer URL (its IAM OIDC provider must exist); by default podiam's
     /// built-in issuer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "role_arn")]
     issuer: Option<String>,
+    /// Broker mode: a role in another AWS account (created there, with the trust policy of
+    /// `podiam upstream trust-policy`) for the ServiceAccount's pods; binds the ServiceAccount
+    /// of --cluster to it instead of creating a role here.
+    #[arg(long, requires = "cluster", conflicts_with_all = ["role_name", "attach_policy_arns"])]
+    role_arn: Option<String>,
+    /// With --role-arn: a cluster registered with `podiam cluster create`.
+    #[arg(long, requires = "role_arn")]
+    cluster: Option<String>,
 }
 
 pub fn role_trust_policy(account: &str, provider: &str, namespace: &str, name: &str) -> String {
@@ -302,9 +310,12 @@ pub fn run(cmd: CreateCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
-    let data_dir = crate::up::data_dir(args.data_dir);
+    let data_dir = crate::up::data_dir(args.data_dir.clone());
     let settings = podiam_server::local::settings(&data_dir).await?;
     let account = settings.get("account_id").cloned().unwrap_or_default();
+    if let (Some(role_arn), Some(cluster)) = (&args.role_arn, &args.cluster) {
+        return bind_upstream_role(&data_dir, &account, cluster, role_arn, &args).await;
+    }
     let issuer = args
         .issuer
         .or_else(|| settings.get("issuer_url").cloned())
@@ -364,9 +375,62 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
             "ies"
         }
     );
+    emit_service_account(&args.name, &args.namespace, &role_arn)?;
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// The ServiceAccount manifest with its `eks.amazonaws.com/role-arn` annotation.
+fn emit_service_account(name: &str, namespace: &str, role_arn: &str) -> anyhow::Result<()> {
     crate::emit(&format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    eks.amazonaws.com/role-arn: {role_arn}\n",
-        args.name, args.namespace
-    ))?;
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  annotations:\n    eks.amazonaws.com/role-arn: {role_arn}\n"
+    ))
+}
+
+/// `--role-arn` of another account: the ServiceAccount's binding to it (a pod identity
+/// association, which the server's `AssumeRoleWithWebIdentity` looks up for an upstream role),
+/// and the annotated ServiceAccount.
+async fn bind_upstream_role(
+    data_dir: &Path,
+    account: &str,
+    cluster: &str,
+    role_arn: &str,
+    args: &IamServiceAccountArgs,
+) -> anyhow::Result<ExitCode> {
+    let role_account = role_arn.split(':').nth(4).unwrap_or_default();
+    if !role_arn.starts_with("arn:") || !role_arn.contains(":role/") {
+        bail!("--role-arn `{role_arn}` is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)");
+    }
+    if role_account == account {
+        bail!(
+            "--role-arn `{role_arn}` is a role of this podiam's own account {account}: --role-arn is for a role of another account (broker mode); for a role here, leave out --role-arn and --cluster (and give --role-name)"
+        );
+    }
+    let clusters = as_admin(data_dir, async |a| a.list_clusters()).await?;
+    if !clusters.iter().any(|c| c == cluster) {
+        bail!(
+            "no cluster named `{cluster}` is registered (`podiam cluster list`): register it first with\n  podiam cluster create --name {cluster} --issuer-url URL   # or --builtin for podiam's own tokens\nnothing was created"
+        );
+    }
+    let input = CreateAssociation {
+        namespace: args.namespace.clone(),
+        service_account: args.name.clone(),
+        role_arn: role_arn.to_string(),
+        ..CreateAssociation::default()
+    };
+    let a = match as_admin(data_dir, async |a| {
+        a.create_association(cluster, input).await
+    })
+    .await
+    {
+        Err(e) if e.kind() == Some(ErrorKind::ResourceInUse) => bail!(
+            "{e}: see it with `aws eks list-pod-identity-associations --cluster-name {cluster}`, give it this role with `aws eks update-pod-identity-association --role-arn {role_arn}`"
+        ),
+        other => other?,
+    };
+    eprintln!(
+        "bound system:serviceaccount:{}:{} of cluster {cluster} to {role_arn} ({}); podiam brokers its sessions from the upstream STS (the server must run with --upstream-sts), and its pods need AWS_ENDPOINT_URL_STS pointing at podiam (the webhook's --sts-endpoint)",
+        args.namespace, args.name, a.association_id
+    );
+    emit_service_account(&args.name, &args.namespace, role_arn)?;
     Ok(ExitCode::from(exit::OK))
 }

@@ -574,3 +574,58 @@ fn a_request_being_answered_when_sigterm_arrives_still_gets_its_answer() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_irsa_service_account_is_bound_to_a_role_of_another_account() {
+    let dir = scratch("irsa-upstream");
+    let server = up(&dir, "127.0.0.1:0");
+    let o = podiam(&dir, &["cluster", "create", "--name", "prod", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let upstream = "arn:aws:iam::123456789012:role/payments-api";
+    let bind = |role: &str, cluster: &str| {
+        podiam(
+            &dir,
+            &[
+                "create",
+                "iamserviceaccount",
+                "--cluster",
+                cluster,
+                "--namespace",
+                "payments",
+                "--name",
+                "api",
+                "--role-arn",
+                role,
+            ],
+        )
+    };
+    let refused = |o: Output, says: &str| {
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    };
+    // A role of podiam's own account is not what --role-arn is for; an unknown cluster neither.
+    refused(
+        bind("arn:aws:iam::000000000000:role/x", "prod"),
+        "own account",
+    );
+    refused(
+        bind(upstream, "staging"),
+        "podiam cluster create --name staging",
+    );
+
+    let o = bind(upstream, "prod");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: api\n  namespace: payments\n  annotations:\n    eks.amazonaws.com/role-arn: {upstream}\n"
+        )
+    );
+    assert!(stderr(&o).contains("--upstream-sts"), "{}", stderr(&o));
+    // The binding is a pod identity association: a second one for the ServiceAccount is refused.
+    refused(
+        bind(upstream, "prod"),
+        "aws eks update-pod-identity-association",
+    );
+    server.terminate();
+}

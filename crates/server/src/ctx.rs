@@ -19,6 +19,10 @@ pub struct Ctx<'a> {
     pub facts: RequestFacts,
     pub request_id: &'a str,
     pub audit: &'a Audit,
+    /// The CLI on a data directory, not a running server: whether the server brokers to an
+    /// upstream STS (`--upstream-sts`) is not known here, so roles of other accounts are
+    /// accepted (the server refuses their pods if it does not broker).
+    pub offline: bool,
 }
 
 impl Ctx<'_> {

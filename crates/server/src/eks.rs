@@ -354,7 +354,7 @@ fn check_pass_role(
 fn role_must_exist(ctx: &Ctx<'_>, state: &State, arn: &str) -> Result<(), AwsError> {
     // Broker mode: another account's role exists (or not) upstream.
     if crate::upstream::is_upstream_role(&ctx.shared.config, arn) {
-        return crate::upstream::check_upstream_role(ctx.shared, arn);
+        return crate::upstream::check_upstream_role(ctx, arn);
     }
     if state.roles.values().any(|r| r.arn == arn) {
         Ok(())

@@ -131,7 +131,7 @@ async fn pod_identity(
             ))
         })?
         .clone();
-    let tags = session_tags(&c, &a, &namespace, &service_account, &pod);
+    let tags = session_tags(&c, &a, &namespace, &service_account, Some(&pod));
     if crate::upstream::is_upstream_role(&ctx.shared.config, &a.role_arn) {
         return broker::pod_identity(
             ctx,
@@ -286,18 +286,19 @@ async fn pod_identity(
     ))
 }
 
-/// AWS: six session tags, all transitive, unless the association disables them.
-fn session_tags(
+/// AWS: six session tags, all transitive, unless the association disables them. The pod's two
+/// are left out for a token bound to no pod (IRSA with a plain ServiceAccount token).
+pub(crate) fn session_tags(
     c: &Cluster,
     a: &PodIdentityAssociation,
     namespace: &str,
     service_account: &str,
-    pod: &ObjectRef,
+    pod: Option<&ObjectRef>,
 ) -> Vec<(String, String)> {
     if a.disable_session_tags {
         return Vec::new();
     }
-    vec![
+    let mut tags = vec![
         ("eks-cluster-arn".into(), c.arn.clone()),
         ("eks-cluster-name".into(), c.name.clone()),
         ("kubernetes-namespace".into(), namespace.to_string()),
@@ -305,9 +306,12 @@ fn session_tags(
             "kubernetes-service-account".into(),
             service_account.to_string(),
         ),
-        ("kubernetes-pod-name".into(), pod.name.clone()),
-        ("kubernetes-pod-uid".into(), pod.uid.clone()),
-    ]
+    ];
+    if let Some(pod) = pod {
+        tags.push(("kubernetes-pod-name".into(), pod.name.clone()));
+        tags.push(("kubernetes-pod-uid".into(), pod.uid.clone()));
+    }
+    tags
 }
 
 /// Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.

@@ -227,6 +227,7 @@ async fn aws_query(
             facts,
             request_id: &rid,
             audit: &app.audit,
+            offline: false,
         };
         if is_sts {
             sts::handle(&ctx, &action, &params).await
@@ -413,6 +414,7 @@ async fn rest(
             facts,
             request_id: &rid,
             audit: &app.audit,
+            offline: false,
         };
         let json_body = || -> Result<serde_json::Value, AwsError> {
             if body.is_empty() {

@@ -17,6 +17,7 @@
 //! | `eks` | clusters and pod identity associations |
 //! | `local` | typed operations the CLI runs on a data directory, no HTTP |
 //! | `upstream` | broker mode: another account's roles, from its STS (`--upstream-sts`) |
+//! | `broker` | what EKS Auth and STS (IRSA) do alike for an upstream role |
 //!
 //! Served: `POST /` and `GET /?Action=…` (STS 2011-06-15, IAM 2010-05-08), the EKS and EKS Auth
 //! REST paths under `/clusters`, `GET /.well-known/openid-configuration` and
@@ -32,6 +33,7 @@ use podiam_identity::Clock;
 pub(crate) mod actions;
 pub mod audit;
 pub(crate) mod auth;
+mod broker;
 pub(crate) mod ctx;
 pub(crate) mod eks;
 pub(crate) mod eks_auth;

@@ -336,6 +336,7 @@ impl Admin {
             },
             request_id: "local",
             audit: &self.audit,
+            offline: self.owns_store,
         }
     }
 

@@ -21,6 +21,8 @@ use crate::issuance::{
 use crate::query::Params;
 use crate::xml::Xml;
 
+mod broker;
+
 pub(crate) const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, AwsError> {
@@ -117,23 +119,42 @@ fn duration_error(e: DurationError) -> AwsError {
     ))
 }
 
-fn credentials_xml(x: &mut Xml, m: &Minted) {
+/// The `Credentials` and `AssumedRoleUser` elements of a session, minted here or upstream.
+pub(super) struct SessionXml<'a> {
+    pub(super) access_key_id: &'a str,
+    pub(super) secret_access_key: &'a str,
+    pub(super) session_token: &'a str,
+    pub(super) expiration: std::time::SystemTime,
+    pub(super) assumed_role_id: &'a str,
+    pub(super) assumed_role_arn: &'a str,
+}
+
+pub(super) fn credentials_parts_xml(x: &mut Xml, s: &SessionXml<'_>) {
     x.start("Credentials")
-        .text_plain("AccessKeyId", m.claims.access_key_id.as_str())
-        .text_plain(
-            "SecretAccessKey",
-            m.claims.secret_access_key.expose_secret(),
-        )
-        .text_plain("SessionToken", &m.token)
-        .text_plain("Expiration", &format_date(millis(m.claims.expires_at)))
+        .text_plain("AccessKeyId", s.access_key_id)
+        .text_plain("SecretAccessKey", s.secret_access_key)
+        .text_plain("SessionToken", s.session_token)
+        .text_plain("Expiration", &format_date(millis(s.expiration)))
         .end();
     x.start("AssumedRoleUser")
-        .text(
-            "AssumedRoleId",
-            &format!("{}:{}", m.claims.role_id, m.claims.role_session_name),
-        )
-        .text("Arn", &m.claims.assumed_role_arn)
+        .text("AssumedRoleId", s.assumed_role_id)
+        .text("Arn", s.assumed_role_arn)
         .end();
+}
+
+fn credentials_xml(x: &mut Xml, m: &Minted) {
+    let assumed_role_id = format!("{}:{}", m.claims.role_id, m.claims.role_session_name);
+    credentials_parts_xml(
+        x,
+        &SessionXml {
+            access_key_id: m.claims.access_key_id.as_str(),
+            secret_access_key: m.claims.secret_access_key.expose_secret(),
+            session_token: &m.token,
+            expiration: m.claims.expires_at,
+            assumed_role_id: &assumed_role_id,
+            assumed_role_arn: &m.claims.assumed_role_arn,
+        },
+    );
 }
 
 async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -160,6 +181,10 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
             .to_string();
         event.issuer = Some(iss.clone());
         event.subject = presented.subject().map(str::to_string);
+        // Broker mode: another account's role, for a pod of a registered cluster.
+        if crate::upstream::is_upstream_role(&ctx.shared.config, role_arn) {
+            return broker::web_identity(ctx, p, presented, &iss, &mut event).await;
+        }
         let state = ctx.shared.snapshot();
         let id = provider_key(&iss).ok_or_else(|| {
             AwsError::invalid_identity_token(format!("Issuer `{iss}` is not a URL"))

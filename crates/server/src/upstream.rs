@@ -37,15 +37,16 @@ use podiam_identity::credentials::SecretAccessKey;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::ctx::Ctx;
 use crate::error::AwsError;
-use crate::state::{Config, Shared};
+use crate::state::Config;
 
 pub use crate::metrics::UpstreamMetrics;
 
 mod cache;
 mod limiter;
 
-pub(crate) use cache::Key as CacheKey;
+pub(crate) use cache::{Key as CacheKey, Via};
 
 /// Calls per pod request at most: the first attempt and two retries of throttling or a
 /// transient failure.
@@ -160,6 +161,8 @@ pub(crate) struct Issued {
     /// Upstream's request IDs (two when the session was chained into a target role): CloudTrail
     /// has them.
     pub(crate) request_ids: Vec<String>,
+    /// The `SourceIdentity` sent (and kept through chaining).
+    pub(crate) source_identity: Option<String>,
 }
 
 impl std::fmt::Debug for Issued {
@@ -317,6 +320,8 @@ pub(crate) struct PodSession<'a> {
     /// The association's session policy (for the target role's session when chaining).
     pub(crate) policy: Option<&'a str>,
     pub(crate) source_identity: Option<String>,
+    /// `DurationSeconds`: the request's (IRSA), or `--upstream-session-duration`.
+    pub(crate) duration: Option<Duration>,
 }
 
 // === the upstream client ===
@@ -498,7 +503,8 @@ impl Upstream {
         s: &PodSession<'_>,
         deadline: Instant,
     ) -> Result<Issued, UpstreamFailure> {
-        let duration = i32::try_from(self.options.session_duration.as_secs()).unwrap_or(3600);
+        let duration = s.duration.unwrap_or(self.options.session_duration);
+        let duration = i32::try_from(duration.as_secs()).unwrap_or(3600);
         let tags: Vec<aws_sdk_sts::types::Tag> = s
             .tags
             .iter()
@@ -541,6 +547,7 @@ impl Upstream {
         let Some(target) = s.target_role_arn else {
             return Ok(Issued {
                 request_ids,
+                source_identity: s.source_identity.clone(),
                 ..first
             });
         };
@@ -579,6 +586,7 @@ impl Upstream {
         )?;
         Ok(Issued {
             request_ids,
+            source_identity: s.source_identity.clone(),
             ..second
         })
     }
@@ -608,6 +616,7 @@ impl Upstream {
             assumed_role_id: u.assumed_role_id().to_string(),
             session_name: session_name.to_string(),
             request_ids: Vec::new(),
+            source_identity: None,
         })
     }
 
@@ -826,10 +835,12 @@ pub(crate) fn is_upstream_role(config: &Config, arn: &str) -> bool {
     role_account(arn).is_some_and(|a| a != config.account_id)
 }
 
-/// An association may name an upstream role only when podiam brokers to an upstream STS.
-pub(crate) fn check_upstream_role(shared: &Shared, arn: &str) -> Result<(), AwsError> {
+/// An association may name an upstream role only when podiam brokers to an upstream STS (or
+/// when that is not known here: the CLI on a data directory).
+pub(crate) fn check_upstream_role(ctx: &Ctx<'_>, arn: &str) -> Result<(), AwsError> {
+    let shared = ctx.shared;
     let account = role_account(arn).unwrap_or_default();
-    if shared.upstream().is_some() {
+    if shared.upstream().is_some() || ctx.offline {
         return Ok(());
     }
     Err(AwsError::invalid_parameter(format!(

@@ -211,12 +211,53 @@ async fn assume(broker: &Server, dir: &Path, token: &str) -> (u16, String, Value
 
 /// "AWS" opens one of its own session tokens: what the upstream session carries.
 fn upstream_session(aws: &Server, response: &Value) -> podiam_identity::SessionClaims {
-    let token = response["credentials"]["sessionToken"].as_str().unwrap();
+    opened(
+        aws,
+        response["credentials"]["sessionToken"].as_str().unwrap(),
+    )
+}
+
+fn opened(aws: &Server, session_token: &str) -> podiam_identity::SessionClaims {
     aws.shared
         .keys()
         .sessions
-        .open(token, &podiam_identity::SystemClock)
+        .open(session_token, &podiam_identity::SystemClock)
         .unwrap()
+}
+
+fn session_tag(session: &podiam_identity::SessionClaims, key: &str) -> Option<String> {
+    session
+        .session_tags
+        .iter()
+        .find(|t| t.key == key)
+        .map(|t| t.value.clone())
+}
+
+/// The pod's session tags (of ServiceAccount `ns/sa`, cluster `c1`) and its source identity.
+fn assert_pod_tags(session: &podiam_identity::SessionClaims, pod: &str) {
+    let tag = |k: &str| session_tag(session, k);
+    assert_eq!(tag("kubernetes-namespace").as_deref(), Some("ns"));
+    assert_eq!(tag("kubernetes-service-account").as_deref(), Some("sa"));
+    assert_eq!(tag("kubernetes-pod-name").as_deref(), Some(pod));
+    assert_eq!(tag("kubernetes-pod-uid"), Some(format!("uid-{pod}")));
+    assert_eq!(tag("eks-cluster-name").as_deref(), Some("c1"));
+    assert_eq!(
+        tag("eks-cluster-arn").as_deref(),
+        Some(format!("arn:aws:eks:us-east-1:{OWN}:cluster/c1").as_str())
+    );
+    assert_eq!(session.source_identity, Some(format!("ns@{pod}")));
+}
+
+/// The audit log (once the writer caught up) and its first event of `action`.
+async fn audit_event(dir: &Path, action: &str) -> (String, Value) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let event = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["action"] == action)
+        .unwrap();
+    (log, event)
 }
 
 async fn metric(server: &Server, line_start: &str) -> f64 {
@@ -230,6 +271,17 @@ async fn metric(server: &Server, line_start: &str) -> f64 {
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// An association of ServiceAccount `ns/sa` with role `role` of "AWS".
+async fn associate_role(f: &Fixture, sa: &str, role: &str) -> (u16, String, Value) {
+    associate(
+        &f.broker,
+        f.dir.path(),
+        sa,
+        json!({"roleArn": format!("arn:aws:iam::{AWS}:role/{role}")}),
+    )
+    .await
 }
 
 struct Fixture {
@@ -280,13 +332,7 @@ async fn a_pod_gets_an_upstream_session_with_its_tags_and_source_identity() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
-    let (status, kind, a) = associate(
-        &f.broker,
-        f.dir.path(),
-        "sa",
-        json!({"roleArn": format!("arn:aws:iam::{AWS}:role/app")}),
-    )
-    .await;
+    let (status, kind, a) = associate_role(&f, "sa", "app").await;
     assert_eq!(status, 200, "{kind} {a}");
 
     let token = pod_token(&f.broker, "sa", "web-0");
@@ -310,24 +356,8 @@ async fn a_pod_gets_an_upstream_session_with_its_tags_and_source_identity() {
         a["association"]["associationId"]
     );
     let session = upstream_session(&f.aws, &r);
-    let tag = |k: &str| {
-        session
-            .session_tags
-            .iter()
-            .find(|t| t.key == k)
-            .map(|t| t.value.clone())
-    };
-    assert_eq!(tag("kubernetes-namespace").as_deref(), Some("ns"));
-    assert_eq!(tag("kubernetes-service-account").as_deref(), Some("sa"));
-    assert_eq!(tag("kubernetes-pod-name").as_deref(), Some("web-0"));
-    assert_eq!(tag("kubernetes-pod-uid").as_deref(), Some("uid-web-0"));
-    assert_eq!(tag("eks-cluster-name").as_deref(), Some("c1"));
-    assert_eq!(
-        tag("eks-cluster-arn").as_deref(),
-        Some(format!("arn:aws:eks:us-east-1:{OWN}:cluster/c1").as_str())
-    );
+    assert_pod_tags(&session, "web-0");
     assert_eq!(session.transitive_tag_keys.len(), 6);
-    assert_eq!(session.source_identity.as_deref(), Some("ns@web-0"));
     let lifetime = session
         .expires_at
         .duration_since(session.issued_at)
@@ -355,13 +385,7 @@ async fn a_pod_gets_an_upstream_session_with_its_tags_and_source_identity() {
     );
 
     // The audit event lines up with upstream's: its request ID and session, never a secret.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = std::fs::read_to_string(f.dir.path().join("audit.log")).unwrap();
-    let event: Value = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e["action"] == "AssumeRoleForPodIdentity")
-        .unwrap();
+    let (log, event) = audit_event(f.dir.path(), "AssumeRoleForPodIdentity").await;
     assert_eq!(event["outcome"], "allowed");
     assert_eq!(event["upstream_session_arn"], arn);
     assert_eq!(event["upstream_cache"], "miss");
@@ -380,13 +404,7 @@ async fn a_pod_gets_an_upstream_session_with_its_tags_and_source_identity() {
 #[tokio::test]
 async fn concurrent_first_requests_of_one_pod_make_one_upstream_call() {
     let f = fixture(|_| {}).await;
-    associate(
-        &f.broker,
-        f.dir.path(),
-        "sa",
-        json!({"roleArn": format!("arn:aws:iam::{AWS}:role/app")}),
-    )
-    .await;
+    associate_role(&f, "sa", "app").await;
     let token = pod_token(&f.broker, "sa", "web-1");
     let results = futures_join(8, || assume(&f.broker, f.dir.path(), &token)).await;
     let keys: std::collections::HashSet<String> = results
@@ -549,13 +567,7 @@ async fn a_chained_target_role_inherits_the_tags_and_the_source_identity() {
 #[tokio::test]
 async fn upstream_down_serves_cached_credentials_and_tells_new_pods_why() {
     let f = fixture(|_| {}).await;
-    associate(
-        &f.broker,
-        f.dir.path(),
-        "sa",
-        json!({"roleArn": format!("arn:aws:iam::{AWS}:role/app")}),
-    )
-    .await;
+    associate_role(&f, "sa", "app").await;
     let token = pod_token(&f.broker, "sa", "web-3");
     let (status, _, before) = assume(&f.broker, f.dir.path(), &token).await;
     assert_eq!(status, 200);
@@ -605,13 +617,7 @@ async fn first_requests_of_many_pods_are_held_to_the_upstream_rate() {
         o.timeout = Duration::from_millis(250);
     })
     .await;
-    associate(
-        &f.broker,
-        f.dir.path(),
-        "sa",
-        json!({"roleArn": format!("arn:aws:iam::{AWS}:role/app")}),
-    )
-    .await;
+    associate_role(&f, "sa", "app").await;
     // The identity check at start took the first slot; let the limit recover.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let tokens: Vec<String> = (0..8)
@@ -739,4 +745,220 @@ async fn upstream_throttling_is_retried_then_answered_as_throttling() {
         "{r}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+// === IRSA: AssumeRoleWithWebIdentity of an upstream role ===
+
+/// A projected IRSA token of ServiceAccount `sa` in `ns` (audience `sts.amazonaws.com`), bound
+/// to `pod` when given.
+fn irsa_token(broker: &Server, sa: &str, pod: Option<&str>) -> String {
+    podiam_server::local::sign_token_on(&broker.shared, |issuer| ServiceAccountToken {
+        issuer: issuer.to_string(),
+        namespace: "ns".into(),
+        service_account: ObjectRef {
+            name: sa.into(),
+            uid: "00000000-0000-4000-8000-000000000002".into(),
+        },
+        audiences: vec!["sts.amazonaws.com".into()],
+        expiration: Duration::from_secs(3600),
+        pod: pod.map(|p| ObjectRef {
+            name: p.into(),
+            uid: format!("uid-{p}"),
+        }),
+        node: None,
+        jti: None,
+    })
+    .unwrap()
+}
+
+/// The Rust SDK's STS client against the broker, with no credentials (the call is unsigned).
+fn sts_of(broker: &Server) -> aws_sdk_sts::Client {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(broker.endpoint.clone())
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+}
+
+/// `AssumeRoleWithWebIdentity` of `role` (of "AWS") that must fail: its code and message.
+async fn irsa_refused(
+    f: &Fixture,
+    role: &str,
+    token: String,
+    policy: Option<&str>,
+) -> (String, String) {
+    use aws_sdk_sts::error::ProvideErrorMetadata as _;
+    let e = sts_of(&f.broker)
+        .assume_role_with_web_identity()
+        .role_arn(format!("arn:aws:iam::{AWS}:role/{role}"))
+        .role_session_name("s1")
+        .web_identity_token(token)
+        .set_policy(policy.map(str::to_string))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    (
+        e.code().unwrap_or_default().to_string(),
+        e.message().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_irsa_pod_gets_an_upstream_session_through_assume_role_with_web_identity() {
+    let f = fixture(|_| {}).await;
+    let role = format!("arn:aws:iam::{AWS}:role/app");
+    let (status, kind, _) = associate_role(&f, "sa", "app").await;
+    assert_eq!(status, 200, "{kind}");
+    let token = irsa_token(&f.broker, "sa", Some("web-9"));
+    let out = sts_of(&f.broker)
+        .assume_role_with_web_identity()
+        .role_arn(&role)
+        .role_session_name("botocore-session-1")
+        .web_identity_token(&token)
+        .duration_seconds(1800)
+        .send()
+        .await
+        .unwrap();
+    let user = out.assumed_role_user().unwrap();
+    assert_eq!(
+        user.arn(),
+        format!("arn:aws:sts::{AWS}:assumed-role/app/botocore-session-1")
+    );
+    assert!(user.assumed_role_id().starts_with("AROA"));
+    assert_eq!(
+        out.subject_from_web_identity_token(),
+        Some("system:serviceaccount:ns:sa")
+    );
+    assert_eq!(out.audience(), Some("sts.amazonaws.com"));
+    assert_eq!(
+        out.provider(),
+        Some(f.broker.shared.config.issuer_url.as_str())
+    );
+    assert_eq!(out.source_identity(), Some("ns@web-9"));
+    // The credentials are upstream's: "AWS" opens the session token and finds the pod's tags.
+    let creds = out.credentials().unwrap();
+    let session = opened(&f.aws, creds.session_token());
+    assert_pod_tags(&session, "web-9");
+    assert_eq!(
+        session
+            .expires_at
+            .duration_since(session.issued_at)
+            .unwrap(),
+        Duration::from_secs(1800)
+    );
+
+    // The audit event names the pod and upstream's session, never the secret.
+    let (log, event) = audit_event(f.dir.path(), "AssumeRoleWithWebIdentity").await;
+    assert_eq!(event["outcome"], "allowed", "{event}");
+    assert_eq!(event["pod"], "web-9");
+    assert_eq!(event["upstream_session_arn"], user.arn());
+    assert_eq!(event["upstream_request_ids"].as_array().unwrap().len(), 1);
+    assert!(!log.contains(creds.secret_access_key()) && !log.contains(creds.session_token()));
+}
+
+#[tokio::test]
+async fn an_irsa_token_bound_to_no_pod_gets_the_service_account_tags_only() {
+    let f = fixture(|_| {}).await;
+    let role = format!("arn:aws:iam::{AWS}:role/app");
+    associate_role(&f, "sa", "app").await;
+    let out = sts_of(&f.broker)
+        .assume_role_with_web_identity()
+        .role_arn(&role)
+        .role_session_name("plain")
+        .web_identity_token(irsa_token(&f.broker, "sa", None))
+        .send()
+        .await
+        .unwrap();
+    let session = opened(&f.aws, out.credentials().unwrap().session_token());
+    let keys: Vec<&str> = session
+        .session_tags
+        .iter()
+        .map(|t| t.key.as_str())
+        .collect();
+    assert_eq!(keys.len(), 4, "no pod name or UID without a pod: {keys:?}");
+    assert!(!keys.contains(&"kubernetes-pod-name"));
+    assert_eq!(session.source_identity, None);
+}
+
+#[tokio::test]
+async fn an_irsa_pod_without_a_binding_to_the_role_is_refused_naming_the_binding() {
+    let f = fixture(|_| {}).await;
+    create_role(&f.aws, "other", broker_trust(json!({}))).await;
+    // No binding at all.
+    let (code, message) = irsa_refused(
+        &f,
+        "app",
+        irsa_token(&f.broker, "nobody", Some("p-0")),
+        None,
+    )
+    .await;
+    assert_eq!(code, "AccessDenied", "{message}");
+    assert!(
+        message.contains("podiam create iamserviceaccount --cluster c1 --namespace ns --name nobody --role-arn arn:aws:iam::111122223333:role/app"),
+        "{message}"
+    );
+    // A binding to another role.
+    associate_role(&f, "sa", "other").await;
+    let (code, message) =
+        irsa_refused(&f, "app", irsa_token(&f.broker, "sa", Some("p-0")), None).await;
+    assert_eq!(code, "AccessDenied", "{message}");
+    assert!(
+        message.contains("is bound to arn:aws:iam::111122223333:role/other"),
+        "{message}"
+    );
+    assert_eq!(
+        metric(
+            &f.broker,
+            "podiam_upstream_calls_total{operation=\"AssumeRole\""
+        )
+        .await,
+        0.0,
+        "nothing was asked of upstream"
+    );
+}
+
+#[tokio::test]
+async fn an_irsa_token_of_an_unregistered_issuer_or_audience_or_with_a_policy_is_refused() {
+    let f = fixture(|_| {}).await;
+    associate_role(&f, "sa", "app").await;
+    // An issuer no registered cluster has.
+    let foreign = podiam_server::local::sign_token_on(&f.broker.shared, |_| ServiceAccountToken {
+        issuer: "https://elsewhere.example".into(),
+        namespace: "ns".into(),
+        service_account: ObjectRef {
+            name: "sa".into(),
+            uid: "u".into(),
+        },
+        audiences: vec!["sts.amazonaws.com".into()],
+        expiration: Duration::from_secs(3600),
+        pod: None,
+        node: None,
+        jti: None,
+    })
+    .unwrap();
+    let (code, message) = irsa_refused(&f, "app", foreign, None).await;
+    assert_eq!(code, "InvalidIdentityToken", "{message}");
+    assert!(
+        message.contains(
+            "No cluster is registered in podiam for the issuer https://elsewhere.example"
+        ),
+        "{message}"
+    );
+    // The pod identity audience is not an IRSA audience.
+    let (code, message) = irsa_refused(&f, "app", pod_token(&f.broker, "sa", "web-0"), None).await;
+    assert_eq!(code, "InvalidIdentityToken", "{message}");
+    // Session policies are not passed on: they belong on the binding.
+    let policy =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    let (code, message) = irsa_refused(
+        &f,
+        "app",
+        irsa_token(&f.broker, "sa", Some("p")),
+        Some(policy),
+    )
+    .await;
+    assert_eq!(code, "ValidationError", "{message}");
+    assert!(message.contains("pod identity association"), "{message}");
 }

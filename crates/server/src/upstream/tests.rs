@@ -143,6 +143,7 @@ fn issued(received: SystemTime, lifetime: Duration) -> Issued {
         assumed_role_id: "id".into(),
         session_name: "s".into(),
         request_ids: Vec::new(),
+        source_identity: None,
     }
 }
 
@@ -190,6 +191,7 @@ async fn the_cache_keeps_one_slot_per_key() {
         association_id: "a-1".into(),
         association_version: 1,
         pod_uid: uid.into(),
+        via: Via::PodIdentity,
     };
     let now = SystemTime::now();
     let a = c.slot(&key("p1"), now);
@@ -198,6 +200,15 @@ async fn the_cache_keeps_one_slot_per_key() {
     let other = c.slot(&key("p2"), now);
     assert!(!std::sync::Arc::ptr_eq(&a, &other));
     assert_eq!(c.len(), 2);
+    // The same pod's web-identity session is another entry.
+    let irsa = CacheKey {
+        via: Via::WebIdentity {
+            duration_secs: 3600,
+        },
+        ..key("p1")
+    };
+    assert!(!std::sync::Arc::ptr_eq(&a, &c.slot(&irsa, now)));
+    assert_eq!(c.len(), 3);
     a.lock().await.issued = Some(std::sync::Arc::new(issued(now, Duration::from_secs(3600))));
     let s = b.lock().await;
     assert!(s.usable(now, MIN_SERVED).is_some());
