@@ -16,6 +16,7 @@
 //! | `iam` (+ `roles`, `policies`, `oidc`, `users`), `simulate` | the IAM API |
 //! | `eks` | clusters and pod identity associations |
 //! | `local` | typed operations the CLI runs on a data directory, no HTTP |
+//! | `instance` | one server per data directory (its lock), and the CLI's sync socket |
 //! | `upstream` | broker mode: another account's roles, from its STS (`--upstream-sts`) |
 //!
 //! Served: `POST /` and `GET /?Action=…` (STS 2011-06-15, IAM 2010-05-08), the EKS and EKS Auth
@@ -39,6 +40,7 @@ pub mod error;
 pub(crate) mod http;
 pub mod iam;
 mod ids;
+pub mod instance;
 pub(crate) mod issuance;
 pub mod issuer;
 pub mod jwks;
