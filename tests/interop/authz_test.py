@@ -75,19 +75,6 @@ def code_of(e):
     return e.response["Error"]["Code"]
 
 
-def eventually(fn, timeout=5):
-    """`podiam cluster create` writes the store; the server sees it within its 1 s poll."""
-    import time
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except botocore.exceptions.ClientError as e:
-            if code_of(e) != "ResourceNotFoundException" or time.time() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def refused(fn, code):
     try:
         fn()
@@ -106,7 +93,8 @@ def test_associations_need_iam_pass_role(p, tmp):
     admin_role = f"arn:aws:iam::{ACCOUNT}:role/admin-pod"
     creds = role_session(p, "eks-operator", allow({"Effect": "Allow", "Action": "eks:*", "Resource": "*"}))
     eks = client(p, "eks", creds)
-    eventually(lambda: admin_client(p, "eks").list_pod_identity_associations(clusterName="c1"))
+    # The cluster the CLI registered is there for the very next call (no retry: read-your-writes).
+    admin_client(p, "eks").list_pod_identity_associations(clusterName="c1")
     msg = refused(
         lambda: eks.create_pod_identity_association(clusterName="c1", namespace="mine", serviceAccount="sa", roleArn=admin_role),
         "AccessDeniedException",
@@ -213,8 +201,8 @@ def test_eks_auth_records_where_the_agent_runs(p, tmp):
     """AWS's newer AssumeRoleForPodIdentity fields are accepted and land in the audit event."""
     p.podiam("cluster", "create", "--name", "nodes", "--builtin")
     admin_client(p, "iam").create_role(RoleName="node-test", AssumeRolePolicyDocument=POD_TRUST)
-    eventually(lambda: admin_client(p, "eks").create_pod_identity_association(
-        clusterName="nodes", namespace="ns", serviceAccount="sa", roleArn=f"arn:aws:iam::{ACCOUNT}:role/node-test"))
+    admin_client(p, "eks").create_pod_identity_association(
+        clusterName="nodes", namespace="ns", serviceAccount="sa", roleArn=f"arn:aws:iam::{ACCOUNT}:role/node-test")
     token = pod_token(p, "ns", "sa", "web-0")
     body = json.dumps({"token": token, "eksNodeName": "node-7.example", "instanceId": "i-0123456789abcdef0", "zone": "eu-west-1b"})
     env = p.env()

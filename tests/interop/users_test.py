@@ -19,7 +19,7 @@ import sys
 import boto3
 
 sys.path.insert(0, os.path.dirname(__file__))
-from authz_test import POD_TRUST, allow, eventually, refused  # noqa: E402
+from authz_test import POD_TRUST, allow, refused  # noqa: E402
 from eks_api_test import admin_client, pod_token  # noqa: E402
 from irsa_test import ACCOUNT, run_suite, write  # noqa: E402
 
@@ -94,8 +94,8 @@ def user_key(p, name):
 def pod_identity_setup(p, namespace, role):
     """A role for pods and an association for `namespace/app` in cluster `prod`."""
     admin_client(p, "iam").create_role(RoleName=role, AssumeRolePolicyDocument=POD_TRUST)
-    eventually(lambda: admin_client(p, "eks").create_pod_identity_association(
-        clusterName=CLUSTER, namespace=namespace, serviceAccount="app", roleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}"))
+    admin_client(p, "eks").create_pod_identity_association(
+        clusterName=CLUSTER, namespace=namespace, serviceAccount="app", roleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}")
 
 
 # === the docs' recipes ===
@@ -167,7 +167,7 @@ def test_the_webhooks_key_recipe_makes_a_key_that_lists_one_clusters_association
     eks = key_client(p, "eks", *webhook)
     listed = eks.list_pod_identity_associations(clusterName=CLUSTER)["associations"]
     assert [(a["namespace"], a["serviceAccount"]) for a in listed] == [("shop", "app")], listed
-    eventually(lambda: admin_client(p, "eks").list_pod_identity_associations(clusterName="staging"))
+    admin_client(p, "eks").list_pod_identity_associations(clusterName="staging")
     refused(lambda: eks.list_pod_identity_associations(clusterName="staging"), "AccessDeniedException")
     refused(lambda: eks.describe_pod_identity_association(clusterName=CLUSTER, associationId=listed[0]["associationId"]), "AccessDeniedException")
     refused(lambda: key_client(p, "iam", *webhook).list_users(), "AccessDenied")

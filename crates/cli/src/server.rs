@@ -46,6 +46,8 @@ pub struct ServerArgs {
     upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
     audit: crate::audit::AuditLogArgs,
+    #[command(flatten)]
+    report: crate::up::Report,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -71,5 +73,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         replica_name: args.replica_name,
         upstream: args.upstream,
         audit: args.audit.options(),
+        report: args.report,
     })
 }

@@ -34,6 +34,28 @@ pub struct UpArgs {
     pub upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
     pub audit: crate::audit::AuditLogArgs,
+    #[command(flatten)]
+    pub report: Report,
+}
+
+/// How a started server tells a person or a CI job where it is.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Report {
+    /// `text`: the address and the `export` line to paste; `json`: one JSON object on one line
+    /// (`endpoint`, `port`, `region`, `profile`, `data_dir`, `env`, …) for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Also write the port served on to this file (`127.0.0.1:0` picks one) once the server
+    /// answers, so that a script that started it in the background can wait for the file.
+    #[arg(long, value_name = "FILE")]
+    pub port_file: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/podiam` (`~/.local/share/podiam`).
@@ -61,6 +83,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         replica_name: None,
         upstream: args.upstream,
         audit: args.audit.options(),
+        report: args.report,
     })
 }
 
@@ -82,6 +105,7 @@ pub struct Serve {
     pub upstream: crate::upstream::UpstreamArgs,
     /// How the audit trail is kept on disk.
     pub audit: podiam_server::audit::AuditOptions,
+    pub report: Report,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -99,6 +123,10 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Before anything touches the directory: a second server would rewrite `aws/config` and
+    // point the first one's users at its own port.
+    let mut lock = podiam_server::instance::DataDirLock::acquire(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime.block_on(async move {
         let tls = match &args.tls {
             Some((cert, key)) => {
@@ -144,20 +172,17 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| start_error(e, args.listen))
         .with_context(|| format!("podiam could not start with data in `{}`", data_dir.display()))?;
-        let mut text = format!(
-            "podiam is up at {} (account {})\n",
-            server.endpoint, server.account_id
-        );
-        if let Some(upstream) = server.shared.upstream() {
-            text.push_str(&crate::upstream::banner(upstream));
-        }
-        if server.first_start {
-            text.push_str(&format!(
-                "first start: created the administrator key, the built-in issuer and its OIDC provider in {}\n",
-                data_dir.display()
-            ));
-        }
-        text.push_str(&export_line(&server.aws_config_file, &server.aws_credentials_file));
+        lock.publish(&server.endpoint)
+            .with_context(|| format!("cannot write `{}`", lock.path().display()))?;
+        // CLI writes to the store ask the server to catch up at once (read-your-writes).
+        let _sync = podiam_server::instance::serve_sync(std::sync::Arc::clone(&server.shared), &data_dir)
+            .map_err(|e| tracing::warn!(error = %e, "no sync socket in the data directory: CLI writes reach this server within its 1 s store poll"))
+            .ok();
+        let env = environment(&server, &data_dir);
+        let text = match args.report.output {
+            Output::Json => format!("{}\n", started_json(&server, &data_dir, &env)),
+            Output::Text => started_text(&server, &data_dir, &env),
+        };
         // SIGTERM (`kill`, a CI runner, Kubernetes) stops the server as Ctrl-C does, exit 0. The
         // handlers are in place before the address is printed: a signal right after it stops
         // cleanly too, instead of killing the process.
@@ -165,6 +190,9 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         let mut term = signal(SignalKind::terminate()).ok();
         let mut interrupt = signal(SignalKind::interrupt()).ok();
         crate::emit(&text)?;
+        if let Some(file) = &args.report.port_file {
+            write_port_file(file, server.addr.port())?;
+        }
         // A stop writes out the audit events of the decisions already made.
         let stop = async {
             tokio::select! {
@@ -204,13 +232,96 @@ fn start_error(e: podiam_server::StartError, listen: SocketAddr) -> anyhow::Erro
     }
 }
 
-/// The line to paste into a shell: paths quoted when they need it.
-fn export_line(config: &std::path::Path, credentials: &std::path::Path) -> String {
-    format!(
-        "\nexport AWS_CONFIG_FILE={} AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=podiam\n",
-        shell_quote(&config.display().to_string()),
-        shell_quote(&credentials.display().to_string())
-    )
+/// The variables a shell needs to use this server: the AWS files and profile, and the data
+/// directory when it is not the one every other `podiam` command uses by default.
+fn environment(
+    server: &podiam_server::Server,
+    data_dir: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (
+            "AWS_CONFIG_FILE",
+            server.aws_config_file.display().to_string(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            server.aws_credentials_file.display().to_string(),
+        ),
+        ("AWS_PROFILE", PROFILE.to_string()),
+    ];
+    if data_dir != default_data_dir() {
+        env.push(("PODIAM_DATA_DIR", data_dir.display().to_string()));
+    }
+    env
+}
+
+/// The profile `podiam up` writes to `aws/config` and `aws/credentials`.
+const PROFILE: &str = "podiam";
+
+/// What a person reads: the address, what happened, and the line to paste.
+fn started_text(
+    server: &podiam_server::Server,
+    data_dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> String {
+    let mut text = format!(
+        "podiam is up at {} (account {})\n",
+        server.endpoint, server.account_id
+    );
+    if let Some(upstream) = server.shared.upstream() {
+        text.push_str(&crate::upstream::banner(upstream));
+    }
+    if server.first_start {
+        text.push_str(&format!(
+            "first start: created the administrator key, the built-in issuer and its OIDC provider in {}\n",
+            data_dir.display()
+        ));
+    }
+    text.push_str(&export_line(env));
+    text
+}
+
+/// What a script reads (`podiam up --output json | head -1 | jq -r .endpoint`).
+fn started_json(
+    server: &podiam_server::Server,
+    data_dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> serde_json::Value {
+    let env: serde_json::Map<String, serde_json::Value> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(v.as_str())))
+        .collect();
+    serde_json::json!({
+        "endpoint": server.endpoint,
+        "port": server.addr.port(),
+        "account_id": server.account_id,
+        "region": server.shared.config.region,
+        "profile": PROFILE,
+        "data_dir": data_dir.display().to_string(),
+        "aws_config_file": server.aws_config_file.display().to_string(),
+        "aws_shared_credentials_file": server.aws_credentials_file.display().to_string(),
+        "issuer_url": server.shared.config.issuer_url,
+        "pid": std::process::id(),
+        "first_start": server.first_start,
+        "env": env,
+    })
+}
+
+/// Written whole (a temporary file renamed), so that a reader never sees half a number.
+fn write_port_file(file: &std::path::Path, port: u16) -> anyhow::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, format!("{port}\n"))
+        .and_then(|()| std::fs::rename(&tmp, file))
+        .with_context(|| format!("cannot write the port file `{}`", file.display()))
+}
+
+/// The line to paste into a shell: values quoted when they need it.
+fn export_line(env: &[(&str, String)]) -> String {
+    let words: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+        .collect();
+    format!("\nexport {}\n", words.join(" "))
 }
 
 /// `word` as one POSIX shell word: unchanged when it is plain, single-quoted otherwise.
@@ -232,10 +343,17 @@ mod tests {
 
     #[test]
     fn the_export_line_survives_a_paste_into_a_shell() {
-        let line = export_line(
-            std::path::Path::new("/home/me/.local/share/podiam/aws/config"),
-            std::path::Path::new("/tmp/it's here/aws/credentials"),
-        );
+        let line = export_line(&[
+            (
+                "AWS_CONFIG_FILE",
+                "/home/me/.local/share/podiam/aws/config".into(),
+            ),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/tmp/it's here/aws/credentials".into(),
+            ),
+            ("AWS_PROFILE", "podiam".into()),
+        ]);
         assert_eq!(
             line,
             "\nexport AWS_CONFIG_FILE=/home/me/.local/share/podiam/aws/config AWS_SHARED_CREDENTIALS_FILE='/tmp/it'\\''s here/aws/credentials' AWS_PROFILE=podiam\n"

@@ -16,6 +16,7 @@
 //! | `iam` (+ `roles`, `policies`, `oidc`, `users`), `simulate` | the IAM API |
 //! | `eks` | clusters and pod identity associations |
 //! | `local` | typed operations the CLI runs on a data directory, no HTTP |
+//! | `instance` | one server per data directory (its lock), and the CLI's sync socket |
 //! | `upstream` | broker mode: another account's roles, from its STS (`--upstream-sts`) |
 //! | `broker` | what EKS Auth and STS (IRSA) do alike for an upstream role |
 //!
@@ -41,6 +42,7 @@ pub mod error;
 pub(crate) mod http;
 pub mod iam;
 mod ids;
+pub mod instance;
 pub(crate) mod issuance;
 pub mod issuer;
 pub mod jwks;

@@ -1,6 +1,7 @@
 //! Operations the CLI runs against the data directory directly (`podiam token create`,
 //! `podiam issuer rotate`, `podiam create iamserviceaccount`), as typed calls: no HTTP, no XML.
-//! A running server notices the writes within its store poll (1 s; at once on PostgreSQL).
+//! After a write, the server serving the data directory (if any) reloads its state before the
+//! operation returns ([`crate::instance::sync`]), so the very next request of any client sees it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -140,6 +141,7 @@ pub async fn rotate_issuer(data_dir: &Path, keep_old: Duration) -> Result<String
     changes.push(Change::SigningKey(kid.clone(), Some(new)));
     store.apply(&changes).await?;
     store.close().await;
+    sync_server(data_dir).await;
     Ok(kid)
 }
 
@@ -166,6 +168,7 @@ pub async fn rotate_session_keys(data_dir: &Path, keep_old: Duration) -> Result<
     changes.push(Change::SealingKey(id.to_string(), Some(new)));
     store.apply(&changes).await?;
     store.close().await;
+    sync_server(data_dir).await;
     Ok(id)
 }
 
@@ -254,7 +257,19 @@ pub async fn replace_jwks(
             .map(|()| JwksReplaced::Yes),
     };
     store.close().await;
+    if matches!(result, Ok(JwksReplaced::Yes)) {
+        sync_server(data_dir).await;
+    }
     Ok(result?)
+}
+
+/// Makes the server serving `data_dir` see what was just written before the CLI reports it done.
+/// The write stands if the server does not answer; the CLI says so (it sees the write within
+/// its 1 s store poll).
+async fn sync_server(data_dir: &Path) {
+    if let Err(e) = crate::instance::sync(data_dir).await {
+        eprintln!("warning: {e}");
+    }
 }
 
 /// The administrator, acting on a data directory's store (or a running server's state) through
@@ -262,8 +277,9 @@ pub async fn replace_jwks(
 pub struct Admin {
     shared: Arc<Shared>,
     user: podiam_store::User,
-    /// The store was opened for this handle (and is closed by [`Admin::close`]).
-    owns_store: bool,
+    /// The data directory whose store was opened for this handle (and is closed, and its
+    /// server synced after a write, by [`Admin::close`]).
+    opened: Option<std::path::PathBuf>,
     audit: crate::audit::Audit,
 }
 
@@ -299,7 +315,7 @@ impl Admin {
         Ok(Admin {
             shared: Arc::new(shared),
             user,
-            owns_store: true,
+            opened: Some(data_dir.to_path_buf()),
             audit: crate::audit::Audit::disabled(),
         })
     }
@@ -312,15 +328,19 @@ impl Admin {
         Ok(Admin {
             shared: Arc::clone(shared),
             user,
-            owns_store: false,
+            opened: None,
             audit: crate::audit::Audit::disabled(),
         })
     }
 
-    /// Closes the store if this handle opened it.
+    /// Closes the store if this handle opened it, and then, if anything was written, waits
+    /// until the server serving the directory sees it.
     pub async fn close(self) {
-        if self.owns_store {
+        if let Some(dir) = &self.opened {
             self.shared.store().close().await;
+            if self.shared.metrics.store_writes.get() > 0 {
+                sync_server(dir).await;
+            }
         }
     }
 
@@ -336,7 +356,7 @@ impl Admin {
             },
             request_id: "local",
             audit: &self.audit,
-            offline: self.owns_store,
+            offline: self.opened.is_some(),
         }
     }
 

@@ -59,6 +59,7 @@ async fn fixture() -> Fixture {
         replica_name: None,
         clock: ServerClock(Arc::clone(&clock) as Arc<dyn Clock + Send + Sync>),
         upstream: None,
+        audit: Default::default(),
     })
     .await
     .unwrap();
