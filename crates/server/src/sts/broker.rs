@@ -83,6 +83,7 @@ pub(super) async fn web_identity(
             &audiences,
         )
         .await?;
+    event.unauthenticated = false;
     let k8s = claims
         .kubernetes()
         .map_err(|e| AwsError::invalid_identity_token(e.to_string()))?
