@@ -148,6 +148,7 @@ async fn bench_in(
         replica_name: None,
         clock: Default::default(),
         upstream: None,
+        connections: Default::default(),
     })
     .await
     .context("cannot start the server")?;

@@ -44,6 +44,8 @@ pub struct ServerArgs {
     replica_name: Option<String>,
     #[command(flatten)]
     upstream: crate::upstream::UpstreamArgs,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -68,5 +70,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         tls: args.tls_cert.zip(args.tls_key),
         replica_name: args.replica_name,
         upstream: args.upstream,
+        connections: args.connections.limits(),
     })
 }

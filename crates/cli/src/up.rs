@@ -32,6 +32,8 @@ pub struct UpArgs {
     pub production: bool,
     #[command(flatten)]
     pub upstream: crate::upstream::UpstreamArgs,
+    #[command(flatten)]
+    pub connections: crate::connections::ConnectionArgs,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/podiam` (`~/.local/share/podiam`).
@@ -58,6 +60,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         tls: None,
         replica_name: None,
         upstream: args.upstream,
+        connections: args.connections.limits(),
     })
 }
 
@@ -77,6 +80,7 @@ pub struct Serve {
     pub replica_name: Option<String>,
     /// Broker mode (`--upstream-sts`).
     pub upstream: crate::upstream::UpstreamArgs,
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -134,6 +138,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             replica_name: args.replica_name,
             clock: Default::default(),
             upstream,
+            connections: args.connections,
         })
         .await
         .map_err(|e| start_error(e, args.listen))

@@ -81,6 +81,8 @@ pub struct Options {
     /// Broker mode: sessions of other accounts' roles come from this STS. `None`: only
     /// podiam's own account.
     pub upstream: Option<upstream::UpstreamOptions>,
+    /// Header, body and TLS handshake timeouts, and the bound on concurrent connections.
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

@@ -51,6 +51,7 @@ async fn server(
         replica_name: None,
         clock: ServerClock(clock),
         upstream,
+        connections: Default::default(),
     })
     .await
     .unwrap()

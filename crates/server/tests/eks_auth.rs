@@ -42,6 +42,7 @@ async fn server(dir: &Path, clock: Arc<Shifted>) -> Server {
         replica_name: None,
         clock: ServerClock(clock),
         upstream: None,
+        connections: Default::default(),
     })
     .await
     .unwrap()

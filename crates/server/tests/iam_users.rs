@@ -24,6 +24,7 @@ async fn server(dir: &std::path::Path) -> Server {
         replica_name: None,
         clock: Default::default(),
         upstream: None,
+        connections: Default::default(),
     })
     .await
     .unwrap()

@@ -37,6 +37,7 @@ async fn fixture() -> Fixture {
         replica_name: None,
         clock: Default::default(),
         upstream: None,
+        connections: Default::default(),
     })
     .await
     .unwrap();

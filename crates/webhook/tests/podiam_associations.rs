@@ -62,6 +62,7 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         replica_name: None,
         clock: Default::default(),
         upstream: None,
+        connections: Default::default(),
     })
     .await
     .unwrap();
