@@ -64,6 +64,7 @@ async fn agent(listen: Vec<SocketAddr>, imds_namespace: &str) -> Result<Fixture,
                 pods: Arc::new(PodIpMap::fixed(pods)),
             }),
             shutdown_grace: Duration::from_secs(1),
+            connections: Default::default(),
         },
     )
     .await?;

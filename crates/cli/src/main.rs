@@ -8,6 +8,7 @@ mod agent;
 mod audit;
 mod bench;
 mod cluster;
+mod connections;
 mod create;
 mod exit;
 mod issuer;
@@ -136,6 +137,9 @@ pub fn init_logging(colour: LogColour) {
 }
 
 fn main() -> ExitCode {
+    // Files podiam creates hold secrets or audit trails (the database and its -wal/-shm,
+    // master.key, audit logs, AWS credentials): the owner's only, whoever creates them.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -48,6 +48,8 @@ pub struct ServerArgs {
     audit: crate::audit::AuditLogArgs,
     #[command(flatten)]
     report: crate::up::Report,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -74,5 +76,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         upstream: args.upstream,
         audit: args.audit.options(),
         report: args.report,
+        connections: args.connections.limits(),
     })
 }

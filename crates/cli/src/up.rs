@@ -36,6 +36,8 @@ pub struct UpArgs {
     pub audit: crate::audit::AuditLogArgs,
     #[command(flatten)]
     pub report: Report,
+    #[command(flatten)]
+    pub connections: crate::connections::ConnectionArgs,
 }
 
 /// How a started server tells a person or a CI job where it is.
@@ -84,6 +86,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         upstream: args.upstream,
         audit: args.audit.options(),
         report: args.report,
+        connections: args.connections.limits(),
     })
 }
 
@@ -106,6 +109,7 @@ pub struct Serve {
     /// How the audit trail is kept on disk.
     pub audit: podiam_server::audit::AuditOptions,
     pub report: Report,
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -168,6 +172,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             clock: Default::default(),
             upstream,
             audit: args.audit,
+            connections: args.connections,
         })
         .await
         .map_err(|e| start_error(e, args.listen))

@@ -749,3 +749,47 @@ fn podiam_up_output_json_and_port_file_give_ci_the_address_without_scraping() {
     assert_eq!(server.terminate().code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12: another local user can read nothing of a data directory, and a copy of the database
+/// alone reveals no secret.
+#[test]
+fn the_data_directory_is_private_and_the_database_holds_no_secret_in_the_clear() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = scratch("private");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = up(&dir, "127.0.0.1:0");
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    assert_eq!(mode(&dir.join("aws")), 0o700);
+    for name in [
+        "podiam.db",
+        "master.key",
+        "audit.log",
+        "aws/credentials",
+        "aws/config",
+    ] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    let credentials = std::fs::read_to_string(dir.join("aws/credentials")).unwrap();
+    let secret = credentials
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string();
+    let db = std::fs::read(dir.join("podiam.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "podiam.db holds the administrator's secret key in the clear"
+    );
+    // Opened up to others, it is refused with the command that fixes it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = podiam(&dir, &["up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("run `chmod 700 {}`", dir.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -88,6 +88,8 @@ pub struct Options {
     pub upstream: Option<upstream::UpstreamOptions>,
     /// How the audit trail is kept on disk (rotation, sampling of unauthenticated refusals).
     pub audit: audit::AuditOptions,
+    /// Header, body and TLS handshake timeouts, and the bound on concurrent connections.
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

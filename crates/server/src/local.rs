@@ -63,27 +63,27 @@ fn eks_error(error: AwsError) -> LocalError {
 /// The store the CLI works on: `PODIAM_DATABASE_URL` (with `PODIAM_MASTER_KEY_FILE`) when set,
 /// as inside a `podiam server` pod; otherwise the SQLite file in the data directory.
 async fn open(data_dir: &Path) -> Result<(Store, State), LocalError> {
+    let master_key = match std::env::var_os("PODIAM_MASTER_KEY_FILE") {
+        Some(f) => Some(
+            podiam_store::MasterKey::from_file(Path::new(&f))
+                .map_err(podiam_store::StoreError::from)?,
+        ),
+        None => None,
+    };
     let (store, place) = match std::env::var("PODIAM_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let master_key = match std::env::var_os("PODIAM_MASTER_KEY_FILE") {
-                Some(f) => Some(
-                    podiam_store::MasterKey::from_file(Path::new(&f))
-                        .map_err(podiam_store::StoreError::from)?,
-                ),
-                None => None,
-            };
-            (
-                Store::open(&url).await?.with_master_key(master_key),
-                "the database in PODIAM_DATABASE_URL".to_string(),
-            )
-        }
+        Ok(url) if !url.is_empty() => (
+            Store::open(&url).await?.with_master_key(master_key),
+            "the database in PODIAM_DATABASE_URL".to_string(),
+        ),
         _ => {
             let db = data_dir.join("podiam.db");
             if !db.exists() {
                 return Err(LocalError::NotInitialised(data_dir.display().to_string()));
             }
+            // The directory's master key seals and opens its secrets (or the operator's, if
+            // the server was given one).
             (
-                Store::open_sqlite(&db).await?,
+                Store::open_local(data_dir, master_key).await?,
                 data_dir.display().to_string(),
             )
         }

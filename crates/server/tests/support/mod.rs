@@ -30,6 +30,7 @@ pub async fn server(dir: &std::path::Path) -> Server {
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
     })
     .await
     .unwrap()
