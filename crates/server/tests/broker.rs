@@ -923,18 +923,8 @@ async fn an_irsa_token_of_an_unregistered_issuer_or_audience_or_with_a_policy_is
     let f = fixture(|_| {}).await;
     associate_role(&f, "sa", "app").await;
     // An issuer no registered cluster has.
-    let foreign = podiam_server::local::sign_token_on(&f.broker.shared, |_| ServiceAccountToken {
-        issuer: "https://elsewhere.example".into(),
-        namespace: "ns".into(),
-        service_account: ObjectRef {
-            name: "sa".into(),
-            uid: "u".into(),
-        },
-        audiences: vec!["sts.amazonaws.com".into()],
-        expiration: Duration::from_secs(3600),
-        pod: None,
-        node: None,
-        jti: None,
+    let foreign = podiam_server::local::sign_token_on(&f.broker.shared, |_| {
+        ServiceAccountToken::new("https://elsewhere.example", "ns", "sa", "sts.amazonaws.com")
     })
     .unwrap();
     let (code, message) = irsa_refused(&f, "app", foreign, None).await;
