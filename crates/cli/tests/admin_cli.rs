@@ -793,3 +793,87 @@ fn the_data_directory_is_private_and_the_database_holds_no_secret_in_the_clear()
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn oidc_documents_are_written_for_a_static_host_with_the_commands_to_go_with_them() {
+    let dir = scratch("oidc-documents");
+    let server = up(&dir, "127.0.0.1:0");
+    let out = dir.join("site");
+    let url = "https://bucket.s3.eu-west-1.amazonaws.com/prod";
+    let documents = |name: &str| {
+        let out = out.to_str().unwrap();
+        podiam(
+            &dir,
+            &[
+                "cluster",
+                "oidc-documents",
+                "--name",
+                name,
+                "--issuer-url",
+                url,
+                "--out",
+                out,
+            ],
+        )
+    };
+    let o = documents("prod");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("podiam cluster create --name prod"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The built-in issuer's keys.
+    let o = podiam(&dir, &["cluster", "create", "--name", "dev", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = documents("dev");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("--issuer-url {url}")),
+        "{}",
+        stdout(&o)
+    );
+    let read = |rel: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(rel)).unwrap()).unwrap()
+    };
+    assert_eq!(read(".well-known/openid-configuration")["issuer"], url);
+    let jwks = std::fs::read_to_string(out.join("openid/v1/jwks")).unwrap();
+    assert!(
+        !read("openid/v1/jwks")["keys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // A cluster registered with its API server's JWKS: the kube-apiserver flags.
+    let jwks_file = dir.join("cluster-jwks.json");
+    std::fs::write(&jwks_file, &jwks).unwrap();
+    let o = podiam(
+        &dir,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "prod",
+            "--issuer-url",
+            "https://kubernetes.default.svc",
+            "--jwks-file",
+            jwks_file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = documents("prod");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for line in [
+        format!("--service-account-issuer={url}"),
+        format!("--service-account-jwks-uri={url}/openid/v1/jwks"),
+        format!(
+            "aws iam create-open-id-connect-provider --url {url} --client-id-list sts.amazonaws.com"
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    server.terminate();
+}

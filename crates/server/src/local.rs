@@ -458,3 +458,36 @@ pub fn sign_token_on(
 fn now_ms() -> i64 {
     crate::auth::millis(SystemTime::now())
 }
+
+/// A registered cluster's token keys, for `podiam cluster oidc-documents`.
+#[derive(Clone, Debug)]
+pub struct ClusterKeys {
+    /// The issuer its tokens carry now (`iss`).
+    pub issuer_url: String,
+    /// Its tokens come from podiam's built-in issuer.
+    pub builtin: bool,
+    /// The JWKS document (the built-in issuer's published keys, or the one given at
+    /// registration); `None` for an issuer whose keys podiam fetches.
+    pub jwks: Option<String>,
+}
+
+/// The keys of cluster `name`; `None` when no such cluster is registered.
+pub async fn cluster_keys(data_dir: &Path, name: &str) -> Result<Option<ClusterKeys>, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    store.close().await;
+    let Some(c) = state.clusters.get(name) else {
+        return Ok(None);
+    };
+    let builtin = state.settings.get("issuer_url") == Some(&c.issuer_url);
+    let jwks = if builtin {
+        let doc = Keys::from_state(&state)?.issuer.jwks(SystemTime::now());
+        serde_json::to_string(&doc).ok()
+    } else {
+        c.static_jwks.clone()
+    };
+    Ok(Some(ClusterKeys {
+        issuer_url: c.issuer_url.clone(),
+        builtin,
+        jwks,
+    }))
+}

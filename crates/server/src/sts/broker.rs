@@ -140,6 +140,7 @@ pub(super) async fn web_identity(
             tags: &tags,
             session_name: session_name.to_string(),
             via: Via::WebIdentity {
+                session_name: session_name.to_string(),
                 duration_secs: duration.map_or(0, |d| d.as_secs()),
             },
             duration,
