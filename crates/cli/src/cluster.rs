@@ -1,4 +1,4 @@
-//! `podiam cluster create|list`: clusters registered for EKS Pod Identity.
+//! `podiam cluster create|list|delete`: clusters registered for EKS Pod Identity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,18 @@ pub enum ClusterCommand {
     Create(CreateArgs),
     /// The registered clusters.
     List(ListArgs),
+    /// Remove a cluster and its Pod Identity associations (their roles stay).
+    Delete(DeleteArgs),
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// Where podiam keeps its state (default: `~/.local/share/podiam`).
+    #[arg(long, env = "PODIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The cluster's name.
+    #[arg(long)]
+    name: String,
 }
 
 #[derive(Args)]
@@ -85,6 +97,22 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                     )
                     .await;
                 }
+            }
+            ClusterCommand::Delete(args) => {
+                let data_dir = crate::up::data_dir(args.data_dir);
+                // As `eksctl delete cluster`: what lives in the cluster goes with it.
+                let (associations, c) = as_admin(&data_dir, async |a| {
+                    let associations = a.associations(&args.name)?;
+                    for x in &associations {
+                        a.delete_association(&args.name, &x.association_id).await?;
+                    }
+                    Ok((associations, a.delete_cluster(&args.name).await?))
+                })
+                .await?;
+                for x in &associations {
+                    eprintln!("deleted association {} ({}/{} -> {})", x.association_id, x.namespace, x.service_account, x.role_arn);
+                }
+                crate::emit(&format!("deleted cluster {} ({})\n", c.name, c.arn))?;
             }
             ClusterCommand::List(args) => {
                 let data_dir = crate::up::data_dir(args.data_dir);

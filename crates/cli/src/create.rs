@@ -270,6 +270,10 @@ pub struct IamServiceAccountArgs {
     issuer: Option<String>,
 }
 
+/// Ends the description of the roles this command makes: `podiam delete iamserviceaccount`
+/// deletes only those.
+pub const CREATED_BY: &str = "(podiam create iamserviceaccount)";
+
 pub fn role_trust_policy(account: &str, provider: &str, namespace: &str, name: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
@@ -328,7 +332,7 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
     role_name.truncate(64);
     let trust = role_trust_policy(&account, &provider, &args.namespace, &args.name);
     let description = format!(
-        "IRSA role for system:serviceaccount:{}:{} (podiam create iamserviceaccount)",
+        "IRSA role for system:serviceaccount:{}:{} {CREATED_BY}",
         args.namespace, args.name
     );
     let input = CreateRole {

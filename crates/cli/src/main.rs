@@ -9,7 +9,9 @@ mod audit;
 mod bench;
 mod cluster;
 mod create;
+mod delete;
 mod exit;
+mod get;
 mod issuer;
 mod policy;
 mod server;
@@ -47,6 +49,12 @@ enum Command {
     /// Create resources: `podiam create iamserviceaccount`, `podiam create podidentityassociation`.
     #[command(subcommand)]
     Create(create::CreateCommand),
+    /// List IRSA service accounts, Pod Identity associations and clusters (`-o json|yaml`).
+    #[command(subcommand)]
+    Get(get::GetCommand),
+    /// Delete resources: `podiam delete iamserviceaccount`, `podiam delete podidentityassociation`.
+    #[command(subcommand)]
+    Delete(delete::DeleteCommand),
     /// ServiceAccount tokens from the built-in issuer.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -133,6 +141,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Create(cmd) => create::run(cmd),
+        Command::Get(cmd) => get::run(cmd),
+        Command::Delete(cmd) => delete::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
         Command::SessionKeys(cmd) => issuer::run_session_keys(cmd),

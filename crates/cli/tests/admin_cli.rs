@@ -693,3 +693,195 @@ fn podiam_up_output_json_and_port_file_give_ci_the_address_without_scraping() {
     assert_eq!(server.terminate().code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The command failed (exit 1) and its message says `text`.
+fn fails_saying(o: &Output, text: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
+    assert!(stderr(o).contains(text), "{}", stderr(o));
+}
+
+/// An unsigned AssumeRoleWithWebIdentity for `role` in the running server's account.
+fn assume_role(server: &Up, role: &str, token: &str) -> String {
+    server.get(&format!(
+        "/?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=verbs\
+         &RoleArn=arn:aws:iam::000000000000:role/{role}&WebIdentityToken={token}"
+    ))
+}
+
+#[test]
+fn get_and_delete_verbs_list_and_remove_what_create_made() {
+    let dir = scratch("verbs");
+    let server = up(&dir, "127.0.0.1:0");
+    let read_only = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess";
+    for name in ["web", "api"] {
+        let o = podiam(
+            &dir,
+            &[
+                "create",
+                "iamserviceaccount",
+                "--namespace",
+                "shop",
+                "--name",
+                name,
+                "--attach-policy-arn",
+                read_only,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = podiam(&dir, &["get", "iamserviceaccount"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        table,
+        [
+            "NAMESPACE NAME ROLE",
+            "shop api arn:aws:iam::000000000000:role/shop-api",
+            "shop web arn:aws:iam::000000000000:role/shop-web",
+        ]
+    );
+    let o = podiam(
+        &dir,
+        &["get", "iamserviceaccount", "--name", "web", "-o", "json"],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        listed[0]["roleArn"],
+        "arn:aws:iam::000000000000:role/shop-web"
+    );
+    assert_eq!(listed[0]["attachedPolicyArns"][0], read_only);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let o = podiam(
+        &dir,
+        &["get", "iamserviceaccount", "--name", "web", "-o", "yaml"],
+    );
+    assert!(
+        stdout(&o).starts_with("- attachedPolicyArns:\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("  roleName: \"shop-web\"\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Deleting removes the role and its attachment; the running server refuses it at once.
+    let token = stdout(&podiam(
+        &dir,
+        &[
+            "token",
+            "create",
+            "--namespace",
+            "shop",
+            "--service-account",
+            "web",
+        ],
+    ));
+    let r = assume_role(&server, "shop-web", &token);
+    assert!(r.contains("<AssumeRoleWithWebIdentityResult>"), "{r}");
+    let delete_web = [
+        "delete",
+        "iamserviceaccount",
+        "--namespace",
+        "shop",
+        "--name",
+        "web",
+    ];
+    let o = podiam(&dir, &delete_web);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("deleted role arn:aws:iam::000000000000:role/shop-web"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        assume_role(&server, "shop-web", &token).contains("no role"),
+        "the server still has the role"
+    );
+    let o = podiam(&dir, &["get", "iamserviceaccount", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let o = podiam(&dir, &delete_web);
+    fails_saying(&o, "podiam get iamserviceaccount");
+
+    // Pod Identity: get, delete by namespace and ServiceAccount, and the cluster with the rest.
+    let o = podiam(&dir, &["cluster", "create", "--name", "prod", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for ns in ["pay", "cart"] {
+        let o = podiam(
+            &dir,
+            &[
+                "create",
+                "podidentityassociation",
+                "--cluster",
+                "prod",
+                "--namespace",
+                ns,
+                "--service-account",
+                "api",
+                "--role-name",
+                "pods",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = podiam(
+        &dir,
+        &[
+            "get",
+            "podidentityassociation",
+            "--cluster",
+            "prod",
+            "-o",
+            "json",
+        ],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let namespaces: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["cart", "pay"]);
+    let o = podiam(&dir, &["get", "cluster"]);
+    assert!(
+        stdout(&o).contains("prod") && stdout(&o).contains("built-in issuer"),
+        "{}",
+        stdout(&o)
+    );
+    let o = podiam(
+        &dir,
+        &[
+            "delete",
+            "podidentityassociation",
+            "--cluster",
+            "prod",
+            "--namespace",
+            "pay",
+            "--service-account",
+            "api",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = podiam(&dir, &["get", "podidentityassociation", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let o = podiam(&dir, &["cluster", "delete", "--name", "prod"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("deleted association"), "{}", stderr(&o));
+    let o = podiam(&dir, &["get", "cluster", "-o", "json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+    let o = podiam(&dir, &["get", "podidentityassociation"]);
+    assert!(
+        o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
