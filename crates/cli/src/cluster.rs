@@ -31,9 +31,13 @@ pub struct DeleteArgs {
 }
 
 #[derive(Args)]
+// Say where the cluster's keys come from: --issuer-url URL [--jwks-file F], or --builtin.
+#[command(group(clap::ArgGroup::new("keys").required(true)))]
 pub struct CreateArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The cluster's name (EKS's `clusterName`, used by `--cluster` elsewhere).
     #[arg(long)]
     name: String,
     /// The kube-apiserver's `--service-account-issuer` URL.
@@ -50,6 +54,7 @@ pub struct CreateArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -62,9 +67,6 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(async move {
         match cmd {
             ClusterCommand::Create(args) => {
-                if !args.builtin && args.issuer_url.is_none() {
-                    bail!("say where the cluster's keys come from: --issuer-url URL [--jwks-file F], or --builtin");
-                }
                 let jwks = match &args.jwks_file {
                     Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?),
                     None => None,

@@ -29,6 +29,7 @@ pub enum CreateCommand {
 
 #[derive(Args)]
 pub struct OidcProviderArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The issuer URL: the kube-apiserver's `--service-account-issuer`.
@@ -164,13 +165,16 @@ async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Resul
 
 #[derive(Args)]
 pub struct PodIdentityAssociationArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// A cluster registered with `podiam cluster create`.
     #[arg(long)]
     cluster: String,
+    /// The ServiceAccount's namespace.
     #[arg(long)]
     namespace: String,
+    /// The ServiceAccount's name.
     #[arg(long)]
     service_account: String,
     /// The role; created with the Pod Identity trust policy if it does not exist.
@@ -251,11 +255,13 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
 
 #[derive(Args)]
 pub struct IamServiceAccountArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The ServiceAccount's name.
     #[arg(long)]
     name: String,
+    /// The ServiceAccount's namespace.
     #[arg(long)]
     namespace: String,
     /// Policies to attach to the role.

@@ -18,6 +18,7 @@ mod server;
 mod token;
 mod up;
 mod upstream;
+mod version;
 mod webhook;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many small strings across two
@@ -29,10 +30,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "podiam",
-    version,
+    version = version::VERSION,
+    long_version = version::LONG_VERSION,
     about = "AWS IAM identities for Kubernetes workloads, on any cluster"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +83,10 @@ enum Command {
     /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
     /// same in-process server, under the same load generator.
     Bench(bench::BenchArgs),
+    /// This binary's version, git commit, build date and features.
+    Version(version::VersionArgs),
+    /// Shell completion: `source <(podiam completion bash)`, or zsh, fish.
+    Completion(version::CompletionArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
@@ -152,6 +158,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(*args),
         Command::Upstream(cmd) => upstream::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => version::completion(args),
     };
     match result {
         Ok(code) => code,
@@ -161,3 +169,6 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
