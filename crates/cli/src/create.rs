@@ -138,6 +138,9 @@ async fn provider_registered_again(
 /// Fails before anything is created when a policy to attach does not exist, saying how to make it.
 async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Result<()> {
     for arn in arns {
+        if !arn.starts_with("arn:") {
+            return Err(crate::hint::policy_name_for_arn(data_dir, arn).await);
+        }
         match as_admin(data_dir, async |a| a.get_policy(arn)).await {
             Err(e)
                 if matches!(

@@ -12,6 +12,7 @@ mod create;
 mod delete;
 mod exit;
 mod get;
+mod hint;
 mod issuer;
 mod policy;
 mod server;

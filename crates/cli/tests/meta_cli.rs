@@ -64,10 +64,7 @@ fn version_names_the_commit_build_date_and_features() {
         "{text}"
     );
     let short = stdout(&podiam(&["--version"]));
-    assert!(
-        short.contains(&format!("(commit {commit})")),
-        "{short}"
-    );
+    assert!(short.contains(&format!("(commit {commit})")), "{short}");
 }
 
 #[test]

@@ -178,7 +178,25 @@ fn policy_doc_charset(doc: &str) -> Result<(), AwsError> {
 
 fn parse_policy(doc: &str, kind: PolicyKind) -> Result<Policy, AwsError> {
     policy_doc_charset(doc)?;
+    if let Some(hint) = file_argument_hint(doc) {
+        return Err(AwsError::malformed_policy(hint));
+    }
     Ok(Policy::parse(doc, kind)?)
+}
+
+/// `aws iam create-policy --policy-document policy.json` sends the text `policy.json`: a
+/// document that is one short word and not JSON was meant to be a file.
+fn file_argument_hint(doc: &str) -> Option<String> {
+    let word = doc.trim();
+    let path_like = !word.is_empty()
+        && word.len() <= 256
+        && !word.starts_with(['{', '[', '"'])
+        && !word.contains(char::is_whitespace);
+    path_like.then(|| {
+        format!(
+            "the policy document is the text `{word}`, not JSON: to pass a file's contents, write file://{word}"
+        )
+    })
 }
 
 // === response helpers ===
