@@ -10,6 +10,7 @@ mod bench;
 mod cluster;
 mod create;
 mod delete;
+mod doctor;
 mod exit;
 mod get;
 mod hint;
@@ -84,6 +85,9 @@ enum Command {
     /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
     /// same in-process server, under the same load generator.
     Bench(bench::BenchArgs),
+    /// Which AWS credentials a process here gets: the SDKs' chain in their order, the source
+    /// that wins and the ones it shadows, each checked, then GetCallerIdentity.
+    Doctor(doctor::DoctorArgs),
     /// This binary's version, git commit, build date and features.
     Version(version::VersionArgs),
     /// Shell completion: `source <(podiam completion bash)`, or zsh, fish.
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(*args),
         Command::Upstream(cmd) => upstream::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Version(args) => version::run(args),
         Command::Completion(args) => version::completion(args),
     };
