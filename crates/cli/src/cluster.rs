@@ -1,4 +1,4 @@
-//! `podiam cluster create|list`: clusters registered for EKS Pod Identity.
+//! `podiam cluster create|list|delete`: clusters registered for EKS Pod Identity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,8 @@ pub enum ClusterCommand {
     /// cluster's issuer, for a static host (an S3 bucket) at --issuer-url, and the
     /// kube-apiserver flags and `aws iam create-open-id-connect-provider` command to go with them.
     OidcDocuments(OidcDocumentsArgs),
+    /// Remove a cluster and its Pod Identity associations (their roles stay).
+    Delete(DeleteArgs),
 }
 
 #[derive(Args)]
@@ -40,9 +42,23 @@ pub struct OidcDocumentsArgs {
 }
 
 #[derive(Args)]
-pub struct CreateArgs {
+pub struct DeleteArgs {
+    /// Where podiam keeps its state (default: `~/.local/share/podiam`).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The cluster's name.
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Args)]
+// Say where the cluster's keys come from: --issuer-url URL [--jwks-file F], or --builtin.
+#[command(group(clap::ArgGroup::new("keys").required(true)))]
+pub struct CreateArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
+    #[arg(long, env = "PODIAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The cluster's name (EKS's `clusterName`, used by `--cluster` elsewhere).
     #[arg(long)]
     name: String,
     /// The kube-apiserver's `--service-account-issuer` URL.
@@ -59,6 +75,7 @@ pub struct CreateArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -71,9 +88,6 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(async move {
         match cmd {
             ClusterCommand::Create(args) => {
-                if !args.builtin && args.issuer_url.is_none() {
-                    bail!("say where the cluster's keys come from: --issuer-url URL [--jwks-file F], or --builtin");
-                }
                 let jwks = match &args.jwks_file {
                     Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?),
                     None => None,
@@ -108,6 +122,22 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             ClusterCommand::OidcDocuments(args) => return oidc_documents_command(args).await,
+            ClusterCommand::Delete(args) => {
+                let data_dir = crate::up::data_dir(args.data_dir);
+                // As `eksctl delete cluster`: what lives in the cluster goes with it.
+                let (associations, c) = as_admin(&data_dir, async |a| {
+                    let associations = a.associations(&args.name)?;
+                    for x in &associations {
+                        a.delete_association(&args.name, &x.association_id).await?;
+                    }
+                    Ok((associations, a.delete_cluster(&args.name).await?))
+                })
+                .await?;
+                for x in &associations {
+                    eprintln!("deleted association {} ({}/{} -> {})", x.association_id, x.namespace, x.service_account, x.role_arn);
+                }
+                crate::emit(&format!("deleted cluster {} ({})\n", c.name, c.arn))?;
+            }
             ClusterCommand::List(args) => {
                 let data_dir = crate::up::data_dir(args.data_dir);
                 let names = as_admin(&data_dir, async |a| a.list_clusters()).await?;

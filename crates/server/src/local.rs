@@ -388,6 +388,37 @@ impl Admin {
             .map_err(iam_error)
     }
 
+    /// Every role (`iam:ListRoles`), sorted by name.
+    pub fn list_roles(&self) -> Result<Vec<Role>, LocalError> {
+        let ctx = self.ctx();
+        let state = self.shared.snapshot();
+        ctx.check(&state, "iam:ListRoles", "*").map_err(iam_error)?;
+        Ok(state.roles.values().cloned().collect())
+    }
+
+    pub async fn detach_role_policy(&self, role: &str, policy_arn: &str) -> Result<(), LocalError> {
+        crate::iam::roles::detach_role_policy(&self.ctx(), role, policy_arn)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub async fn delete_role_policy(
+        &self,
+        role: &str,
+        policy_name: &str,
+    ) -> Result<(), LocalError> {
+        crate::iam::roles::delete_role_policy(&self.ctx(), role, policy_name)
+            .await
+            .map_err(iam_error)
+    }
+
+    /// Refused (DeleteConflict) while policies are attached or inline policies remain.
+    pub async fn delete_role(&self, role: &str) -> Result<(), LocalError> {
+        crate::iam::roles::delete_role(&self.ctx(), role)
+            .await
+            .map_err(iam_error)
+    }
+
     pub fn get_policy(&self, arn: &str) -> Result<ManagedPolicy, LocalError> {
         crate::iam::policies::get_policy(&self.ctx(), arn).map_err(iam_error)
     }
@@ -415,6 +446,31 @@ impl Admin {
 
     pub fn list_clusters(&self) -> Result<Vec<String>, LocalError> {
         crate::eks::list_clusters(&self.ctx()).map_err(eks_error)
+    }
+
+    pub fn clusters(&self) -> Result<Vec<Cluster>, LocalError> {
+        crate::eks::clusters(&self.ctx()).map_err(eks_error)
+    }
+
+    /// Refused (ResourceInUse) while the cluster has associations.
+    pub async fn delete_cluster(&self, name: &str) -> Result<Cluster, LocalError> {
+        crate::eks::delete_cluster(&self.ctx(), name)
+            .await
+            .map_err(eks_error)
+    }
+
+    pub fn associations(&self, cluster: &str) -> Result<Vec<PodIdentityAssociation>, LocalError> {
+        crate::eks::associations(&self.ctx(), cluster).map_err(eks_error)
+    }
+
+    pub async fn delete_association(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<PodIdentityAssociation, LocalError> {
+        crate::eks::delete_association(&self.ctx(), cluster, id)
+            .await
+            .map_err(eks_error)
     }
 
     pub async fn create_association(
