@@ -149,6 +149,7 @@ async fn bench_in(
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        require_node_binding: false,
     })
     .await
     .context("cannot start the server")?;

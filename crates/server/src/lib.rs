@@ -88,6 +88,10 @@ pub struct Options {
     pub upstream: Option<upstream::UpstreamOptions>,
     /// How the audit trail is kept on disk (rotation, sampling of unauthenticated refusals).
     pub audit: audit::AuditOptions,
+    /// EKS Auth refuses pod tokens that name no node, and agents whose session is bound to no
+    /// node (`--require-node-binding`); a token and an agent that both name a node must agree
+    /// either way.
+    pub require_node_binding: bool,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

@@ -52,6 +52,7 @@ async fn server(
         clock: ServerClock(clock),
         upstream,
         audit: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap()

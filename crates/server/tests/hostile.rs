@@ -60,6 +60,7 @@ async fn fixture() -> Fixture {
         clock: ServerClock(Arc::clone(&clock) as Arc<dyn Clock + Send + Sync>),
         upstream: None,
         audit: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap();
