@@ -38,12 +38,37 @@ assert [p["containerPort"] for p in agent["ports"]] == [2705], agent["ports"]
 assert agent["livenessProbe"]["httpGet"]["port"] == "probe"
 assert "--cluster-name=prod" in agent["args"] and agent["args"][0] == "agent"
 env = {e["name"]: e for e in agent["env"]}
-for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
-    assert env[k]["valueFrom"]["secretKeyRef"]["name"] == "podiam-agent-key", env[k]
+# No long-lived key: web identity with a projected token of audience sts.amazonaws.com, a session
+# of the agent role named after the node, STS at podiam.
+assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env, env
+assert env["AWS_ROLE_ARN"]["value"] == "arn:aws:iam::000000000000:role/podiam-agent", env
+assert env["AWS_ROLE_SESSION_NAME"]["value"] == "$(NODE_NAME)"
+assert list(env).index("NODE_NAME") < list(env).index("AWS_ROLE_SESSION_NAME"), "defined before use"
+assert env["AWS_ENDPOINT_URL_STS"]["value"] == "https://podiam.iam-system.svc:8443"
+token_file = env["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"]
+mount = next(m for m in agent["volumeMounts"] if token_file.startswith(m["mountPath"] + "/"))
+assert mount["readOnly"] is True
+vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+sat = vol["projected"]["sources"][0]["serviceAccountToken"]
+assert sat["audience"] == "sts.amazonaws.com" and token_file == f"{mount['mountPath']}/{sat['path']}", (sat, token_file)
 init = spec["initContainers"][0]
 assert init["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
 assert "169.254.170.23/32" in init["command"][-1] and "fd00:ec2::23/128" in init["command"][-1]
-print("INFO agent DaemonSet: hostNetwork, NET_BIND_SERVICE only, read-only root, key from a Secret")
+print("INFO agent DaemonSet: hostNetwork, NET_BIND_SERVICE only, read-only root, web identity with a projected token")
+PY
+
+# The option of a key in a Secret: valid too, and then no token volume.
+"$PODIAM_BIN" agent manifests --namespace iam-system --key-secret agent-key > "$tmp/key.yaml"
+kubernetes-validate --strict --quiet -k 1.37.0 "$tmp/key.yaml"
+python3 - "$tmp/key.yaml" <<'PY'
+import sys, yaml
+ds = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "DaemonSet")
+agent = ds["spec"]["template"]["spec"]["containers"][0]
+env = {e["name"]: e for e in agent["env"]}
+for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
+    assert env[k]["valueFrom"]["secretKeyRef"]["name"] == "agent-key", env[k]
+assert "AWS_ROLE_ARN" not in env and not ds["spec"]["template"]["spec"]["volumes"]
+print("INFO agent DaemonSet with --key-secret: the key from the Secret, no token volume")
 PY
 
 python3 - "$tmp/manifests.yaml" > "$tmp/bad.yaml" <<'PY'

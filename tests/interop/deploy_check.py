@@ -28,8 +28,8 @@ CRD_KINDS = {
 # Secrets the operator creates (docs/operating.md); everything else must be in the render or be
 # written by a cert-manager Certificate.
 OPERATOR_SECRETS = {
-    "dev": {"podiam-agent-key"},
-    "production": {"podiam-database", "podiam-master-key", "podiam-agent-key"},
+    "dev": set(),
+    "production": {"podiam-database", "podiam-master-key"},
 }
 SERVER_REPLICAS = {"dev": 1, "production": 3}
 # Containers that run as root, and why: the agent binds port 80 with NET_BIND_SERVICE (added
@@ -326,7 +326,14 @@ def main(overlay, rendered, outs, webhook, agent):
             assert [(p["name"], p["containerPort"]) for p in wc["ports"]] == [(p["name"], p["containerPort"]) for p in gc["ports"]]
             for k in ("livenessProbe", "readinessProbe"):
                 assert wc[k]["httpGet"] == gc[k]["httpGet"], k
-            assert {e["name"] for e in wc.get("env", [])} <= {e["name"] for e in gc.get("env", [])}
+            from_cm = {k for ef in gc.get("envFrom", []) for k in next(
+                d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ef["configMapRef"]["name"])["data"]}
+            assert {e["name"] for e in wc.get("env", [])} <= {e["name"] for e in gc.get("env", [])} | from_cm
+            # The agent's own token: the same projected volume at the same place.
+            gvols = {v["name"]: v for v in ds.get("volumes", [])}
+            for v in want.get("volumes", []):
+                assert gvols.get(v["name"]) == v, (v, gvols.get(v["name"]))
+            assert all(m in gc.get("volumeMounts", []) for m in wc.get("volumeMounts", [])), gc.get("volumeMounts")
             for e in wc.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref:

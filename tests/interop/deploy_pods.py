@@ -320,6 +320,13 @@ def check_container(render, w, spec, c, binary, subs, overlay):
             fail(f"{where}: reads {path}, which is on no volume (the image holds only the binary)")
             continue
         v = volumes.get(m["name"], {})
+        if "projected" in v:
+            # kubelet writes each serviceAccountToken source at its path (mode 0600, owned by the
+            # pod's user: its own token is readable by the container that mounts it).
+            have = {src["serviceAccountToken"]["path"] for src in v["projected"]["sources"] if "serviceAccountToken" in src}
+            if rel(path, m["mountPath"]) not in have:
+                fail(f"{where}: reads {path}, but the projected volume {m['name']} at {m['mountPath']} has "
+                     f"no token {rel(path, m['mountPath'])!r} (it has {sorted(have)})")
         for vk, kind_ in (("secret", "Secret"), ("configMap", "ConfigMap")):
             if vk in v:
                 name = v[vk].get("secretName") or v[vk].get("name")
@@ -529,6 +536,16 @@ def runtime(binary, overlay, rendered, target, database_url, socket_dir):
                     out.write(data if isinstance(data, bytes) else data.encode())
                 os.chown(f, 0, fs_group if fs_group is not None else 0)
                 os.chmod(f, i.get("mode", mode))
+            sh("mount", "-o", "remount,ro", path)
+        elif "projected" in v and all("serviceAccountToken" in src for src in v["projected"]["sources"]):
+            # A stand-in for kubelet's token: a JWT no issuer signed (nothing here verifies it).
+            sh("mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs", path)
+            for src in v["projected"]["sources"]:
+                f = os.path.join(path, src["serviceAccountToken"]["path"])
+                with open(f, "w") as out:
+                    out.write("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdGFuZC1pbiJ9.c3RhbmQtaW4")
+                os.chown(f, uid, gid)
+                os.chmod(f, 0o600)
             sh("mount", "-o", "remount,ro", path)
         else:
             raise SystemExit(f"runtime: volume {m['name']}: no stand-in for {sorted(v)}")

@@ -1,6 +1,10 @@
 """EKS Pod Identity end to end: `podiam up`, a cluster and an association, then `podiam agent` on
-127.0.0.1 signing with a least-privilege user's key (docs/operating.md's agent user: allowed only
-eks-auth:AssumeRoleForPodIdentity, and sts:AssumeRole on the node role for IMDS), and boto3 configured with
+127.0.0.1 as the DaemonSet runs it: a session of the least-privilege agent role (docs/operating.md's
+agent role: allowed only eks-auth:AssumeRoleForPodIdentity, and sts:AssumeRole on the node role for
+IMDS), which the AWS SDK's standard chain gets by web identity with the agent's own token on node
+`node-a` (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_SESSION_NAME, AWS_ENDPOINT_URL_STS),
+never the administrator's key. A pod token of another node is refused (node binding); a second agent
+finds a user's key through AWS_PROFILE, as every AWS tool would. And boto3 configured with
 nothing but what the pod identity webhook injects (AWS_CONTAINER_CREDENTIALS_FULL_URI and
 AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE). Also boto3's IMDS provider (IMDSv2 only) for the node role,
 the namespace allow-list refusing a caller, and the agent serving from its cache while the server
@@ -30,19 +34,33 @@ ROLE = "cart-role"
 NODE_ROLE = "node-role"
 
 
+NODE = "node-a"
+AGENT_ROLE = "podiam-agent"
+
+
+def agent_identity_env(p, tmp):
+    """The DaemonSet's web identity (deploy/base/agent/daemonset.yaml), nothing else of AWS."""
+    return clean_env(
+        tmp,
+        AWS_ROLE_ARN=f"arn:aws:iam::{ACCOUNT}:role/{AGENT_ROLE}",
+        AWS_WEB_IDENTITY_TOKEN_FILE=os.path.join(tmp, "agent-token"),
+        AWS_ROLE_SESSION_NAME=NODE,
+        AWS_ENDPOINT_URL_STS=p.endpoint,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+
 class Agent:
     """`podiam agent` on 127.0.0.1 with port 0 everywhere; addresses read from its stdout."""
 
-    def __init__(self, p, tmp):
+    def __init__(self, p, tmp, env, name="agent"):
         self.pod_map = write(os.path.join(tmp, "pods.json"), json.dumps({"127.0.0.1": "kube-system"}))
-        self.log = os.path.join(tmp, "agent.log")
+        self.log = os.path.join(tmp, f"{name}.log")
         self.proc = subprocess.Popen(
             [
                 PODIAM, "agent",
                 "--cluster-name", CLUSTER,
                 "--server", p.endpoint,
-                "--credentials-file", os.path.join(tmp, "agent-credentials"),
-                "--profile", "agent",
                 "--listen", "127.0.0.1:0",
                 # Bind failure on one address is logged and skipped (TEST-NET-1 is not local).
                 "--listen", "192.0.2.1:80",
@@ -56,7 +74,7 @@ class Agent:
             stdout=subprocess.PIPE,
             stderr=open(self.log, "ab"),
             text=True,
-            env={**os.environ, "RUST_LOG": "info"},
+            env={**env, "RUST_LOG": "info"},
         )
         self.credentials = self.imds = self.probe = None
         while True:
@@ -139,7 +157,23 @@ def setup(p, tmp):
              "--role-name", ROLE, "--permission-policy-arns", f"arn:aws:iam::{ACCOUNT}:policy/read-roles")
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
     p.aws("iam", "create-role", "--role-name", NODE_ROLE, "--assume-role-policy-document", json.dumps(trust))
-    # The agent's own key, allowed only what it calls (docs/operating.md, "The agent's key").
+    # The agent role (docs/operating.md, "The agent's role"): web identity of the agent's
+    # ServiceAccount from the cluster's issuer, allowed only what the agent calls.
+    host = p.issuer_host()
+    agent_trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:podiam:podiam-agent", f"{host}:aud": "sts.amazonaws.com"}}}]}
+    p.aws("iam", "create-role", "--role-name", AGENT_ROLE, "--assume-role-policy-document", json.dumps(agent_trust))
+    p.aws("iam", "put-role-policy", "--role-name", AGENT_ROLE, "--policy-name", "eks-auth", "--policy-document",
+          json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "eks-auth:AssumeRoleForPodIdentity", "Resource": "*"}]}))
+    p.aws("iam", "put-role-policy", "--role-name", AGENT_ROLE, "--policy-name", "node-role", "--policy-document",
+          json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}"}]}))
+    # The agent's own projected token: kubelet's, of a pod on node-a.
+    write(os.path.join(tmp, "agent-token"), p.podiam(
+        "token", "create", "--namespace", "podiam", "--service-account", "podiam-agent", "--audience", "sts.amazonaws.com",
+        "--pod-name", "podiam-agent-x7k2p", "--pod-uid", "5c1d0e4a-2f7b-4c3e-9a1d-7e6f5a4b3c2d", "--node-name", NODE).stdout.strip())
+    # The option of a key: a user allowed the same (docs/operating.md, "A key instead").
     p.aws("iam", "create-user", "--user-name", "podiam-agent")
     p.aws("iam", "put-user-policy", "--user-name", "podiam-agent", "--policy-name", "eks-auth", "--policy-document",
           json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "eks-auth:AssumeRoleForPodIdentity", "Resource": "*"}]}))
@@ -148,10 +182,19 @@ def setup(p, tmp):
     key = p.aws_json("iam", "create-access-key", "--user-name", "podiam-agent")["AccessKey"]
     write(os.path.join(tmp, "agent-credentials"),
           f"[agent]\naws_access_key_id = {key['AccessKeyId']}\naws_secret_access_key = {key['SecretAccessKey']}\n")
-    token = p.podiam("token", "create", "--namespace", NS, "--service-account", SA, "--audience", "pods.eks.amazonaws.com",
-                     "--pod-name", POD, "--pod-uid", UID).stdout.strip()
+    token = pod_token(p, NODE)
     # kubelet writes projected tokens without a trailing newline; botocore insists.
     return write(os.path.join(tmp, "eks-pod-identity-token"), token)
+
+
+def pod_token(p, node):
+    return p.podiam("token", "create", "--namespace", NS, "--service-account", SA, "--audience", "pods.eks.amazonaws.com",
+                    "--pod-name", POD, "--pod-uid", UID, "--node-name", node).stdout.strip()
+
+
+def audit_events(p, action):
+    events = [json.loads(line) for line in open(os.path.join(p.data_dir, "audit.log")) if line.strip()]
+    return [e for e in events if e.get("action") == action]
 
 
 def test_boto3_container_provider_gets_the_pod_role(p, a, tmp, token_file):
@@ -222,6 +265,46 @@ def test_imds_refuses_a_namespace_not_on_the_allow_list(p, a, tmp, token_file):
     write(a.pod_map, json.dumps({"127.0.0.1": "kube-system"}))
 
 
+def test_the_agent_is_a_web_identity_session_of_the_agent_role_bound_to_its_node(p, a, tmp, token_file):
+    assert get(a.credentials, {"Authorization": open(token_file).read()})[0] == 200
+    time.sleep(0.3)  # the audit writer
+    web = [e for e in audit_events(p, "AssumeRoleWithWebIdentity") if e.get("role", "").endswith(f"role/{AGENT_ROLE}")]
+    assert web and web[0]["outcome"] == "allowed", web
+    assert web[0]["session_name"] == NODE and web[0]["node"] == NODE, web[0]
+    exchanges = audit_events(p, "AssumeRoleForPodIdentity")
+    assert exchanges, "no EKS Auth call audited"
+    for e in exchanges:
+        assert e["subject"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/{AGENT_ROLE}/{NODE}", e
+        assert e.get("agent_node") == NODE or e["outcome"] != "allowed", e
+    assert "AWS credentials resolved" in open(a.log).read()
+
+
+def test_a_pod_token_of_another_node_is_refused(p, a, tmp, token_file):
+    status, body = get(a.credentials, {"Authorization": pod_token(p, "node-b")})
+    assert status == 400, (status, body)
+    doc = json.loads(body)
+    assert doc["code"] == "AccessDeniedException", doc
+    assert "`node-b`" in doc["message"] and f"`{NODE}`" in doc["message"], doc
+    time.sleep(0.3)
+    denied = [e for e in audit_events(p, "AssumeRoleForPodIdentity") if e["outcome"] == "denied"]
+    assert denied and "`node-b`" in denied[-1]["reason"], denied
+
+
+def test_an_agent_finds_a_profile_through_the_standard_chain(p, a, tmp, token_file):
+    # AWS_PROFILE in a shared credentials file, as every AWS tool reads it; no --credentials-file.
+    env = clean_env(tmp, AWS_PROFILE="agent", AWS_EC2_METADATA_DISABLED="true")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(tmp, "agent-credentials")
+    b = Agent(p, tmp, env, name="profile-agent")
+    try:
+        status, body = get(b.credentials, {"Authorization": open(token_file).read()})
+        assert status == 200, body
+        time.sleep(0.3)
+        last = audit_events(p, "AssumeRoleForPodIdentity")[-1]
+        assert last["subject"] == f"arn:aws:iam::{ACCOUNT}:user/podiam-agent", last
+    finally:
+        b.stop()
+
+
 def test_server_outage_is_served_from_the_agent_cache(p, a, tmp, token_file):
     token = open(token_file).read()
     status, body = get(a.credentials, {"Authorization": token})
@@ -240,7 +323,7 @@ def main():
     passed = failed = 0
     try:
         token_file = setup(p, tmp)
-        a = Agent(p, tmp)
+        a = Agent(p, tmp, agent_identity_env(p, tmp))
         assert "192.0.2.1:80" in open(a.log).read(), "the unbindable address was logged"
         tests = [v for k, v in globals().items() if k.startswith("test_")]
         for t in tests:

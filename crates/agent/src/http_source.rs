@@ -1,7 +1,8 @@
 //! [`HttpSource`]: the real [`CredentialSource`]. Pods: EKS Auth `AssumeRoleForPodIdentity`
 //! (rest-json, SigV4 service `eks-auth`). Node role: STS `AssumeRole` (awsQuery, SigV4 service
-//! `sts`). Both signed with the agent's own key, which comes from a shared-credentials file
-//! (re-read when it changes, so a rotated Secret is picked up) or the environment.
+//! `sts`). Both signed with the agent's own key: by default the AWS SDK's standard credential
+//! chain's ([`crate::aws_chain`]: web identity on a cluster), or a shared-credentials file
+//! (`--credentials-file`, re-read when it changes, so a rotated Secret is picked up).
 
 use std::fmt;
 use std::time::Duration;
@@ -140,9 +141,10 @@ impl HttpSource {
         let current = self
             .key
             .current()
+            .await
             .map_err(|e| unavailable(format!("the agent's key: {e}")))?;
         if let Some(problem) = &current.kept_because {
-            tracing::warn!(%problem, "the agent's key file is unusable; signing with the key read before");
+            tracing::warn!(%problem, "the agent's key source is unusable; signing with the key read before");
         }
         let key = current.key;
         let headers = [("content-type", content_type), ("host", host.as_str())];

@@ -10,8 +10,14 @@
 //!   no privilege escalation. It runs as UID 0 because Kubernetes does not pass added
 //!   capabilities to non-root processes (no ambient capabilities); with an image whose `podiam`
 //!   binary carries the file capability `cap_net_bind_service+ep`, set `--run-as-user`.
-//! - The agent's key comes from a Secret (`aws_access_key_id`, `aws_secret_access_key`) the
-//!   operator creates; it is referenced, never printed.
+//! - No long-lived key on nodes: the agent's identity is a per-node session of the agent role
+//!   (`eks-auth:AssumeRoleForPodIdentity` only), by web identity with a projected ServiceAccount
+//!   token (audience `sts.amazonaws.com`, rotated by kubelet) through the AWS SDK's standard
+//!   chain: `AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_SESSION_NAME` = the node's
+//!   name, STS at podiam (`AWS_ENDPOINT_URL_STS`). The token names the node
+//!   (`kubernetes.io.node.name`), so podiam binds the session to it and exchanges only that
+//!   node's pod tokens. `--key-secret` instead takes a key from a Secret (`aws_access_key_id`,
+//!   `aws_secret_access_key`) the operator creates; it is referenced, never printed.
 
 use serde_json::{Value, json};
 
@@ -32,8 +38,12 @@ pub struct ManifestOptions {
     pub server: String,
     /// `--region`.
     pub region: String,
-    /// The Secret holding the agent's key.
-    pub key_secret: String,
+    /// The agent role (`AWS_ROLE_ARN`), assumed by web identity with the projected token.
+    pub role_arn: String,
+    /// The projected token's audience (a client ID of podiam's OIDC provider for the cluster).
+    pub token_audience: String,
+    /// A Secret holding a key for the agent instead (no projected token).
+    pub key_secret: Option<String>,
     /// Probe and metrics port.
     pub probe_port: u16,
     /// UID for the agent container (0 unless the image grants NET_BIND_SERVICE as a file
@@ -53,13 +63,18 @@ impl Default for ManifestOptions {
             cluster_name: "my-cluster".to_owned(),
             server: "https://podiam.example.com".to_owned(),
             region: "us-east-1".to_owned(),
-            key_secret: "podiam-agent-key".to_owned(),
+            role_arn: "arn:aws:iam::000000000000:role/podiam-agent".to_owned(),
+            token_audience: "sts.amazonaws.com".to_owned(),
+            key_secret: None,
             probe_port: 2705,
             run_as_user: 0,
             extra_args: Vec::new(),
         }
     }
 }
+
+/// Where the agent's projected ServiceAccount token is mounted.
+pub const TOKEN_DIR: &str = "/var/run/secrets/podiam/agent";
 
 const LINK_SETUP: &str = "set -eu\n\
 ip link add pod-id-link0 type dummy 2>/dev/null || true\n\
@@ -82,7 +97,29 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
         format!("--probe-listen=0.0.0.0:{}", o.probe_port),
     ];
     args.extend(o.extra_args.iter().cloned());
-    let key = |k: &str| json!({ "secretKeyRef": { "name": o.key_secret, "key": k } });
+    let mut env = vec![
+        json!({ "name": "NODE_NAME", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }),
+    ];
+    let (mut mounts, mut volumes) = (Vec::new(), Vec::new());
+    match &o.key_secret {
+        Some(secret) => {
+            let key = |k: &str| json!({ "secretKeyRef": { "name": secret, "key": k } });
+            env.push(json!({ "name": "AWS_ACCESS_KEY_ID", "valueFrom": key("aws_access_key_id") }));
+            env.push(json!({ "name": "AWS_SECRET_ACCESS_KEY", "valueFrom": key("aws_secret_access_key") }));
+        }
+        None => {
+            env.push(json!({ "name": "AWS_ROLE_ARN", "value": o.role_arn }));
+            env.push(json!({ "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": format!("{TOKEN_DIR}/token") }));
+            // The session name says which node; the binding itself is the token's node claim.
+            env.push(json!({ "name": "AWS_ROLE_SESSION_NAME", "value": "$(NODE_NAME)" }));
+            env.push(json!({ "name": "AWS_ENDPOINT_URL_STS", "value": o.server }));
+            mounts.push(json!({ "name": "agent-token", "mountPath": TOKEN_DIR, "readOnly": true }));
+            volumes.push(json!({ "name": "agent-token", "projected": { "sources": [{
+                "serviceAccountToken": { "audience": o.token_audience, "expirationSeconds": 86_400, "path": "token" }
+            }] } }));
+        }
+    }
+    env.push(json!({ "name": "RUST_LOG", "value": "info" }));
     let probe = |path: &str| json!({ "httpGet": { "path": path, "port": "probe" }, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3 });
     let non_root = o.run_as_user != 0;
     vec![
@@ -103,6 +140,7 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
                         "terminationGracePeriodSeconds": 30,
                         "nodeSelector": { "kubernetes.io/os": "linux" },
                         "tolerations": [{ "operator": "Exists" }],
+                        "volumes": volumes,
                         "initContainers": [{
                             "name": "link",
                             "image": o.init_image,
@@ -119,12 +157,8 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
                             "name": "agent",
                             "image": o.image,
                             "args": args,
-                            "env": [
-                                { "name": "AWS_ACCESS_KEY_ID", "valueFrom": key("aws_access_key_id") },
-                                { "name": "AWS_SECRET_ACCESS_KEY", "valueFrom": key("aws_secret_access_key") },
-                                { "name": "NODE_NAME", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
-                                { "name": "RUST_LOG", "value": "info" }
-                            ],
+                            "env": env,
+                            "volumeMounts": mounts,
                             "ports": [{ "name": "probe", "containerPort": o.probe_port, "protocol": "TCP" }],
                             "livenessProbe": probe("/healthz"),
                             "readinessProbe": probe("/readyz"),
@@ -148,11 +182,22 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
 /// The objects as one YAML stream.
 #[must_use]
 pub fn render(o: &ManifestOptions) -> String {
-    let mut out = String::from(
-        "# podiam node agent. Create the key Secret first:\n\
-         #   kubectl -n NAMESPACE create secret generic KEY_SECRET \\\n\
-         #     --from-literal=aws_access_key_id=AKIA... --from-literal=aws_secret_access_key=...\n",
-    );
+    let mut out = match &o.key_secret {
+        Some(secret) => format!(
+            "# podiam node agent. Create the key Secret first:\n\
+             #   kubectl -n {} create secret generic {secret} \\\n\
+             #     --from-literal=aws_access_key_id=AKIA... --from-literal=aws_secret_access_key=...\n",
+            o.namespace
+        ),
+        None => format!(
+            "# podiam node agent, as {role} by web identity (docs/operating.md, \"The agent's role\"):\n\
+             # the role's trust policy admits system:serviceaccount:{}:{} with audience {}.\n",
+            o.namespace,
+            o.name,
+            o.token_audience,
+            role = o.role_arn
+        ),
+    };
     for obj in objects(o) {
         out.push_str("---\n");
         out.push_str(&serde_json::to_string_pretty(&obj).unwrap_or_default());
@@ -184,5 +229,57 @@ mod tests {
             "port 80 is not declared"
         );
         assert!(!render(&ManifestOptions::default()).contains("aws_secret_access_key\":\""));
+    }
+
+    fn env(objs: &[Value]) -> serde_json::Map<String, Value> {
+        let ds = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+        ds["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn by_default_the_agent_is_a_web_identity_session_of_its_node() {
+        let o = ManifestOptions::default();
+        let objs = objects(&o);
+        let env = env(&objs);
+        assert_eq!(env["AWS_ROLE_ARN"]["value"], o.role_arn);
+        assert_eq!(env["AWS_ROLE_SESSION_NAME"]["value"], "$(NODE_NAME)");
+        assert_eq!(env["AWS_ENDPOINT_URL_STS"]["value"], o.server);
+        assert!(!env.contains_key("AWS_ACCESS_KEY_ID"), "no long-lived key");
+        let spec = &objs[1]["spec"]["template"]["spec"];
+        let token = &spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(token["audience"], "sts.amazonaws.com");
+        let file = env["AWS_WEB_IDENTITY_TOKEN_FILE"]["value"]
+            .as_str()
+            .unwrap();
+        let mount = &spec["containers"][0]["volumeMounts"][0];
+        assert_eq!(
+            format!(
+                "{}/{}",
+                mount["mountPath"].as_str().unwrap(),
+                token["path"].as_str().unwrap()
+            ),
+            file
+        );
+        assert_eq!(mount["readOnly"], true);
+    }
+
+    #[test]
+    fn a_key_secret_replaces_the_token() {
+        let objs = objects(&ManifestOptions {
+            key_secret: Some("k".into()),
+            ..ManifestOptions::default()
+        });
+        let env = env(&objs);
+        assert_eq!(
+            env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"],
+            "k"
+        );
+        assert!(!env.contains_key("AWS_ROLE_ARN"));
+        assert_eq!(objs[1]["spec"]["template"]["spec"]["volumes"], json!([]));
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use podiam_agent::aws_chain::ChainKey;
 use podiam_agent::http_source::{HttpSourceConfig, node_role_session_name};
 use podiam_agent::imds::{InstanceIdentity, PodIpMap, instance_id_for};
 use podiam_agent::manifests::{ManifestOptions, render};
@@ -59,9 +60,17 @@ struct ManifestArgs {
     /// Signing region.
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// Secret with `aws_access_key_id` and `aws_secret_access_key` for the agent.
-    #[arg(long, default_value = "podiam-agent-key")]
-    key_secret: String,
+    /// The agent role, assumed by web identity with each agent's projected ServiceAccount token
+    /// (one session per node, bound to it).
+    #[arg(long, default_value = "arn:aws:iam::000000000000:role/podiam-agent")]
+    role_arn: String,
+    /// Audience of the projected token (a client ID of the OIDC provider of the cluster's issuer).
+    #[arg(long, default_value = "sts.amazonaws.com")]
+    token_audience: String,
+    /// Instead of the role: a Secret with `aws_access_key_id` and `aws_secret_access_key` for the
+    /// agent (a long-lived key on every node).
+    #[arg(long, conflicts_with = "role_arn")]
+    key_secret: Option<String>,
     /// Probe and metrics port.
     #[arg(long, default_value_t = 2705)]
     probe_port: u16,
@@ -92,11 +101,14 @@ struct ServeArgs {
     /// SigV4 signing region.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     region: String,
-    /// AWS shared-credentials file with the agent's key (re-read when it changes); without it,
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    /// AWS shared-credentials file with the agent's key (re-read when it changes). Without it,
+    /// the AWS SDK's standard credential chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY;
+    /// AWS_PROFILE in AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE (credential_process too);
+    /// web identity (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_SESSION_NAME, with STS
+    /// at AWS_ENDPOINT_URL_STS: the DaemonSet's default); container credentials; IMDS.
     #[arg(long)]
     credentials_file: Option<PathBuf>,
-    /// Profile in --credentials-file.
+    /// Profile in --credentials-file (the chain reads AWS_PROFILE).
     #[arg(long, default_value = "default")]
     profile: String,
     /// Container credentials address (repeatable). One that cannot be bound is skipped.
@@ -148,6 +160,8 @@ struct ServeArgs {
 
 struct Prepared {
     source: HttpSource,
+    /// The key `source` signs with (a clone sharing its cache).
+    key: KeySource,
     cache: CacheConfig,
     serve: ServeOptions,
     pod_ip_map: Option<(Arc<PodIpMap>, Duration)>,
@@ -175,9 +189,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
     }
     let key = match &a.credentials_file {
         Some(path) => KeySource::file(path, &a.profile)?,
-        None => KeySource::from_env(|k| std::env::var(k).ok())?.context(
-            "no key for the agent: give --credentials-file or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-        )?,
+        None => chain_key(&a.region, clock),
     };
     let node_name = a
         .node_name
@@ -193,7 +205,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             timeout: a.server_timeout,
             attempts: 2,
         },
-        key,
+        key.clone(),
         clock,
     )?;
     let mut cache = CacheConfig::new(cluster_name);
@@ -263,6 +275,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
     };
     Ok(Prepared {
         source,
+        key,
         cache,
         serve: ServeOptions {
             listen: a.listen,
@@ -275,7 +288,31 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
     })
 }
 
+/// The AWS SDK's standard chain, for the agent's and the webhook's own identity.
+pub(crate) fn chain_key(region: &str, clock: AgentClock) -> KeySource {
+    KeySource::Provider(Arc::new(ChainKey::standard(region, clock, |k| {
+        std::env::var(k).ok()
+    })))
+}
+
+/// Resolves the key once at start, so a missing identity is in the log at once; a failure is not
+/// fatal (the chain is asked again at the first request: STS may just not be up yet).
+pub(crate) async fn check_key(key: &KeySource, who: &str) {
+    match tokio::time::timeout(Duration::from_secs(20), key.current()).await {
+        Ok(Ok(k)) => {
+            tracing::info!(access_key_id = %k.key.access_key_id.as_str(), "{who}: AWS credentials resolved")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "{who}: no AWS credentials yet; asking again at the first request")
+        }
+        Err(_) => tracing::error!(
+            "{who}: the AWS credential chain did not answer within 20 s; asking again at the first request"
+        ),
+    }
+}
+
 async fn serve(p: Prepared, clock: AgentClock) -> anyhow::Result<()> {
+    let key = p.key.clone();
     let metrics = Arc::new(Metrics::default());
     let cache = CredentialCache::new(p.source, p.cache, clock, Arc::clone(&metrics));
     let renewals = cache.spawn_renewals();
@@ -283,6 +320,7 @@ async fn serve(p: Prepared, clock: AgentClock) -> anyhow::Result<()> {
         .pod_ip_map
         .map(|(map, interval)| map.spawn_reload(interval));
     let running = start(cache, metrics, p.serve).await?;
+    tokio::spawn(async move { check_key(&key, "agent").await });
     // Tests and scripts read the bound addresses (port 0 picks one) from stdout.
     let mut out = String::new();
     for a in &running.credential_addrs {
@@ -328,6 +366,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 cluster_name: m.cluster_name,
                 server: m.server,
                 region: m.region,
+                role_arn: m.role_arn,
+                token_audience: m.token_audience,
                 key_secret: m.key_secret,
                 probe_port: m.probe_port,
                 run_as_user: m.run_as_user,

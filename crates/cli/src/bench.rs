@@ -151,6 +151,7 @@ async fn bench_in(
         upstream: None,
         audit: Default::default(),
         connections: Default::default(),
+        require_node_binding: false,
     })
     .await
     .context("cannot start the server")?;

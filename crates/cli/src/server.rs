@@ -34,6 +34,11 @@ pub struct ServerArgs {
     /// Leave the failed check out of AccessDenied messages (it is always in the audit log).
     #[arg(long, env = "PODIAM_PRODUCTION")]
     production: bool,
+    /// EKS Auth: refuse pod tokens that name no node (`kubernetes.io.node.name`) and agents
+    /// whose session is bound to no node (a token and an agent that both name one must agree
+    /// either way).
+    #[arg(long, env = "PODIAM_REQUIRE_NODE_BINDING")]
+    require_node_binding: bool,
     /// Serve HTTPS with this certificate (PEM chain), re-read when the file changes.
     #[arg(long, env = "PODIAM_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -72,6 +77,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         region: args.region,
         issuer_url: args.issuer_url,
         production: args.production,
+        require_node_binding: args.require_node_binding,
         database_url: args.database_url,
         master_key_file: args.master_key_file,
         tls: args.tls_cert.zip(args.tls_key),

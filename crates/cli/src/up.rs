@@ -30,6 +30,11 @@ pub struct UpArgs {
     /// Leave the failed check out of AccessDenied messages (it is always in the audit log).
     #[arg(long)]
     pub production: bool,
+    /// EKS Auth: refuse pod tokens that name no node (`kubernetes.io.node.name`) and agents
+    /// whose session is bound to no node (a token and an agent that both name one must agree
+    /// either way).
+    #[arg(long, env = "PODIAM_REQUIRE_NODE_BINDING")]
+    pub require_node_binding: bool,
     #[command(flatten)]
     pub upstream: crate::upstream::UpstreamArgs,
     #[command(flatten)]
@@ -79,6 +84,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         region: args.region,
         issuer_url: args.issuer_url,
         production: args.production,
+        require_node_binding: args.require_node_binding,
         database_url: None,
         master_key_file: None,
         tls: None,
@@ -98,6 +104,7 @@ pub struct Serve {
     pub region: String,
     pub issuer_url: Option<String>,
     pub production: bool,
+    pub require_node_binding: bool,
     pub database_url: Option<String>,
     pub master_key_file: Option<PathBuf>,
     /// Certificate and key PEM files for HTTPS, re-read when they change.
@@ -173,6 +180,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             upstream,
             audit: args.audit,
             connections: args.connections,
+            require_node_binding: args.require_node_binding,
         })
         .await
         .map_err(|e| start_error(e, args.listen))

@@ -198,7 +198,8 @@ struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = go_duration)]
     podiam_sync_interval: Duration,
     /// Shared-credentials file with the key for --podiam-endpoint (re-read at every sync);
-    /// default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    /// default: the AWS SDK's standard credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// AWS_PROFILE, web identity with AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE, ...).
     #[arg(long)]
     podiam_credentials_file: Option<PathBuf>,
     /// Profile in --podiam-credentials-file.
@@ -247,9 +248,15 @@ fn podiam_options(a: &ServeArgs) -> anyhow::Result<Option<PodiamOptions>> {
     };
     let key = match &a.podiam_credentials_file {
         Some(path) => KeySource::file(path, &a.podiam_profile)?,
-        None => KeySource::from_env(|k| std::env::var(k).ok())?.context(
-            "--podiam-endpoint needs a key: --podiam-credentials-file or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-        )?,
+        // The AWS SDK's standard chain (environment, AWS_PROFILE, web identity, ...).
+        None => crate::agent::chain_key(
+            if a.aws_default_region.is_empty() {
+                "us-east-1"
+            } else {
+                &a.aws_default_region
+            },
+            podiam_agent::AgentClock::system(),
+        ),
     };
     let mut opts = PodiamOptions::new(endpoint, cluster, key);
     opts.interval = a.podiam_sync_interval.max(Duration::from_millis(100));

@@ -113,6 +113,7 @@ fn session_claims() -> SessionClaims {
             issuer: "https://oidc.example.com/id/ABC".to_owned(),
             subject: "system:serviceaccount:payments:app".to_owned(),
             audience: "sts.amazonaws.com".to_owned(),
+            node_name: None,
         },
     }
 }

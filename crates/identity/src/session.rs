@@ -64,6 +64,12 @@ pub enum SessionSource {
         subject: String,
         /// The `aud` value that matched a client ID.
         audience: String,
+        /// The node of a Kubernetes token bound to a pod on a node (`kubernetes.io.node.name`,
+        /// Kubernetes 1.30+), as the verified token said: the node agent's session is bound to
+        /// its node, and EKS Auth exchanges only pod tokens of that node with it. Set only from
+        /// a verified token, never from a request parameter or a session tag.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node_name: Option<String>,
     },
     /// `AssumeRoleForPodIdentity` (EKS Auth).
     PodIdentity {

@@ -62,6 +62,10 @@ pub struct Event {
     /// (`instanceId`) and zone (`zone`), as the agent reported them (not verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// EKS Auth: the calling agent's node, from its web identity session (verified: the node
+    /// of the agent's own ServiceAccount token), which the pod token's node must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +130,7 @@ impl Event {
             &mut self.service_account,
             &mut self.pod,
             &mut self.node,
+            &mut self.agent_node,
             &mut self.instance_id,
             &mut self.zone,
             &mut self.source_ip,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use podiam_identity::jwt::ObjectRef;
+use podiam_identity::jwt::{KubernetesClaims, ObjectRef};
 use podiam_identity::session::{SessionSource, SessionTag};
 use podiam_policy::{Context, PolicySet, RequestPrincipal};
 use podiam_store::{Cluster, PodIdentityAssociation, Role, State};
@@ -120,6 +120,14 @@ async fn pod_identity(
     event.service_account = Some(service_account.clone());
     event.pod = Some(pod.name.clone());
     event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
+    let pod_node = token_node(&k8s).map_err(AwsError::invalid_token)?;
+    event.agent_node = agent_node(ctx.caller.as_ref()).map(str::to_owned);
+    check_node_binding(
+        ctx.shared.config.require_node_binding,
+        &format!("{namespace}/{}", pod.name),
+        pod_node.as_deref(),
+        event.agent_node.as_deref(),
+    )?;
 
     let a = state
         .pod_identity_associations
@@ -284,6 +292,59 @@ async fn pod_identity(
         &namespace,
         &service_account,
     ))
+}
+
+/// Node names are DNS subdomains: at most 253 characters.
+const MAX_NODE_NAME: usize = 253;
+
+/// The node a Kubernetes token's pod runs on (`kubernetes.io.node.name`), if it names one.
+///
+/// # Errors
+/// A node name that is empty or longer than a DNS subdomain.
+pub(crate) fn token_node(k: &KubernetesClaims) -> Result<Option<String>, String> {
+    match &k.node {
+        None => Ok(None),
+        Some(n) if !n.name.is_empty() && n.name.len() <= MAX_NODE_NAME => Ok(Some(n.name.clone())),
+        Some(_) => Err(format!(
+            "The token's `kubernetes.io.node.name` must be 1 to {MAX_NODE_NAME} characters"
+        )),
+    }
+}
+
+/// The node a calling agent's session is bound to: a web identity session opened with the
+/// agent's own ServiceAccount token, which named its node (see [`token_node`]).
+fn agent_node(caller: Option<&Caller>) -> Option<&str> {
+    match caller? {
+        Caller::Session(s) => match &s.source {
+            SessionSource::WebIdentity { node_name, .. } => node_name.as_deref(),
+            _ => None,
+        },
+        Caller::User(_) => None,
+    }
+}
+
+/// podiam's node binding (neither EKS nor its agent has one): a pod's token is exchanged only by
+/// the agent of the pod's node, so a token copied off a node is worth nothing elsewhere. A token
+/// or an agent bound to no node passes unless `require` (`--require-node-binding`).
+fn check_node_binding(
+    require: bool,
+    pod: &str,
+    pod_node: Option<&str>,
+    agent_node: Option<&str>,
+) -> Result<(), AwsError> {
+    match (pod_node, agent_node) {
+        (Some(p), Some(a)) if p == a => Ok(()),
+        (Some(p), Some(a)) => Err(AwsError::access_denied(format!(
+            "The token of pod {pod} is bound to node `{p}`, but the calling agent's session is bound to node `{a}`: only the agent of the pod's node may exchange it"
+        ))),
+        _ if !require => Ok(()),
+        (None, _) => Err(AwsError::access_denied(format!(
+            "The token of pod {pod} names no node (`kubernetes.io.node.name`) and node binding is required: use a projected ServiceAccount token of Kubernetes 1.30 or later"
+        ))),
+        (Some(p), None) => Err(AwsError::access_denied(format!(
+            "The token of pod {pod} is bound to node `{p}`, but the caller is not an agent session bound to a node and node binding is required: the agent must use its ServiceAccount token (web identity)"
+        ))),
+    }
 }
 
 /// AWS: six session tags, all transitive, unless the association disables them. The pod's two

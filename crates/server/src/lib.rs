@@ -90,6 +90,10 @@ pub struct Options {
     pub audit: audit::AuditOptions,
     /// Header, body and TLS handshake timeouts, and the bound on concurrent connections.
     pub connections: podiam_net::ConnectionLimits,
+    /// EKS Auth refuses pod tokens that name no node, and agents whose session is bound to no
+    /// node (`--require-node-binding`); a token and an agent that both name a node must agree
+    /// either way.
+    pub require_node_binding: bool,
 }
 
 /// The clock a server reads, shared by its requests (as rustls's `ServerConfig` holds a

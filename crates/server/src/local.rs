@@ -308,6 +308,7 @@ impl Admin {
             region: setting("region"),
             partition: "aws".into(),
             explain_denials: true,
+            require_node_binding: false,
             limits: podiam_policy::Limits::default(),
             issuer_url: setting("issuer_url"),
         };

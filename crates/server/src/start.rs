@@ -75,6 +75,7 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
         region: setting("region"),
         partition,
         explain_denials: options.explain_denials,
+        require_node_binding: options.require_node_binding,
         limits: podiam_policy::Limits::default(),
         issuer_url: setting("issuer_url"),
     };

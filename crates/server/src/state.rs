@@ -17,6 +17,8 @@ pub struct Config {
     pub partition: String,
     /// Put the failed check into AccessDenied messages (always in the audit log).
     pub explain_denials: bool,
+    /// EKS Auth refuses a pod token or an agent session bound to no node.
+    pub require_node_binding: bool,
     pub limits: podiam_policy::Limits,
     /// The built-in issuer's URL (`iss` of the tokens it signs).
     pub issuer_url: String,

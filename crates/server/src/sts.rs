@@ -217,10 +217,16 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
             .find(|a| provider.client_ids.contains(a))
             .cloned()
             .unwrap_or_default();
+        let mut node_name = None;
         if let Some(k) = claims.kubernetes().ok().flatten() {
             event.namespace = Some(k.namespace.clone());
             event.service_account = Some(k.serviceaccount.name.clone());
             event.pod = k.pod.as_ref().map(|p| p.name.clone());
+            // A pod's token on a node (the node agent's own): the session remembers the node, so
+            // EKS Auth can bind the pod tokens this session exchanges to it.
+            node_name =
+                crate::eks_auth::token_node(&k).map_err(AwsError::invalid_identity_token)?;
+            event.node.clone_from(&node_name);
         }
         event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
         let tags_claim = claims.session_tags().map_err(|e| {
@@ -300,6 +306,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
                     issuer: iss.clone(),
                     subject: sub.clone(),
                     audience: aud.clone(),
+                    node_name,
                 },
             },
         )?;

@@ -53,6 +53,7 @@ async fn server(
         upstream,
         audit: Default::default(),
         connections: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap()

@@ -44,6 +44,7 @@ async fn server(dir: &Path, clock: Arc<Shifted>) -> Server {
         upstream: None,
         audit: Default::default(),
         connections: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap()

@@ -65,6 +65,7 @@ async fn fixture_with(connections: podiam_net::ConnectionLimits) -> Fixture {
         upstream: None,
         audit: Default::default(),
         connections,
+        require_node_binding: false,
     })
     .await
     .unwrap();

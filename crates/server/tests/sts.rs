@@ -39,6 +39,7 @@ async fn fixture() -> Fixture {
         upstream: None,
         audit: Default::default(),
         connections: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap();

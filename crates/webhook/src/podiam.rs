@@ -173,7 +173,7 @@ impl PodiamSource {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(unreachable(format!("no host in `{url}`"))),
         };
-        let current = self.opts.key.current()?;
+        let current = self.opts.key.current().await?;
         if let Some(problem) = &current.kept_because {
             tracing::warn!(%problem, "the podiam credentials file is unusable; signing with the key read before");
         }

@@ -64,6 +64,7 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         upstream: None,
         audit: Default::default(),
         connections: Default::default(),
+        require_node_binding: false,
     })
     .await
     .unwrap();

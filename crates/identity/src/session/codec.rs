@@ -14,7 +14,8 @@
 //! session_policy: u8 (0 absent, 1 present) [+ string]
 //! session_policy_arns: u16 count, then strings
 //! source_identity: u8 [+ string]
-//! source: u8 kind (1 web identity, 2 pod identity, 3 assume role) + its strings in field order
+//! source: u8 kind (1 web identity, 2 pod identity, 3 assume role, 4 web identity of a token
+//!         bound to a node) + its strings in field order
 //! ```
 //!
 //! Decoding is strict: every length is checked against what is left, and trailing bytes are an
@@ -31,6 +32,8 @@ use super::{SessionClaims, SessionSource, SessionTag};
 const WEB_IDENTITY: u8 = 1;
 const POD_IDENTITY: u8 = 2;
 const ASSUME_ROLE: u8 = 3;
+/// Kind 1 and the node's name: tokens of kind 1 (issued before nodes were recorded) still open.
+const WEB_IDENTITY_ON_NODE: u8 = 4;
 
 /// A value too long for its length prefix (a string over 65,535 bytes, or as many list items).
 #[derive(Debug)]
@@ -61,10 +64,18 @@ pub(crate) fn encode(c: &SessionClaims) -> Result<Vec<u8>, TooLong> {
             issuer,
             subject,
             audience,
+            node_name,
         } => {
-            w.0.push(WEB_IDENTITY);
+            w.0.push(if node_name.is_some() {
+                WEB_IDENTITY_ON_NODE
+            } else {
+                WEB_IDENTITY
+            });
             for s in [issuer, subject, audience] {
                 w.str(s, "web identity source")?;
+            }
+            if let Some(node) = node_name {
+                w.str(node, "web identity node")?;
             }
         }
         SessionSource::PodIdentity {
@@ -113,10 +124,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SessionClaims, String> {
     let session_policy_arns = r.strings("session_policy_arns")?;
     let source_identity = r.opt("source_identity")?;
     let source = match r.byte("source")? {
-        WEB_IDENTITY => SessionSource::WebIdentity {
+        kind @ (WEB_IDENTITY | WEB_IDENTITY_ON_NODE) => SessionSource::WebIdentity {
             issuer: r.string("source issuer")?,
             subject: r.string("source subject")?,
             audience: r.string("source audience")?,
+            node_name: if kind == WEB_IDENTITY_ON_NODE {
+                Some(r.string("source node")?)
+            } else {
+                None
+            },
         },
         POD_IDENTITY => SessionSource::PodIdentity {
             cluster_name: r.string("source cluster_name")?,

@@ -35,6 +35,7 @@ fn claims() -> SessionClaims {
             issuer: "https://oidc.example.com".to_owned(),
             subject: "system:serviceaccount:payments:app".to_owned(),
             audience: "sts.amazonaws.com".to_owned(),
+            node_name: None,
         },
     }
 }
@@ -336,11 +337,14 @@ fn oversized_and_wrong_version() {
 fn arb_source() -> impl Strategy<Value = SessionSource> {
     let s = || ".{0,40}";
     prop_oneof![
-        (s(), s(), s()).prop_map(|(issuer, subject, audience)| SessionSource::WebIdentity {
-            issuer,
-            subject,
-            audience
-        }),
+        (s(), s(), s(), proptest::option::of(s())).prop_map(
+            |(issuer, subject, audience, node_name)| SessionSource::WebIdentity {
+                issuer,
+                subject,
+                audience,
+                node_name,
+            }
+        ),
         (s(), s(), s(), s(), s()).prop_map(
             |(cluster_name, namespace, service_account, pod_name, pod_uid)| {
                 SessionSource::PodIdentity {

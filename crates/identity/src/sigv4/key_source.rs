@@ -1,14 +1,17 @@
 //! Where a podiam client's own key comes from (the node agent's, the webhook's): the environment,
-//! or a shared-credentials file's profile re-read when the file changes, so a rotated Kubernetes
-//! Secret is picked up without a restart.
+//! a shared-credentials file's profile re-read when the file changes, so a rotated Kubernetes
+//! Secret is picked up without a restart, or a [`KeyProvider`] the caller supplies (the node
+//! agent's is the AWS SDK's standard credential chain: web identity, profiles, containers, IMDS).
 //!
 //! This is the one place the crate reads a file: both clients need the same re-read rule, and
 //! the rule is only correct next to the read it governs. No network, no clock, no logging: a
 //! key kept from before comes back with the reason ([`CurrentKey::kept_because`]) for the caller
-//! to log.
+//! to log. A [`KeyProvider`] may do all three; it lives outside this crate.
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -36,6 +39,16 @@ pub enum KeyError {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` are half set or malformed.
     #[error("the environment: {0}")]
     Environment(CredentialsError),
+    /// A [`KeyProvider`] found no usable key (no secret in the text).
+    #[error("{0}")]
+    Provider(String),
+}
+
+/// A key source outside this crate (the AWS credential chain), asked before every signature; it
+/// caches and refreshes as it sees fit.
+pub trait KeyProvider: fmt::Debug + Send + Sync {
+    /// The key to sign with now.
+    fn current(&self) -> Pin<Box<dyn Future<Output = Result<CurrentKey, KeyError>> + Send + '_>>;
 }
 
 /// The key to sign with now.
@@ -50,7 +63,8 @@ pub struct CurrentKey {
 }
 
 impl CurrentKey {
-    fn fresh(key: Arc<SigningCredentials>) -> Self {
+    /// `key`, read just now.
+    pub fn fresh(key: Arc<SigningCredentials>) -> Self {
         Self {
             key,
             kept_because: None,
@@ -65,6 +79,8 @@ pub enum KeySource {
     Static(Arc<SigningCredentials>),
     /// A shared-credentials file's profile, re-read when the file changes.
     File(Arc<CredentialsFile>),
+    /// Someone else's (the AWS credential chain).
+    Provider(Arc<dyn KeyProvider>),
 }
 
 impl KeySource {
@@ -97,11 +113,12 @@ impl KeySource {
     ///
     /// # Errors
     /// [`KeyError`] when the file cannot be read, or changed into something unusable before any
-    /// key was read from it.
-    pub fn current(&self) -> Result<CurrentKey, KeyError> {
+    /// key was read from it; the provider's error.
+    pub async fn current(&self) -> Result<CurrentKey, KeyError> {
         match self {
             Self::Static(k) => Ok(CurrentKey::fresh(Arc::clone(k))),
             Self::File(f) => f.current(),
+            Self::Provider(p) => p.current().await,
         }
     }
 }

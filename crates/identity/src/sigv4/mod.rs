@@ -24,7 +24,7 @@ mod key_source;
 pub use client::{
     CredentialsError, SignError, SigningCredentials, SigningParams, sign, uri_encode,
 };
-pub use key_source::{CredentialsFile, CurrentKey, KeyError, KeySource};
+pub use key_source::{CredentialsFile, CurrentKey, KeyError, KeyProvider, KeySource};
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

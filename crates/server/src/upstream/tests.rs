@@ -35,6 +35,7 @@ fn a_role_of_another_account_is_upstream() {
         region: "us-east-1".into(),
         partition: "aws".into(),
         explain_denials: true,
+        require_node_binding: false,
         limits: podiam_policy::Limits::default(),
         issuer_url: "http://127.0.0.1".into(),
     };

@@ -16,7 +16,12 @@ use serde_json::Value;
 pub const ACCOUNT: &str = "000000000000";
 
 pub async fn server(dir: &std::path::Path) -> Server {
-    start(Options {
+    start(options(dir)).await.unwrap()
+}
+
+/// A test server's options: port 0, explained denials, SQLite in `dir`.
+pub fn options(dir: &std::path::Path) -> Options {
+    Options {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         account_id: ACCOUNT.into(),
@@ -31,9 +36,8 @@ pub async fn server(dir: &std::path::Path) -> Server {
         upstream: None,
         audit: Default::default(),
         connections: Default::default(),
-    })
-    .await
-    .unwrap()
+        require_node_binding: false,
+    }
 }
 
 pub fn admin(dir: &std::path::Path) -> SigningCredentials {

@@ -3,12 +3,23 @@
 
 use super::*;
 
+/// Static and file sources never wait: one poll finishes them.
+fn now<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    match f
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("a static or file source does not wait"),
+    }
+}
+
 const ONE: &str = "[p]\naws_access_key_id=AKIAONE\naws_secret_access_key=x\n";
 const TWO: &str = "[p]\naws_access_key_id=AKIATWOTWO\naws_secret_access_key=y\n";
 
 fn id(source: &KeySource) -> String {
-    source
-        .current()
+    now(source.current())
         .unwrap()
         .key
         .access_key_id
@@ -23,11 +34,11 @@ fn key_file_is_reread_when_it_changes() {
     std::fs::write(&path, ONE).unwrap();
     let source = KeySource::file(&path, "p").unwrap();
     assert_eq!(id(&source), "AKIAONE");
-    assert!(source.current().unwrap().kept_because.is_none());
+    assert!(now(source.current()).unwrap().kept_because.is_none());
     std::fs::write(&path, TWO).unwrap();
     assert_eq!(id(&source), "AKIATWOTWO");
     std::fs::write(&path, "[p]\n").unwrap();
-    let kept = source.current().unwrap();
+    let kept = now(source.current()).unwrap();
     assert_eq!(
         kept.key.access_key_id.as_str(),
         "AKIATWOTWO",
@@ -98,7 +109,7 @@ fn a_vanished_file_is_an_error() {
     std::fs::write(&path, ONE).unwrap();
     let source = KeySource::file(&path, "p").unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert!(matches!(source.current(), Err(KeyError::Read { .. })));
+    assert!(matches!(now(source.current()), Err(KeyError::Read { .. })));
 }
 
 #[test]
