@@ -181,6 +181,90 @@ where
     }
 }
 
+/// A connection, in the clear or after its TLS handshake: one type for one `serve_connection`.
+pub enum MaybeTls<IO> {
+    /// Plain TCP.
+    Plain(IO),
+    /// After a TLS handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<IO>>),
+}
+
+/// `io` as is without `tls`, else after a handshake bounded by the limits' TLS handshake
+/// timeout; `None` when the handshake failed or took too long.
+pub async fn accept<IO>(
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    io: IO,
+    limits: &ConnectionLimits,
+) -> Option<MaybeTls<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tls {
+        None => Some(MaybeTls::Plain(io)),
+        Some(acceptor) => handshake(acceptor, io, limits.tls_handshake_timeout)
+            .await
+            .map(|s| MaybeTls::Tls(Box::new(s))),
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            MaybeTls::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            MaybeTls::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(io) => io.is_write_vectored(),
+            MaybeTls::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
 // === DeadlineBody ===
 
 /// A request body that fails with [`BodyTimedOut`] once its deadline passes.

@@ -232,30 +232,18 @@ async fn serve(
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            // One body for both transports: the connection, until it ends or the loop stops.
-            macro_rules! until_stopped {
-                ($io:expr) => {{
-                    let conn = builder.serve_connection_with_upgrades($io, service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stopped.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                }};
-            }
-            match tls {
-                Some(acceptor) => {
-                    let Some(stream) =
-                        podiam_net::handshake(&acceptor, tcp, limits.tls_handshake_timeout).await
-                    else {
-                        return;
-                    };
-                    until_stopped!(hyper_util::rt::TokioIo::new(stream))
+            let Some(stream) = podiam_net::accept(tls.as_ref(), tcp, &limits).await else {
+                return;
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 }
-                None => until_stopped!(hyper_util::rt::TokioIo::new(tcp)),
             }
         });
     }

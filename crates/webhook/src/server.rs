@@ -345,25 +345,13 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match tls {
-                Some(acceptor) => {
-                    let Some(stream) =
-                        podiam_net::handshake(&acceptor, tcp, limits.tls_handshake_timeout).await
-                    else {
-                        return;
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-            }
+            let Some(stream) = podiam_net::accept(tls.as_ref(), tcp, &limits).await else {
+                return;
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);
