@@ -26,6 +26,7 @@ pub enum ClusterCommand {
 
 #[derive(Args)]
 pub struct OidcDocumentsArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// A cluster registered with `podiam cluster create` (--builtin, or --issuer-url with
