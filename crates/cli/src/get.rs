@@ -390,18 +390,24 @@ fn yaml(v: &Value, indent: usize) -> String {
                 format!("{pad}- {}", body.trim_start())
             })
             .collect(),
-        Value::Object(o) => o
-            .iter()
-            .map(|(k, item)| match item {
-                Value::Array(a) if !a.is_empty() => {
-                    format!("{pad}{k}:\n{}", yaml(item, indent + 2))
-                }
-                Value::Object(m) if !m.is_empty() => {
-                    format!("{pad}{k}:\n{}", yaml(item, indent + 2))
-                }
-                _ => format!("{pad}{k}: {}", yaml(item, 0)),
-            })
-            .collect(),
+        // Keys in sorted order whatever serde_json's map keeps (its `preserve_order` feature
+        // is on in some builds of the workspace and off in others).
+        Value::Object(o) => {
+            let mut entries: Vec<(&String, &Value)> = o.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            entries
+                .into_iter()
+                .map(|(k, item)| match item {
+                    Value::Array(a) if !a.is_empty() => {
+                        format!("{pad}{k}:\n{}", yaml(item, indent + 2))
+                    }
+                    Value::Object(m) if !m.is_empty() => {
+                        format!("{pad}{k}:\n{}", yaml(item, indent + 2))
+                    }
+                    _ => format!("{pad}{k}: {}", yaml(item, 0)),
+                })
+                .collect()
+        }
         scalar => format!("{pad}{scalar}\n"),
     }
 }
