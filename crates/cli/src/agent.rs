@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use podiam_agent::aws_chain::ChainKey;
 use podiam_agent::http_source::{HttpSourceConfig, node_role_session_name};
 use podiam_agent::imds::{InstanceIdentity, PodIpMap, instance_id_for};
-use podiam_agent::manifests::{ManifestOptions, render};
+use podiam_agent::manifests::{ImdsManifest, ManifestOptions, render};
 use podiam_agent::metrics::Metrics;
 use podiam_agent::pod_watch::watch_node_pods;
 use podiam_agent::server::{DEFAULT_LISTEN, ImdsOptions, ServeOptions, start};
@@ -80,6 +80,16 @@ struct ManifestArgs {
     /// when not 0).
     #[arg(long, default_value_t = 0)]
     run_as_user: i64,
+    /// Turn IMDS on at this address, its callers known from a watch of the node's pods (adds
+    /// RBAC get/list/watch on pods and the API token).
+    #[arg(long, requires = "imds_node_role_arn")]
+    imds_listen: Option<String>,
+    /// The role IMDS hands out (with --imds-listen).
+    #[arg(long, requires = "imds_listen")]
+    imds_node_role_arn: Option<String>,
+    /// Namespace whose pods may read the node role (repeatable; with --imds-listen).
+    #[arg(long, requires = "imds_listen")]
+    imds_allow_namespace: Vec<String>,
     /// Extra `podiam agent` flags, after `--`.
     #[arg(last = true)]
     extra: Vec<String>,
@@ -410,6 +420,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 probe_port: m.probe_port,
                 run_as_user: m.run_as_user,
                 extra_args: m.extra,
+                imds: m
+                    .imds_listen
+                    .zip(m.imds_node_role_arn)
+                    .map(|(listen, node_role_arn)| ImdsManifest {
+                        listen,
+                        node_role_arn,
+                        allow_namespaces: m.imds_allow_namespace,
+                    }),
             };
             crate::emit(&render(&opts))?;
             Ok(ExitCode::from(exit::OK))
