@@ -83,6 +83,8 @@ pub(super) async fn web_identity(
             &audiences,
         )
         .await?;
+    // Verified: the caller is who the token says, and the decision goes to the main audit log.
+    event.unauthenticated = false;
     let k8s = claims
         .kubernetes()
         .map_err(|e| AwsError::invalid_identity_token(e.to_string()))?
