@@ -4,37 +4,7 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "../checks/jwt_parse.rs"]
+mod check;
 
-use libfuzzer_sys::fuzz_target;
-use podiam_identity::FixedClock;
-use podiam_identity::jwt::{Jwks, UnverifiedJwt, Validation};
-
-/// A fixed RSA key (from a JWKS in the seed corpus's shape) the fuzzer has no private key for.
-fn jwks() -> &'static Jwks {
-    static JWKS: OnceLock<Jwks> = OnceLock::new();
-    JWKS.get_or_init(|| {
-        Jwks::from_json(include_bytes!("jwt_parse_jwks.json")).unwrap_or_default()
-    })
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(token) = std::str::from_utf8(data) else {
-        // Key sets are untrusted too (fetched from the issuer).
-        let _ = Jwks::from_json(data);
-        return;
-    };
-    let Ok(jwt) = UnverifiedJwt::parse(token) else {
-        return;
-    };
-    let claims = jwt.unverified_claims();
-    let _ = claims.kubernetes();
-    let _ = claims.session_tags();
-    let _ = claims.source_identity();
-    let validation = Validation::new(
-        claims.issuer().unwrap_or("https://issuer.example"),
-        ["sts.amazonaws.com"],
-    );
-    let verified = jwt.verify(jwks(), &validation, &FixedClock::at_unix(1_700_000_000));
-    assert!(verified.is_err(), "a token verified without the private key");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

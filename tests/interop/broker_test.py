@@ -12,6 +12,10 @@ podiam playing AWS.
   from a `credential_process` script. Each registers cluster `e2e` (built-in issuer) and
   associations naming the upstream roles with `eks create-pod-identity-association`.
 - Pods ask `podiam agent` as boto3's container provider does, and use what they get against "AWS".
+- IRSA pods: `podiam create iamserviceaccount --cluster --role-arn` binds their ServiceAccount to
+  the upstream role; boto3's web-identity provider (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE,
+  AWS_ENDPOINT_URL_STS at the broker) gets the session through the broker's STS.
+- moto's server is a second, independent upstream for the AssumeRole path.
 
 Run by tests/interop/broker.sh; reuses the harnesses of irsa_test.py and pod_identity_test.py.
 """
@@ -28,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -122,9 +127,9 @@ class Instance:
         assert r.returncode == 0, f"podiam {' '.join(args)} failed: {r.stderr}"
         return r.stdout
 
-    def token(self, namespace, sa, pod):
+    def token(self, namespace, sa, pod, audience="pods.eks.amazonaws.com"):
         return self.podiam("token", "create", "--namespace", namespace, "--service-account", sa,
-                           "--audience", "pods.eks.amazonaws.com", "--pod-name", pod, "--pod-uid", f"uid-{pod}")
+                           "--audience", audience, "--pod-name", pod, "--pod-uid", f"uid-{pod}")
 
     def audit(self):
         path = os.path.join(self.data_dir, "audit.log")
@@ -220,13 +225,30 @@ def setup(tmp):
     associate(w.broker, "shop", "cart", "shop-app")
     associate(w.broker, "other", "cart", "shop-app")
     associate(w.broker, "other", "api", "shop-only")
-    # The agent's key (pod_identity_test's Agent reads `agent-credentials`, profile `agent`): here
-    # the broker instance's administrator key, since this suite is about the upstream path.
-    admin = open(os.path.join(tmp, "broker", "aws", "credentials")).read().replace("[podiam]", "[agent]")
-    write(os.path.join(tmp, "agent-credentials"), admin)
-    w.agent = Agent(w.broker, tmp)
+    # The agent's own identity on the broker: a user allowed only the exchange (docs/operating.md's
+    # agent user), in a shared credentials file with AWS_PROFILE, found by the SDK's standard chain.
+    broker_iam = w.broker.client("iam")
+    broker_iam.create_user(UserName="agent")
+    broker_iam.put_user_policy(UserName="agent", PolicyName="exchange-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "eks-auth:AssumeRoleForPodIdentity", "Resource": "*"}]}))
+    k = broker_iam.create_access_key(UserName="agent")["AccessKey"]
+    agent_credentials = write(os.path.join(tmp, "agent-credentials"),
+                              f"[agent]\naws_access_key_id = {k['AccessKeyId']}\naws_secret_access_key = {k['SecretAccessKey']}\n")
+    agent_env = clean_env(tmp, AWS_PROFILE="agent", AWS_EC2_METADATA_DISABLED="true")
+    agent_env["AWS_SHARED_CREDENTIALS_FILE"] = agent_credentials
+    w.agent = Agent(w.broker, tmp, agent_env)
     w.token_file = write(os.path.join(tmp, "cart-token"), w.broker.token("shop", "cart", "cart-0"))
+    # IRSA: ServiceAccounts bound to the upstream roles, as the platform engineer binds them.
+    w.irsa_yaml = irsa_bind(w.broker, "shop", "web", "shop-app")
+    irsa_bind(w.broker, "other", "web", "shop-app")
+    irsa_bind(w.broker, "other", "batch", "shop-only")
     return w
+
+
+def irsa_bind(broker, namespace, sa, role):
+    return broker.podiam("create", "iamserviceaccount", "--cluster", CLUSTER, "--namespace", namespace,
+                         "--name", sa, "--role-arn", f"arn:aws:iam::{AWS}:role/{role}")
 
 
 # === the checks ===
@@ -314,7 +336,9 @@ def test_many_pods_first_requests_are_held_to_the_upstream_rate(w):
     assert 15 <= len(ok) <= 30, len(ok)
     time.sleep(0.3)
     calls = [e for e in w.aws.audit() if e["action"] == "AssumeRole" and "burst" in (e.get("session_name") or "")]
-    assert len(calls) == len(ok), (len(calls), len(ok))
+    # Every credential served is one upstream call; under load a call may still complete upstream
+    # after the pod was told to retry (its budget ran out), so a few more calls than answers.
+    assert len(ok) <= len(calls) <= len(ok) + 3, (len(calls), len(ok))
     per_second = Counter(e["time"] for e in calls)
     assert max(per_second.values()) <= MAX_RPS + 1, per_second
     print(f"       {len(ok)} of {n} served, {len(throttled)} throttled, at most {max(per_second.values())} upstream calls in a second")
@@ -360,6 +384,131 @@ def test_broker_credentials_from_a_credential_process(w):
         assert os.path.exists(os.path.join(w.tmp, "credential-process.runs")), "the script was run"
     finally:
         b.stop()
+
+
+# === IRSA through the broker ===
+
+def irsa_token_file(w, namespace, sa, pod):
+    return write(os.path.join(w.tmp, f"irsa-{namespace}-{sa}-{pod}"), w.broker.token(namespace, sa, pod, audience="sts.amazonaws.com"))
+
+
+def web_identity(w, namespace, sa, pod, role):
+    """AssumeRoleWithWebIdentity at the broker's STS, unsigned, as the SDKs call it."""
+    sts = boto3.client("sts", endpoint_url=w.broker.endpoint, region_name="us-east-1", config=Config(
+        signature_version=botocore.UNSIGNED, retries={"max_attempts": 1, "mode": "standard"}))
+    return sts.assume_role_with_web_identity(
+        RoleArn=f"arn:aws:iam::{AWS}:role/{role}", RoleSessionName=f"{pod}-session",
+        WebIdentityToken=open(irsa_token_file(w, namespace, sa, pod)).read())
+
+
+def test_create_iamserviceaccount_prints_the_service_account_annotated_with_the_upstream_role(w):
+    assert f"eks.amazonaws.com/role-arn: arn:aws:iam::{AWS}:role/shop-app" in w.irsa_yaml, w.irsa_yaml
+    assert "name: web" in w.irsa_yaml and "namespace: shop" in w.irsa_yaml, w.irsa_yaml
+
+
+def test_boto3_web_identity_provider_gets_credentials_of_the_upstream_account(w):
+    env = clean_env(w.tmp, AWS_ROLE_ARN=f"arn:aws:iam::{AWS}:role/shop-app",
+                    AWS_WEB_IDENTITY_TOKEN_FILE=irsa_token_file(w, "shop", "web", "web-0"),
+                    AWS_ENDPOINT_URL_STS=w.broker.endpoint)
+    got = boto3_who_am_i(w.aws, env)  # GetCallerIdentity against "AWS"
+    assert got["method"] == "assume-role-with-web-identity", got
+    assert got["arn"].startswith(f"arn:aws:sts::{AWS}:assumed-role/shop-app/"), got
+    # The broker's audit names the pod and upstream's session and request.
+    time.sleep(0.2)
+    event = next(e for e in w.broker.audit() if e["action"] == "AssumeRoleWithWebIdentity" and e.get("pod") == "web-0")
+    assert event["outcome"] == "allowed", event
+    assert event["upstream_session_arn"] == got["arn"], (event, got)
+    ids = {e["request_id"] for e in w.aws.audit() if e["action"] == "AssumeRole"}
+    assert set(event["upstream_request_ids"]) <= ids and event["upstream_request_ids"], (event, ids)
+
+
+def test_irsa_answer_has_the_token_subject_audience_and_source_identity(w):
+    r = web_identity(w, "shop", "web", "web-1", "shop-app")
+    assert r["SubjectFromWebIdentityToken"] == "system:serviceaccount:shop:web", r
+    assert r["Audience"] == "sts.amazonaws.com", r
+    assert r["SourceIdentity"] == "shop@web-1", r
+    assert r["AssumedRoleUser"]["Arn"] == f"arn:aws:sts::{AWS}:assumed-role/shop-app/web-1-session", r
+
+
+def irsa_iam(w, namespace, sa, pod, role="shop-app"):
+    c = web_identity(w, namespace, sa, pod, role)["Credentials"]
+    return w.aws.client("iam", key=(c["AccessKeyId"], c["SecretAccessKey"]), token=c["SessionToken"])
+
+
+def test_irsa_abac_on_the_namespace_tag_allows_the_own_namespace_only(w):
+    shop = irsa_iam(w, "shop", "web", "web-2")
+    assert shop.get_role(RoleName="ns-shop")["Role"]["RoleName"] == "ns-shop"
+    assert error_code(lambda: shop.get_role(RoleName="ns-other"))[0] == "AccessDenied"
+    other = irsa_iam(w, "other", "web", "web-2")
+    assert other.get_role(RoleName="ns-other")["Role"]["RoleName"] == "ns-other"
+    assert error_code(lambda: other.get_role(RoleName="ns-shop"))[0] == "AccessDenied"
+
+
+def test_irsa_a_trust_policy_for_one_namespace_refuses_another_despite_the_binding(w):
+    code, message = error_code(lambda: web_identity(w, "other", "batch", "batch-0", "shop-only"))
+    assert code == "AccessDenied", (code, message)
+    assert w.upstream in message and "shop-only" in message, message
+
+
+def test_irsa_without_a_binding_is_refused_naming_the_command(w):
+    code, message = error_code(lambda: web_identity(w, "shop", "nobody", "n-0", "shop-app"))
+    assert code == "AccessDenied", (code, message)
+    assert f"podiam create iamserviceaccount --cluster {CLUSTER} --namespace shop --name nobody" in message, message
+
+
+# === moto: an independent upstream for the AssumeRole path ===
+
+def test_moto_as_upstream_accepts_the_brokers_assume_role(w):
+    moto_port = free_port()
+    log = open(os.path.join(w.tmp, "moto.log"), "ab")
+    moto = subprocess.Popen([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                            stdout=log, stderr=log)
+    moto_url = f"http://127.0.0.1:{moto_port}"
+    b = None
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(moto_url + "/moto-api/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                assert time.time() < deadline and moto.poll() is None, "moto_server did not start"
+                time.sleep(0.2)
+        moto_account = "123456789012"  # moto's default account
+        boto3.client("iam", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_role(
+            RoleName="moto-app", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{moto_account}:root"},
+                 "Action": ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]}]}))
+        env = broker_env(w.tmp, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                         AWS_CONFIG_FILE=os.path.join(w.tmp, "none"), AWS_SHARED_CREDENTIALS_FILE=os.path.join(w.tmp, "none"))
+        b = Instance(os.path.join(w.tmp, "broker-moto"), "--listen", "127.0.0.1:0", "--upstream-sts", moto_url, env=env).start()
+        assert b.banner[1].startswith(f"upstream STS {moto_url}: account {moto_account}, principal "), b.banner
+        b.podiam("cluster", "create", "--name", CLUSTER, "--builtin")
+        eks = b.client("eks")
+        deadline = time.time() + 5
+        while True:
+            try:
+                eks.create_pod_identity_association(clusterName=CLUSTER, namespace="shop", serviceAccount="cart",
+                                                    roleArn=f"arn:aws:iam::{moto_account}:role/moto-app")
+                break
+            except eks.exceptions.ResourceNotFoundException:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        r = b.client("eks-auth").assume_role_for_pod_identity(clusterName=CLUSTER, token=b.token("shop", "cart", "moto-0"))
+        assert r["assumedRoleUser"]["arn"].startswith(f"arn:aws:sts::{moto_account}:assumed-role/moto-app/eks-{CLUSTER}-moto-0-"), r
+        c = r["credentials"]
+        # moto's credentials work against moto.
+        who = boto3.client("sts", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=c["accessKeyId"],
+                           aws_secret_access_key=c["secretAccessKey"], aws_session_token=c["sessionToken"]).get_caller_identity()
+        assert who["Account"] == moto_account, who
+    finally:
+        if b:
+            b.stop()
+        moto.terminate()
+        moto.wait(timeout=10)
 
 
 def main():

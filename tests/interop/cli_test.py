@@ -7,6 +7,7 @@ request: the CLI writes the store and then waits for the server to reload (`DIR/
 
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +55,29 @@ def test_create_podidentityassociation_then_list_back_to_back(p, tmp):
         if [(a["namespace"], a["serviceAccount"]) for a in found] != [(f"ns-{i}", "api")]:
             failures.append(f"run {i}: listed {found}")
     assert not failures, f"{len(failures)} of {RUNS} create→list runs failed:\n" + "\n".join(failures[:5])
+
+
+def test_messages_name_the_fix(p, tmp):
+    """A policy file without file://, a policy name for an ARN, a token file ending in a newline."""
+    doc = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}'
+    with open(os.path.join(tmp, "policy.json"), "w") as f:
+        f.write(doc)
+    r = subprocess.run(["aws", "iam", "create-policy", "--policy-name", "weasel-pod", "--policy-document", "policy.json"],
+                       capture_output=True, text=True, env=p.env(), cwd=tmp, timeout=60)
+    assert r.returncode != 0 and "MalformedPolicyDocument" in r.stderr and "file://policy.json" in r.stderr, r.stderr
+    r = subprocess.run(["aws", "iam", "create-policy", "--policy-name", "weasel-pod", "--policy-document", "file://policy.json"],
+                       capture_output=True, text=True, env=p.env(), cwd=tmp, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = p.podiam("create", "iamserviceaccount", "--name", "hint", "--namespace", "msg", "--attach-policy-arn", "weasel-pod", check=False)
+    assert r.returncode == 1, r.stderr
+    assert f"give its ARN, arn:aws:iam::{ACCOUNT}:policy/weasel-pod" in r.stderr, r.stderr
+    r = p.podiam("create", "iamserviceaccount", "--name", "hint", "--namespace", "msg", "--attach-policy-arn", "AmazonS3ReadOnlyAccess", check=False)
+    assert "give its ARN, arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess" in r.stderr, r.stderr
+    # `echo "$token" > file` leaves a newline, which JWTs never hold.
+    p.podiam("create", "iamserviceaccount", "--name", "hint", "--namespace", "msg")
+    token = p.token("msg", "hint") + "\n"
+    out = assume(p, token, role_arn=f"arn:aws:iam::{ACCOUNT}:role/msg-hint")
+    assert out["SubjectFromWebIdentityToken"] == "system:serviceaccount:msg:hint"
 
 
 def main():

@@ -26,14 +26,15 @@ ACCOUNT = "000000000000"
 class Podiam:
     """`podiam up` on a free port, in its own data directory."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, server_args=()):
         self.data_dir = data_dir
+        self.server_args = list(server_args)
         self.proc = None
         self.endpoint = None
 
     def start(self):
         self.proc = subprocess.Popen(
-            [PODIAM, "up", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"],
+            [PODIAM, "up", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0", *self.server_args],
             stdout=subprocess.PIPE,
             stderr=open(os.path.join(self.data_dir, "server.log"), "ab"),
             text=True,
@@ -92,6 +93,21 @@ class Podiam:
 
     def issuer_host(self):
         return self.endpoint.removeprefix("http://")
+
+
+def stopped_issuer(tmp, namespace, sa):
+    """Another cluster's issuer (a second podiam, stopped before use): its URL, its JWKS (as
+    `kubectl get --raw /openid/v1/jwks` prints it) in a file, and a token it signed for `namespace/sa`."""
+    other_dir = tempfile.mkdtemp(prefix="podiam-cluster-")
+    try:
+        q = Podiam(other_dir).start()
+        with urllib.request.urlopen(q.endpoint + "/openid/v1/jwks", timeout=5) as r:
+            jwks = write(f"{tmp}/cluster-jwks-{namespace}-{sa}.json", r.read().decode())
+        token = q.token(namespace, sa)
+        q.stop()
+        return q.endpoint, jwks, token
+    finally:
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def write(path, text):
@@ -293,16 +309,7 @@ def test_rejections_carry_the_right_codes(p, tmp):
 def test_a_cluster_issuer_registered_with_its_jwks(p, tmp):
     """Story 3: a cluster whose issuer podiam cannot reach, registered with `kubectl get --raw
     /openid/v1/jwks` output; here the other cluster is a second podiam, stopped before use."""
-    other_dir = tempfile.mkdtemp(prefix="podiam-cluster-")
-    try:
-        q = Podiam(other_dir).start()
-        with urllib.request.urlopen(q.endpoint + "/openid/v1/jwks", timeout=5) as r:
-            jwks = write(f"{tmp}/cluster-jwks.json", r.read().decode())
-        token = q.token("shop", "cart")
-        issuer = q.endpoint
-        q.stop()
-    finally:
-        shutil.rmtree(other_dir, ignore_errors=True)
+    issuer, jwks, token = stopped_issuer(tmp, "shop", "cart")
     out = p.podiam("create", "oidcprovider", "--url", issuer, "--jwks-file", jwks)
     host = issuer.removeprefix("http://")
     assert out.stdout.strip() == f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}", out.stdout
@@ -371,10 +378,11 @@ def test_restart_keeps_roles_policies_providers_and_keys(p, tmp):
     assert assume(p, p.token())["AssumedRoleUser"]["Arn"].endswith("/s1")
 
 
-def run_suite(name, prefix, namespace):
-    """Runs every `test_*` function of `namespace` against one `podiam up`; exits non-zero on failure."""
+def run_suite(name, prefix, namespace, server_args=()):
+    """Runs every `test_*` function of `namespace` against one `podiam up` (started with
+    `server_args`); exits non-zero on failure."""
     tmp = tempfile.mkdtemp(prefix=prefix)
-    p = Podiam(tmp).start()
+    p = Podiam(tmp, server_args).start()
     tests = [v for k, v in namespace.items() if k.startswith("test_")]
     passed = failed = 0
     try:

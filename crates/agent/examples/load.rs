@@ -45,6 +45,7 @@ async fn main() {
                 probe_listen: None,
                 imds: None,
                 shutdown_grace: Duration::from_secs(1),
+                connections: Default::default(),
             },
         )
         .await

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+
+/// A request as handlers see it: its body must arrive within the body read timeout.
+type Body = podiam_net::DeadlineBody<Incoming>;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -63,6 +66,8 @@ pub struct ServeOptions {
     pub imds: Option<ImdsOptions>,
     /// How long open connections get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Header, body timeouts and the bound on connections, shared by every listener.
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// Starting failed.
@@ -138,6 +143,7 @@ pub async fn start<S: CredentialSource>(
         });
     }
     let serving = Arc::new(AtomicI64::new(0));
+    let gate = options.connections.gate();
     let credential_addrs = local_addrs(&credential_listeners);
     let creds = Arc::new(Credentials {
         cache: cache.clone(),
@@ -147,6 +153,7 @@ pub async fn start<S: CredentialSource>(
         let creds = Arc::clone(&creds);
         tasks.spawn(serve(
             l,
+            gate.clone(),
             shutdown_rx.clone(),
             options.shutdown_grace,
             Arc::clone(&serving),
@@ -180,6 +187,7 @@ pub async fn start<S: CredentialSource>(
             let state = Arc::clone(&state);
             tasks.spawn(serve(
                 l,
+                gate.clone(),
                 shutdown_rx.clone(),
                 options.shutdown_grace,
                 Arc::clone(&serving),
@@ -201,6 +209,9 @@ pub async fn start<S: CredentialSource>(
         let serving_for_probe = Arc::clone(&serving);
         tasks.spawn(serve(
             l,
+            // Probes have slots of their own: a flood on the credentials port must not fail
+            // the kubelet's liveness probe.
+            options.connections.gate(),
             shutdown_rx.clone(),
             options.shutdown_grace,
             Arc::new(AtomicI64::new(0)),
@@ -234,13 +245,14 @@ type Answer = Response<Full<Bytes>>;
 /// Accepts HTTP/1.1 connections (keep-alive) on `listener` until shutdown.
 async fn serve<F, Fut>(
     listener: TcpListener,
+    gate: podiam_net::Gate,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     serving: Arc<AtomicI64>,
     metrics: Arc<Metrics>,
     handler: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Body>, SocketAddr, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Answer> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -258,20 +270,26 @@ async fn serve<F, Fut>(
                         continue;
                     }
                 };
+                // Over the bound: wait briefly for a slot, else close.
+                let Some(slot) = gate.admit().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(peer);
                 let handler = handler.clone();
+                let limits = *gate.limits();
                 let service = service_fn(move |req| {
-                    let fut = handler(req, local, peer);
+                    let fut = handler(limits.bound_body(req), local, peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .keep_alive(true)
-                    .header_read_timeout(Duration::from_secs(30))
+                    .header_read_timeout(limits.header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let _ = conn.await;
                 });
             }
@@ -308,7 +326,7 @@ struct Credentials<S> {
 }
 
 /// The `Host` header's host part as an IP (port and `[]` removed), if it is an IP literal.
-fn host_ip(req: &Request<Incoming>) -> Option<IpAddr> {
+fn host_ip(req: &Request<Body>) -> Option<IpAddr> {
     let host = req
         .headers()
         .get(HOST)
@@ -326,7 +344,7 @@ fn host_ip(req: &Request<Incoming>) -> Option<IpAddr> {
 }
 
 impl<S: CredentialSource> Credentials<S> {
-    async fn handle(&self, req: Request<Incoming>, local: SocketAddr) -> Answer {
+    async fn handle(&self, req: Request<Body>, local: SocketAddr) -> Answer {
         let response = self.respond(&req, local).await;
         let status = response.status().as_u16();
         if status != 200 {
@@ -338,7 +356,7 @@ impl<S: CredentialSource> Credentials<S> {
         response
     }
 
-    async fn respond(&self, req: &Request<Incoming>, local: SocketAddr) -> Answer {
+    async fn respond(&self, req: &Request<Body>, local: SocketAddr) -> Answer {
         // Upstream serves /v1/credentials for any method and 404s the rest (its probes rely on it).
         if req.uri().path() != "/v1/credentials" {
             return text(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -434,7 +452,7 @@ const TOKEN_PATH: &str = "/latest/api/token";
 const CREDENTIALS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
 
 impl<S: CredentialSource> Imds<S> {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+    async fn handle(&self, req: Request<Body>, peer: SocketAddr) -> Answer {
         let response = self.respond(&req, peer).await;
         self.metrics
             .imds_responses
@@ -453,7 +471,7 @@ impl<S: CredentialSource> Imds<S> {
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn respond(&self, req: &Request<Incoming>, peer: SocketAddr) -> Answer {
+    async fn respond(&self, req: &Request<Body>, peer: SocketAddr) -> Answer {
         let path = req.uri().path();
         if path == TOKEN_PATH {
             return self.issue_token(req);
@@ -495,7 +513,7 @@ impl<S: CredentialSource> Imds<S> {
         }
     }
 
-    fn issue_token(&self, req: &Request<Incoming>) -> Answer {
+    fn issue_token(&self, req: &Request<Body>) -> Answer {
         if req.method() != Method::PUT {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         }
@@ -576,7 +594,7 @@ fn imds_error_response(e: &CacheError) -> Answer {
 
 // === probes ===
 
-fn probe(req: &Request<Incoming>, metrics: &Metrics, serving: &AtomicI64) -> Answer {
+fn probe(req: &Request<Body>, metrics: &Metrics, serving: &AtomicI64) -> Answer {
     match req.uri().path() {
         "/healthz" | "/readyz" => {
             if serving.load(Ordering::Relaxed) > 0 {

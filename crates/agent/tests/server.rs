@@ -33,6 +33,14 @@ struct Fixture {
 }
 
 async fn agent(listen: Vec<SocketAddr>, imds_namespace: &str) -> Result<Fixture, StartError> {
+    agent_with(listen, imds_namespace, Default::default()).await
+}
+
+async fn agent_with(
+    listen: Vec<SocketAddr>,
+    imds_namespace: &str,
+    connections: podiam_net::ConnectionLimits,
+) -> Result<Fixture, StartError> {
     let clock = AgentClock::system();
     let source = StaticSource::new(clock);
     let metrics = Arc::new(Metrics::default());
@@ -64,6 +72,7 @@ async fn agent(listen: Vec<SocketAddr>, imds_namespace: &str) -> Result<Fixture,
                 pods: Arc::new(PodIpMap::fixed(pods)),
             }),
             shutdown_grace: Duration::from_secs(1),
+            connections,
         },
     )
     .await?;
@@ -305,5 +314,51 @@ async fn imds_v2_sessions_and_the_allow_list() {
         0,
         "no credentials fetched for a refusal"
     );
+    f.agent.shutdown().await;
+}
+
+/// Issue 12: idle and slow connections are closed after the header timeout, connections over
+/// the bound are closed, and the probe port answers throughout.
+#[tokio::test]
+async fn slow_and_excess_connections_are_closed_and_probes_keep_answering() {
+    let f = agent_with(
+        vec!["127.0.0.1:0".parse().unwrap()],
+        "kube-system",
+        podiam_net::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 2,
+            connection_wait: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = f.agent.credential_addrs[0];
+    let probe = f.agent.probe_addr.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/credentials HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), extra.read_to_end(&mut out)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the third connection was not closed unanswered"
+    );
+    assert_eq!(request(probe, "GET", "/healthz", &[]).await.0, 200);
+    for mut s in held {
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+        assert!(
+            closed.is_ok(),
+            "a slow connection is still open after the header timeout"
+        );
+    }
     f.agent.shutdown().await;
 }

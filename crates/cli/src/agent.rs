@@ -320,6 +320,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             probe_listen,
             imds,
             shutdown_grace: Duration::from_secs(10),
+            connections: Default::default(),
         },
         pod_ip_map,
         pod_watch,

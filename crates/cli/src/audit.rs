@@ -14,6 +14,7 @@ use crate::policy::Output;
 
 #[derive(Args)]
 pub struct AuditArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Read the events of every server on this PostgreSQL database (`postgres://…`), with the
@@ -32,6 +33,7 @@ pub struct AuditArgs {
     /// Only the most recent N of the matching events.
     #[arg(long)]
     limit: Option<u32>,
+    /// `text`: a table for a terminal; `json`: one event per line, as in `audit.log`.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }

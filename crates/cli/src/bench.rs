@@ -48,6 +48,7 @@ pub struct BenchArgs {
     /// Runtime worker threads shared by the server and the load generator (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// `table` for a person, `json` for a script.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// Keep the state in this PostgreSQL database (`postgres://…`) instead of SQLite: the hot
@@ -149,6 +150,7 @@ async fn bench_in(
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     })
     .await

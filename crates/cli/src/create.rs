@@ -29,6 +29,7 @@ pub enum CreateCommand {
 
 #[derive(Args)]
 pub struct OidcProviderArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The issuer URL: the kube-apiserver's `--service-account-issuer`.
@@ -137,6 +138,9 @@ async fn provider_registered_again(
 /// Fails before anything is created when a policy to attach does not exist, saying how to make it.
 async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Result<()> {
     for arn in arns {
+        if !arn.starts_with("arn:") {
+            return Err(crate::hint::policy_name_for_arn(data_dir, arn).await);
+        }
         match as_admin(data_dir, async |a| a.get_policy(arn)).await {
             Err(e)
                 if matches!(
@@ -164,13 +168,16 @@ async fn check_policies_exist(data_dir: &Path, arns: &[String]) -> anyhow::Resul
 
 #[derive(Args)]
 pub struct PodIdentityAssociationArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// A cluster registered with `podiam cluster create`.
     #[arg(long)]
     cluster: String,
+    /// The ServiceAccount's namespace.
     #[arg(long)]
     namespace: String,
+    /// The ServiceAccount's name.
     #[arg(long)]
     service_account: String,
     /// The role; created with the Pod Identity trust policy if it does not exist.
@@ -251,11 +258,13 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
 
 #[derive(Args)]
 pub struct IamServiceAccountArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The ServiceAccount's name.
     #[arg(long)]
     name: String,
+    /// The ServiceAccount's namespace.
     #[arg(long)]
     namespace: String,
     /// Policies to attach to the role.
@@ -277,6 +286,10 @@ pub struct IamServiceAccountArgs {
     #[arg(long, requires = "role_arn")]
     cluster: Option<String>,
 }
+
+/// Ends the description of the roles this command makes: `podiam delete iamserviceaccount`
+/// deletes only those.
+pub const CREATED_BY: &str = "(podiam create iamserviceaccount)";
 
 pub fn role_trust_policy(account: &str, provider: &str, namespace: &str, name: &str) -> String {
     serde_json::json!({
@@ -339,7 +352,7 @@ async fn create(args: IamServiceAccountArgs) -> anyhow::Result<ExitCode> {
     role_name.truncate(64);
     let trust = role_trust_policy(&account, &provider, &args.namespace, &args.name);
     let description = format!(
-        "IRSA role for system:serviceaccount:{}:{} (podiam create iamserviceaccount)",
+        "IRSA role for system:serviceaccount:{}:{} {CREATED_BY}",
         args.namespace, args.name
     );
     let input = CreateRole {

@@ -25,6 +25,7 @@ pub enum IssuerCommand {
 
 #[derive(Args)]
 pub struct RotateArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// How long the old key stays published: the longest lifetime of a token it signed.
@@ -41,6 +42,7 @@ pub enum SessionKeysCommand {
 
 #[derive(Args)]
 pub struct SessionRotateArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// How long the previous keys keep opening tokens: the longest session (12 h) plus skew.

@@ -8,14 +8,20 @@ mod agent;
 mod audit;
 mod bench;
 mod cluster;
+mod connections;
 mod create;
+mod delete;
+mod doctor;
 mod exit;
+mod get;
+mod hint;
 mod issuer;
 mod policy;
 mod server;
 mod token;
 mod up;
 mod upstream;
+mod version;
 mod webhook;
 
 /// mimalloc instead of glibc's malloc: a request allocates and frees many small strings across two
@@ -27,10 +33,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "podiam",
-    version,
+    version = version::VERSION,
+    long_version = version::LONG_VERSION,
     about = "AWS IAM identities for Kubernetes workloads, on any cluster"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +54,12 @@ enum Command {
     /// Create resources: `podiam create iamserviceaccount`, `podiam create podidentityassociation`.
     #[command(subcommand)]
     Create(create::CreateCommand),
+    /// List IRSA service accounts, Pod Identity associations and clusters (`-o json|yaml`).
+    #[command(subcommand)]
+    Get(get::GetCommand),
+    /// Delete resources: `podiam delete iamserviceaccount`, `podiam delete podidentityassociation`.
+    #[command(subcommand)]
+    Delete(delete::DeleteCommand),
     /// ServiceAccount tokens from the built-in issuer.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -73,6 +86,13 @@ enum Command {
     /// Measure AssumeRoleWithWebIdentity requests/s and latency against a no-op endpoint of the
     /// same in-process server, under the same load generator.
     Bench(bench::BenchArgs),
+    /// Which AWS credentials a process here gets: the SDKs' chain in their order, the source
+    /// that wins and the ones it shadows, each checked, then GetCallerIdentity.
+    Doctor(doctor::DoctorArgs),
+    /// This binary's version, git commit, build date and features.
+    Version(version::VersionArgs),
+    /// Shell completion: `source <(podiam completion bash)`, or zsh, fish.
+    Completion(version::CompletionArgs),
 }
 
 /// Writes command output to stdout. A closed pipe (`podiam … | head`) is not an error.
@@ -136,6 +156,9 @@ pub fn init_logging(colour: LogColour) {
 }
 
 fn main() -> ExitCode {
+    // Files podiam creates hold secrets or audit trails (the database and its -wal/-shm,
+    // master.key, audit logs, AWS credentials): the owner's only, whoever creates them.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -153,6 +176,8 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Create(cmd) => create::run(cmd),
+        Command::Get(cmd) => get::run(cmd),
+        Command::Delete(cmd) => delete::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Issuer(cmd) => issuer::run(cmd),
         Command::SessionKeys(cmd) => issuer::run_session_keys(cmd),
@@ -162,6 +187,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(*args),
         Command::Upstream(cmd) => upstream::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => version::completion(args),
     };
     match result {
         Ok(code) => code,
@@ -171,3 +199,6 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,6 +64,7 @@ pub struct SimulateArgs {
     /// `[{"ContextKeyName":"aws:SourceIp","ContextKeyValues":["10.0.0.1"],"ContextKeyType":"ip"}]`.
     #[arg(long, value_name = "FILE")]
     context_entries: Option<PathBuf>,
+    /// `text` for a person, `json` for a script.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -77,6 +78,7 @@ pub struct ValidateArgs {
     /// `Resource` is a trust policy).
     #[arg(long, value_enum)]
     kind: Option<Kind>,
+    /// `text` for a person, `json` for a script.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }

@@ -12,6 +12,7 @@ pub struct ServerArgs {
     /// Where the audit log and the administrator's AWS config files go.
     #[arg(long, env = "PODIAM_DATA_DIR", default_value = "/var/lib/podiam")]
     data_dir: PathBuf,
+    /// Address to serve on (HTTP, or HTTPS with --tls-cert); port 0 picks a free port (printed on start).
     #[arg(long, env = "PODIAM_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
     /// `postgres://user:password@host:5432/db` (several replicas share it); without it, SQLite in
@@ -24,6 +25,7 @@ pub struct ServerArgs {
     /// The account ID, fixed at first start.
     #[arg(long, env = "PODIAM_ACCOUNT_ID", default_value = "000000000000")]
     account_id: String,
+    /// The region, fixed at first start (what `aws configure` and the SDKs are given).
     #[arg(long, env = "PODIAM_REGION", default_value = "us-east-1")]
     region: String,
     /// The built-in issuer's public URL (every replica must agree), fixed at first start.
@@ -40,6 +42,7 @@ pub struct ServerArgs {
     /// Serve HTTPS with this certificate (PEM chain), re-read when the file changes.
     #[arg(long, env = "PODIAM_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert, re-read with it.
     #[arg(long, env = "PODIAM_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// This replica's name in the audit events it writes to the database (`podiam audit
@@ -53,6 +56,8 @@ pub struct ServerArgs {
     audit: crate::audit::AuditLogArgs,
     #[command(flatten)]
     report: crate::up::Report,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -80,5 +85,6 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         upstream: args.upstream,
         audit: args.audit.options(),
         report: args.report,
+        connections: args.connections.limits(),
     })
 }

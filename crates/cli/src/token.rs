@@ -22,10 +22,13 @@ pub enum TokenCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// Where podiam keeps its state (default `~/.local/share/podiam`; `podiam up` prints the `export` that sets it).
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The ServiceAccount's namespace (the `sub` is `system:serviceaccount:NS:SA`).
     #[arg(long)]
     namespace: String,
+    /// The ServiceAccount's name.
     #[arg(long)]
     service_account: String,
     /// `aud`; `sts.amazonaws.com` for IRSA, `pods.eks.amazonaws.com` for Pod Identity.
@@ -34,10 +37,13 @@ pub struct CreateArgs {
     /// Seconds until `exp` (kubelet's IRSA default is 86400).
     #[arg(long, default_value_t = 86_400)]
     expiration: u64,
+    /// Bind the token to this pod, as kubelet does (`kubernetes.io.pod.name`; with --pod-uid).
     #[arg(long, requires = "pod_uid")]
     pod_name: Option<String>,
+    /// The bound pod's UID (with --pod-name).
     #[arg(long, requires = "pod_name")]
     pod_uid: Option<String>,
+    /// The node the pod runs on (`kubernetes.io.node.name`).
     #[arg(long)]
     node_name: Option<String>,
 }

@@ -41,6 +41,8 @@ pub struct UpArgs {
     pub audit: crate::audit::AuditLogArgs,
     #[command(flatten)]
     pub report: Report,
+    #[command(flatten)]
+    pub connections: crate::connections::ConnectionArgs,
 }
 
 /// How a started server tells a person or a CI job where it is.
@@ -90,6 +92,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         upstream: args.upstream,
         audit: args.audit.options(),
         report: args.report,
+        connections: args.connections.limits(),
     })
 }
 
@@ -113,6 +116,7 @@ pub struct Serve {
     /// How the audit trail is kept on disk.
     pub audit: podiam_server::audit::AuditOptions,
     pub report: Report,
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 /// How often the certificate files are checked for a new pair (cert-manager renewals).
@@ -175,6 +179,7 @@ pub fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             clock: Default::default(),
             upstream,
             audit: args.audit,
+            connections: args.connections,
             require_node_binding: args.require_node_binding,
         })
         .await

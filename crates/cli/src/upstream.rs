@@ -104,6 +104,7 @@ pub struct TrustPolicyArgs {
     /// The upstream STS, as given to the server.
     #[arg(long, env = "PODIAM_UPSTREAM_STS", default_value = "aws")]
     upstream_sts: String,
+    /// The region of the upstream STS (`aws` picks its regional endpoint).
     #[arg(long, env = "PODIAM_REGION", default_value = "us-east-1")]
     region: String,
     /// The broker's principal, instead of asking upstream (GetCallerIdentity with the broker's

@@ -12,7 +12,10 @@ use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
 use podiam_webhook::identity::{ComposeRoleArn, partition_for_region};
 use podiam_webhook::manifests::{ManifestOptions, PodiamAssociations, render};
-use podiam_webhook::mutate::{DEFAULT_ANNOTATION_PREFIX, clamp_token_expiration, parse_go_bool};
+use podiam_webhook::mutate::{
+    CaBundle, DEFAULT_ANNOTATION_PREFIX, DEFAULT_CA_BUNDLE_MOUNT_PATH, clamp_token_expiration,
+    parse_go_bool,
+};
 use podiam_webhook::podiam::PodiamOptions;
 use podiam_webhook::server::{KubeOptions, Options, start};
 use podiam_webhook::webhook::LookupPolicy;
@@ -152,6 +155,26 @@ struct ServeArgs {
     /// Inject AWS_STS_REGIONAL_ENDPOINTS=regional by default.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = go_bool)]
     sts_regional_endpoint: bool,
+    /// podiam's STS URL: inject AWS_ENDPOINT_URL_STS into IRSA pods, so that their SDKs ask
+    /// podiam (which brokers roles of other accounts) instead of AWS STS. The ServiceAccount
+    /// annotation `<prefix>/sts-endpoint` overrides it (empty: none).
+    #[arg(long, default_value = "")]
+    sts_endpoint: String,
+    /// With an STS endpoint: a ConfigMap (in the pod's namespace) with the CA bundle that
+    /// verifies podiam's certificate, mounted and named by AWS_CA_BUNDLE. The SDKs use it for
+    /// every AWS endpoint: it must hold the public roots as well as podiam's CA.
+    #[arg(long)]
+    ca_bundle_configmap: Option<String>,
+    /// The key of the bundle in --ca-bundle-configmap.
+    #[arg(
+        long,
+        default_value = "ca-bundle.pem",
+        requires = "ca_bundle_configmap"
+    )]
+    ca_bundle_key: String,
+    /// Where the CA bundle volume is mounted.
+    #[arg(long, default_value = DEFAULT_CA_BUNDLE_MOUNT_PATH, requires = "ca_bundle_configmap")]
+    ca_bundle_mount_path: String,
     /// Also read role mappings from the `pod-identity-webhook` ConfigMap in --namespace.
     #[arg(long, num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = go_bool)]
     watch_config_map: bool,
@@ -289,6 +312,12 @@ fn options(a: ServeArgs) -> anyhow::Result<Options> {
             token_path: a.container_credentials_token_path,
             full_uri: a.container_credentials_full_uri,
         },
+        sts_endpoint: a.sts_endpoint,
+        ca_bundle: a.ca_bundle_configmap.map(|config_map| CaBundle {
+            config_map,
+            key: a.ca_bundle_key,
+            mount_path: a.ca_bundle_mount_path,
+        }),
     };
     opts.compose_role_arn = compose_role_arn;
     opts.kube = KubeOptions {

@@ -749,3 +749,414 @@ fn podiam_up_output_json_and_port_file_give_ci_the_address_without_scraping() {
     assert_eq!(server.terminate().code(), Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12: another local user can read nothing of a data directory, and a copy of the database
+/// alone reveals no secret.
+#[test]
+fn the_data_directory_is_private_and_the_database_holds_no_secret_in_the_clear() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = scratch("private");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = up(&dir, "127.0.0.1:0");
+    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    assert_eq!(mode(&dir.join("aws")), 0o700);
+    for name in [
+        "podiam.db",
+        "master.key",
+        "audit.log",
+        "aws/credentials",
+        "aws/config",
+    ] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    let credentials = std::fs::read_to_string(dir.join("aws/credentials")).unwrap();
+    let secret = credentials
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_secret_access_key = "))
+        .unwrap()
+        .to_string();
+    let db = std::fs::read(dir.join("podiam.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "podiam.db holds the administrator's secret key in the clear"
+    );
+    // Opened up to others, it is refused with the command that fixes it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = podiam(&dir, &["up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("run `chmod 700 {}`", dir.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn oidc_documents_are_written_for_a_static_host_with_the_commands_to_go_with_them() {
+    let dir = scratch("oidc-documents");
+    let server = up(&dir, "127.0.0.1:0");
+    let out = dir.join("site");
+    let url = "https://bucket.s3.eu-west-1.amazonaws.com/prod";
+    let documents = |name: &str| {
+        let out = out.to_str().unwrap();
+        podiam(
+            &dir,
+            &[
+                "cluster",
+                "oidc-documents",
+                "--name",
+                name,
+                "--issuer-url",
+                url,
+                "--out",
+                out,
+            ],
+        )
+    };
+    let o = documents("prod");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("podiam cluster create --name prod"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The built-in issuer's keys.
+    let o = podiam(&dir, &["cluster", "create", "--name", "dev", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = documents("dev");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("--issuer-url {url}")),
+        "{}",
+        stdout(&o)
+    );
+    let read = |rel: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(rel)).unwrap()).unwrap()
+    };
+    assert_eq!(read(".well-known/openid-configuration")["issuer"], url);
+    let jwks = std::fs::read_to_string(out.join("openid/v1/jwks")).unwrap();
+    assert!(
+        !read("openid/v1/jwks")["keys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // A cluster registered with its API server's JWKS: the kube-apiserver flags.
+    let jwks_file = dir.join("cluster-jwks.json");
+    std::fs::write(&jwks_file, &jwks).unwrap();
+    let o = podiam(
+        &dir,
+        &[
+            "cluster",
+            "create",
+            "--name",
+            "prod",
+            "--issuer-url",
+            "https://kubernetes.default.svc",
+            "--jwks-file",
+            jwks_file.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = documents("prod");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for line in [
+        format!("--service-account-issuer={url}"),
+        format!("--service-account-jwks-uri={url}/openid/v1/jwks"),
+        format!(
+            "aws iam create-open-id-connect-provider --url {url} --client-id-list sts.amazonaws.com"
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    server.terminate();
+}
+
+/// `podiam create iamserviceaccount --namespace NS --name NAME EXTRA…`, which must succeed.
+fn create_irsa(dir: &Path, namespace: &str, name: &str, extra: &[&str]) {
+    let args = [
+        &[
+            "create",
+            "iamserviceaccount",
+            "--namespace",
+            namespace,
+            "--name",
+            name,
+        ][..],
+        extra,
+    ]
+    .concat();
+    let o = podiam(dir, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `podiam token create` for a ServiceAccount of the built-in issuer.
+fn token_for(dir: &Path, namespace: &str, service_account: &str) -> String {
+    let args = [
+        "token",
+        "create",
+        "--namespace",
+        namespace,
+        "--service-account",
+        service_account,
+    ];
+    stdout(&podiam(dir, &args))
+}
+
+/// The command failed (exit 1) and its message says `text`.
+fn fails_saying(o: &Output, text: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(o));
+    assert!(stderr(o).contains(text), "{}", stderr(o));
+}
+
+/// An unsigned AssumeRoleWithWebIdentity for `role` in the running server's account.
+fn assume_role(server: &Up, role: &str, token: &str) -> String {
+    server.get(&format!(
+        "/?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=verbs\
+         &RoleArn=arn:aws:iam::000000000000:role/{role}&WebIdentityToken={token}"
+    ))
+}
+
+#[test]
+fn get_and_delete_verbs_list_and_remove_what_create_made() {
+    let dir = scratch("verbs");
+    let server = up(&dir, "127.0.0.1:0");
+    let read_only = "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess";
+    for name in ["web", "api"] {
+        create_irsa(&dir, "shop", name, &["--attach-policy-arn", read_only]);
+    }
+    let o = podiam(&dir, &["get", "iamserviceaccount"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        table,
+        [
+            "NAMESPACE NAME ROLE",
+            "shop api arn:aws:iam::000000000000:role/shop-api",
+            "shop web arn:aws:iam::000000000000:role/shop-web",
+        ]
+    );
+    let o = podiam(
+        &dir,
+        &["get", "iamserviceaccount", "--name", "web", "-o", "json"],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        listed[0]["roleArn"],
+        "arn:aws:iam::000000000000:role/shop-web"
+    );
+    assert_eq!(listed[0]["attachedPolicyArns"][0], read_only);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let o = podiam(
+        &dir,
+        &["get", "iamserviceaccount", "--name", "web", "-o", "yaml"],
+    );
+    assert!(
+        stdout(&o).starts_with("- attachedPolicyArns:\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("  roleName: \"shop-web\"\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Deleting removes the role and its attachment; the running server refuses it at once.
+    let token = token_for(&dir, "shop", "web");
+    let r = assume_role(&server, "shop-web", &token);
+    assert!(r.contains("<AssumeRoleWithWebIdentityResult>"), "{r}");
+    let delete_web = [
+        "delete",
+        "iamserviceaccount",
+        "--namespace",
+        "shop",
+        "--name",
+        "web",
+    ];
+    let o = podiam(&dir, &delete_web);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("deleted role arn:aws:iam::000000000000:role/shop-web"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        assume_role(&server, "shop-web", &token).contains("no role"),
+        "the server still has the role"
+    );
+    let o = podiam(&dir, &["get", "iamserviceaccount", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let o = podiam(&dir, &delete_web);
+    fails_saying(&o, "podiam get iamserviceaccount");
+
+    // Pod Identity: get, delete by namespace and ServiceAccount, and the cluster with the rest.
+    let o = podiam(&dir, &["cluster", "create", "--name", "prod", "--builtin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for ns in ["pay", "cart"] {
+        let o = podiam(
+            &dir,
+            &[
+                "create",
+                "podidentityassociation",
+                "--cluster",
+                "prod",
+                "--namespace",
+                ns,
+                "--service-account",
+                "api",
+                "--role-name",
+                "pods",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = podiam(
+        &dir,
+        &[
+            "get",
+            "podidentityassociation",
+            "--cluster",
+            "prod",
+            "-o",
+            "json",
+        ],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let namespaces: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["cart", "pay"]);
+    let o = podiam(&dir, &["get", "cluster"]);
+    assert!(
+        stdout(&o).contains("prod") && stdout(&o).contains("built-in issuer"),
+        "{}",
+        stdout(&o)
+    );
+    let o = podiam(
+        &dir,
+        &[
+            "delete",
+            "podidentityassociation",
+            "--cluster",
+            "prod",
+            "--namespace",
+            "pay",
+            "--service-account",
+            "api",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = podiam(&dir, &["get", "podidentityassociation", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let o = podiam(&dir, &["cluster", "delete", "--name", "prod"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("deleted association"), "{}", stderr(&o));
+    let o = podiam(&dir, &["get", "cluster", "-o", "json"]);
+    assert_eq!(stdout(&o).trim(), "[]");
+    let o = podiam(&dir, &["get", "podidentityassociation"]);
+    assert!(
+        o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `podiam doctor --no-imds` with only `vars` in its environment (and an empty HOME).
+fn doctor(home: &Path, vars: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podiam"))
+        .args(["doctor", "--no-imds"])
+        .env_clear()
+        .env("HOME", home)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn doctor_names_the_winning_source_the_shadowed_one_and_who_the_sdk_is() {
+    let dir = scratch("doctor");
+    let home = scratch("doctor-home");
+    let server = up(&dir, "127.0.0.1:0");
+    create_irsa(&dir, "shop", "cart", &[]);
+    let token_file = dir.join("token");
+    let token = token_for(&dir, "shop", "cart");
+    std::fs::write(&token_file, token).unwrap();
+    let web_identity = vec![
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::000000000000:role/shop-cart".to_string(),
+        ),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://{}", server.addr)),
+    ];
+    // IRSA alone: the role, in every SDK.
+    let o = doctor(&home, &web_identity);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("wins in boto3, the aws CLI, Java, JavaScript: web identity"),
+        "{out}"
+    );
+    assert!(!out.contains("SDKs disagree"), "{out}");
+    assert!(
+        out.contains("GetCallerIdentity (the AWS SDK for Rust's chain): arn:aws:sts::000000000000:assumed-role/shop-cart/"),
+        "{out}"
+    );
+    // The trap: the administrator's profile as well. boto3 would use the role; Rust the keys.
+    let mut both = web_identity.clone();
+    both.extend([
+        (
+            "AWS_CONFIG_FILE",
+            dir.join("aws/config").display().to_string(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("aws/credentials").display().to_string(),
+        ),
+        ("AWS_PROFILE", "podiam".to_string()),
+    ]);
+    let o = doctor(&home, &both);
+    let out = stdout(&o);
+    assert!(
+        out.contains("present but shadowed: shared profile")
+            && out.contains("wins in the AWS SDK for Rust: shared profile")
+            && out.contains("warning: the SDKs disagree"),
+        "{out}"
+    );
+    assert!(
+        out.contains("GetCallerIdentity (the AWS SDK for Rust's chain): arn:aws:iam::000000000000:user/podiam-admin"),
+        "{out}"
+    );
+    // Nothing at all: said, and a failure.
+    let o = doctor(&home, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("none: the SDKs will find no credentials"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&home).unwrap();
+}

@@ -358,6 +358,25 @@ pub struct ServiceAccountToken {
 }
 
 impl ServiceAccountToken {
+    /// A token of ServiceAccount `namespace/name` for `audience`, valid an hour, bound to no pod
+    /// or node (set those fields for a pod's token).
+    #[must_use]
+    pub fn new(issuer: &str, namespace: &str, name: &str, audience: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            namespace: namespace.to_owned(),
+            service_account: crate::jwt::ObjectRef {
+                name: name.to_owned(),
+                uid: String::new(),
+            },
+            audiences: vec![audience.to_owned()],
+            expiration: Duration::from_secs(3600),
+            pod: None,
+            node: None,
+            jti: None,
+        }
+    }
+
     /// The `sub` claim: `system:serviceaccount:NAMESPACE:NAME`.
     #[must_use]
     pub fn subject(&self) -> String {

@@ -1,7 +1,8 @@
 //! The Rust SDK's container-credentials provider (`aws_config::ecs::EcsCredentialsProvider`)
 //! against a real `podiam agent`, as a pod with EKS Pod Identity uses it: `podiam up`, a cluster
 //! with the built-in issuer, an association for `shop/cart`, `podiam agent` on 127.0.0.1 signing
-//! with the administrator's key, and a `pods.eks.amazonaws.com` token in a file.
+//! with a least-privilege key (only `eks-auth:AssumeRoleForPodIdentity`) that the SDK's standard
+//! chain finds in its environment, and a `pods.eks.amazonaws.com` token in a file.
 //!
 //! - `EcsCredentialsProvider::builder().build()` reads only `AWS_CONTAINER_CREDENTIALS_FULL_URI`
 //!   and `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`. aws-config 1.13 has no public way to hand the
@@ -146,9 +147,11 @@ impl Podiam {
         Credentials::new(id, secret, None, None, "podiam-admin")
     }
 
-    /// `podiam agent` on 127.0.0.1 (ephemeral ports) for `CLUSTER`, signing with the admin key;
-    /// returns it and its credentials URL.
-    fn agent(&self) -> (Process, String) {
+    /// `podiam agent` on 127.0.0.1 (ephemeral ports) for `CLUSTER`, with the least-privilege key
+    /// `agent` (docs/operating.md's agent user: `eks-auth:AssumeRoleForPodIdentity` only) in
+    /// its environment, where the AWS SDK's standard chain finds it; returns it and its
+    /// credentials URL.
+    fn agent(&self, agent: &Credentials) -> (Process, String) {
         let agent = Process::spawn(
             Command::new(&self.bin)
                 .args([
@@ -157,19 +160,15 @@ impl Podiam {
                     CLUSTER,
                     "--server",
                     &self.endpoint,
-                ])
-                .arg("--credentials-file")
-                .arg(self.data_dir().join("aws").join("credentials"))
-                .args([
-                    "--profile",
-                    "podiam",
                     "--listen",
                     "127.0.0.1:0",
                     "--probe-listen",
                     "127.0.0.1:0",
                 ])
-                .env_remove("AWS_ACCESS_KEY_ID")
-                .env_remove("AWS_SECRET_ACCESS_KEY"),
+                .env_remove("AWS_PROFILE")
+                .env("AWS_ACCESS_KEY_ID", agent.access_key_id())
+                .env("AWS_SECRET_ACCESS_KEY", agent.secret_access_key())
+                .env("AWS_EC2_METADATA_DISABLED", "true"),
             self.data_dir().join("agent.log"),
         );
         let mut credentials = None;
@@ -289,7 +288,38 @@ async fn container_provider_gets_the_pod_role_from_podiam_agent() {
     std::fs::write(&token_file, token).unwrap();
     let token_file = token_file.display().to_string();
 
-    let (_agent, credentials_url) = podiam.agent();
+    // The agent's own identity: a user allowed only the exchange, never the administrator.
+    let iam = aws_sdk_iam::Client::new(&admin);
+    bounded("CreateUser", iam.create_user().user_name("agent").send())
+        .await
+        .expect("the agent's user");
+    bounded(
+        "PutUserPolicy",
+        iam.put_user_policy()
+            .user_name("agent")
+            .policy_name("exchange-only")
+            .policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"eks-auth:AssumeRoleForPodIdentity","Resource":"*"}]}"#,
+            )
+            .send(),
+    )
+    .await
+    .expect("the agent's policy");
+    let key = bounded(
+        "CreateAccessKey",
+        iam.create_access_key().user_name("agent").send(),
+    )
+    .await
+    .expect("the agent's key");
+    let key = key.access_key().unwrap();
+    let agent_key = Credentials::new(
+        key.access_key_id(),
+        key.secret_access_key(),
+        None,
+        None,
+        "agent",
+    );
+    let (_agent, credentials_url) = podiam.agent(&agent_key);
     // The running server sees the CLI's writes within its store poll; until then the agent
     // passes on ResourceNotFoundException.
     let agent_addr = credentials_url

@@ -4,6 +4,9 @@
 //!   only `AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ENDPOINT_URL` and `AWS_REGION` set,
 //!   resolve credentials from podiam. Both read the process environment, so they run in a child
 //!   process (this test binary again, one `#[ignore]`d test) with a cleared environment.
+//! - Broker mode: a second `podiam up --account-id 111122223333` plays AWS; the default chain with
+//!   `AWS_ENDPOINT_URL_STS` at the broker gets that account's credentials for an upstream role the
+//!   ServiceAccount is bound to (`podiam create iamserviceaccount --cluster --role-arn`).
 //! - AssumeRole: `AssumeRoleProvider` with the administrator's static key from
 //!   `DATA_DIR/aws/credentials`, on a role whose trust policy allows the account root.
 //!
@@ -55,12 +58,20 @@ impl Podiam {
     /// stdout line (`podiam is up at http://127.0.0.1:PORT (account …)`); ready when `/healthz`
     /// answers 200.
     fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// [`Podiam::start`] with more `podiam up` arguments and environment variables.
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let bin = podiam_bin();
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut process = Command::new(&bin)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
             .arg(dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -322,6 +333,125 @@ async fn child_default_chain() {
     let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let arn = check_role_session(&config, IRSA_ROLE, None).await;
     println!("default chain: {arn}");
+}
+
+// === broker mode: an upstream role through the broker's STS ===
+
+/// The account of the second podiam, which plays AWS.
+const UPSTREAM: &str = "111122223333";
+const UPSTREAM_ROLE: &str = "upstream-app";
+
+#[tokio::test]
+async fn the_default_chain_gets_upstream_credentials_through_a_broker() {
+    let aws = Podiam::start_with(&["--account-id", UPSTREAM], &[]);
+    let (key, secret) = admin_key(aws.data_dir());
+    let admin = aws.sdk_config(aws.admin_credentials()).await;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    // The trust policy `podiam upstream trust-policy` prints, for the administrator (the account
+    // root) as the broker.
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{UPSTREAM}:root"}},"Action":["sts:AssumeRole","sts:TagSession","sts:SetSourceIdentity"],"Condition":{{"StringEquals":{{"aws:RequestTag/kubernetes-namespace":"{NAMESPACE}"}}}}}}]}}"#
+    );
+    bounded(
+        "CreateRole",
+        iam.create_role()
+            .role_name(UPSTREAM_ROLE)
+            .assume_role_policy_document(trust)
+            .send(),
+    )
+    .await
+    .expect("the upstream role");
+    let broker = Podiam::start_with(
+        &["--upstream-sts", &aws.endpoint],
+        &[
+            ("AWS_ACCESS_KEY_ID", &key),
+            ("AWS_SECRET_ACCESS_KEY", &secret),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let role_arn = format!("arn:aws:iam::{UPSTREAM}:role/{UPSTREAM_ROLE}");
+    broker.cli(&["cluster", "create", "--name", "interop", "--builtin"]);
+    broker.cli(&[
+        "create",
+        "iamserviceaccount",
+        "--cluster",
+        "interop",
+        "--namespace",
+        NAMESPACE,
+        "--name",
+        SERVICE_ACCOUNT,
+        "--role-arn",
+        &role_arn,
+    ]);
+    let token = broker.token_file("token-broker");
+    // The running broker picks up the CLI's binding within its store poll interval.
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&broker.endpoint)
+            .build(),
+    );
+    let jwt = std::fs::read_to_string(&token).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Err(e) = bounded(
+        "AssumeRoleWithWebIdentity",
+        sts.assume_role_with_web_identity()
+            .role_arn(&role_arn)
+            .role_session_name("probe")
+            .web_identity_token(&jwt)
+            .send(),
+    )
+    .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never answered: {e:?}\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    run_child(
+        "child_default_chain_upstream",
+        &[
+            ("AWS_ROLE_ARN", &role_arn),
+            ("AWS_ROLE_SESSION_NAME", "rust-sdk-brokered"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", &token.display().to_string()),
+            ("AWS_ENDPOINT_URL_STS", &broker.endpoint),
+            ("AWS_REGION", REGION),
+            ("PODIAM_INTEROP_AWS", &aws.endpoint),
+        ],
+    );
+}
+
+/// The default chain with `AWS_ENDPOINT_URL_STS` at the broker: the credentials are "AWS"'s.
+#[tokio::test]
+#[ignore = "run by the_default_chain_gets_upstream_credentials_through_a_broker in a controlled environment"]
+async fn child_default_chain_upstream() {
+    let Some(aws) = child_env("PODIAM_INTEROP_AWS") else {
+        return;
+    };
+    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    let at_aws = aws_sdk_sts::config::Builder::from(&config)
+        .endpoint_url(&aws)
+        .build();
+    let who = bounded(
+        "GetCallerIdentity",
+        aws_sdk_sts::Client::from_conf(at_aws)
+            .get_caller_identity()
+            .send(),
+    )
+    .await
+    .expect("GetCallerIdentity against \"AWS\" with the brokered credentials");
+    assert_eq!(who.account(), Some(UPSTREAM));
+    assert_eq!(
+        who.arn(),
+        Some(
+            format!("arn:aws:sts::{UPSTREAM}:assumed-role/{UPSTREAM_ROLE}/rust-sdk-brokered")
+                .as_str()
+        )
+    );
+    println!("default chain through the broker: {:?}", who.arn());
 }
 
 // === AssumeRole with the administrator's static key ===

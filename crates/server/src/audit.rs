@@ -436,7 +436,12 @@ impl Audit {
             return true;
         };
         let target = {
-            let _pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pending = queue.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            // What sampling left out so far is counted in the trail before the flush returns.
+            if let Some(summary) = queue.left_out_summary() {
+                pending.push(summary);
+                queue.queued.fetch_add(1, Ordering::Relaxed);
+            }
             queue.queued.load(Ordering::Relaxed)
         };
         queue.full.notify_one();

@@ -247,9 +247,14 @@ pub(crate) fn list_clusters(ctx: &Ctx<'_>) -> Result<Vec<String>, AwsError> {
     Ok(state.clusters.keys().cloned().collect())
 }
 
-pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
-    let c = ctx
-        .shared
+pub(crate) async fn delete_cluster_json(ctx: &Ctx<'_>, name: &str) -> Result<Value, AwsError> {
+    let c = delete_cluster(ctx, name).await?;
+    Ok(json!({"cluster": cluster_json(&c)}))
+}
+
+/// Removes a registered cluster (`eks:DeleteCluster`); refused while it has associations.
+pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Cluster, AwsError> {
+    ctx.shared
         .write(|state| {
             let c = authorized_cluster(
                 ctx,
@@ -270,8 +275,46 @@ pub(crate) async fn delete_cluster(ctx: &Ctx<'_>, name: &str) -> Result<Value, A
             }
             Ok((vec![Change::Cluster(name.to_string(), None)], c))
         })
-        .await?;
-    Ok(json!({"cluster": cluster_json(&c)}))
+        .await
+}
+
+/// The registered clusters (`eks:ListClusters`, then `eks:DescribeCluster` on each).
+pub(crate) fn clusters(ctx: &Ctx<'_>) -> Result<Vec<Cluster>, AwsError> {
+    let state = ctx.shared.snapshot();
+    ctx.check(&state, "eks:ListClusters", "*")?;
+    state
+        .clusters
+        .values()
+        .map(|c| {
+            ctx.check(&state, "eks:DescribeCluster", &c.arn)?;
+            Ok(c.clone())
+        })
+        .collect()
+}
+
+/// A cluster's associations, sorted by namespace and ServiceAccount
+/// (`eks:ListPodIdentityAssociations`).
+pub(crate) fn associations(
+    ctx: &Ctx<'_>,
+    cluster_name: &str,
+) -> Result<Vec<PodIdentityAssociation>, AwsError> {
+    let state = ctx.shared.snapshot();
+    ctx.check(
+        &state,
+        "eks:ListPodIdentityAssociations",
+        &ctx.cluster_arn(cluster_name),
+    )?;
+    cluster(&state, cluster_name)?;
+    let mut items: Vec<PodIdentityAssociation> = state
+        .pod_identity_associations
+        .values()
+        .filter(|a| a.cluster_name == cluster_name)
+        .cloned()
+        .collect();
+    items.sort_by(|x, y| {
+        (&x.namespace, &x.service_account).cmp(&(&y.namespace, &y.service_account))
+    });
+    Ok(items)
 }
 
 // === pod identity associations ===
@@ -654,13 +697,21 @@ pub(crate) async fn update_association(
     Ok(json!({"association": association_json(&a)}))
 }
 
-pub(crate) async fn delete_association(
+pub(crate) async fn delete_association_json(
     ctx: &Ctx<'_>,
     cluster_name: &str,
     id: &str,
 ) -> Result<Value, AwsError> {
-    let a = ctx
-        .shared
+    let a = delete_association(ctx, cluster_name, id).await?;
+    Ok(json!({"association": association_json(&a)}))
+}
+
+pub(crate) async fn delete_association(
+    ctx: &Ctx<'_>,
+    cluster_name: &str,
+    id: &str,
+) -> Result<PodIdentityAssociation, AwsError> {
+    ctx.shared
         .write(|state| {
             let a = authorized_association(
                 ctx,
@@ -675,6 +726,5 @@ pub(crate) async fn delete_association(
                 a,
             ))
         })
-        .await?;
-    Ok(json!({"association": association_json(&a)}))
+        .await
 }

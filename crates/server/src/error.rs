@@ -433,18 +433,35 @@ impl From<&podiam_identity::SigV4Error> for AwsError {
     }
 }
 
+/// When an expired token expired, in UTC, and how to get a new one.
+fn expired_advice(exp: i64, now: i64) -> String {
+    use podiam_identity::clock::{format_iso8601, from_unix_seconds};
+    let ago = now.saturating_sub(exp).max(0);
+    let ago = match ago {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7_200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3_600),
+        s => format!("{}d", s / 86_400),
+    };
+    format!(
+        "it expired at {} UTC ({ago} ago, the server's time is {} UTC). Get a new token: in a pod, kubelet rewrites the projected token file before it expires, so read the file again on each call (the AWS SDKs do); by hand, `podiam token create`",
+        format_iso8601(from_unix_seconds(exp)),
+        format_iso8601(from_unix_seconds(now))
+    )
+}
+
 /// A web identity token (STS) or a pod's ServiceAccount token (EKS Auth) that failed
 /// verification, naming the failed check.
 pub fn token_error(e: &podiam_identity::jwt::JwtError, pod_identity: bool) -> AwsError {
     use podiam_identity::jwt::JwtError as E;
     match (e, pod_identity) {
-        (E::TokenExpired { .. }, false) => AwsError::new(
+        (E::TokenExpired { exp, now }, false) => AwsError::new(
             ErrorKind::ExpiredWebIdentityToken,
-            format!("Token expired: {e}"),
+            format!("Token expired: {e}; {}", expired_advice(*exp, *now)),
         ),
-        (E::TokenExpired { .. }, true) => AwsError::new(
+        (E::TokenExpired { exp, now }, true) => AwsError::new(
             ErrorKind::ExpiredWebIdentityToken,
-            format!("The token is expired: {e}"),
+            format!("The token is expired: {e}; {}", expired_advice(*exp, *now)),
         ),
         (E::AudienceMismatch { .. }, false) => {
             AwsError::invalid_identity_token(format!("Incorrect token audience: {e}"))

@@ -432,7 +432,7 @@ async fn rest(
             Some(O::ListClusters) => eks::list_clusters_json(&ctx),
             Some(O::CreateCluster) => eks::create_cluster_json(&ctx, &json_body()?).await,
             Some(O::DescribeCluster) => eks::describe_cluster(&ctx, name),
-            Some(O::DeleteCluster) => eks::delete_cluster(&ctx, name).await,
+            Some(O::DeleteCluster) => eks::delete_cluster_json(&ctx, name).await,
             Some(O::ListPodIdentityAssociations) => eks::list_associations(&ctx, name, &query),
             Some(O::CreatePodIdentityAssociation) => {
                 eks::create_association_json(&ctx, name, &json_body()?).await
@@ -441,7 +441,9 @@ async fn rest(
             Some(O::UpdatePodIdentityAssociation) => {
                 eks::update_association(&ctx, name, id, &json_body()?).await
             }
-            Some(O::DeletePodIdentityAssociation) => eks::delete_association(&ctx, name, id).await,
+            Some(O::DeletePodIdentityAssociation) => {
+                eks::delete_association_json(&ctx, name, id).await
+            }
             Some(O::AssumeRoleForPodIdentity) => {
                 eks_auth::assume_role_for_pod_identity(&ctx, name, &json_body()?).await
             }

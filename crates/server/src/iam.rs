@@ -30,7 +30,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
     match action {
         "CreateRole" => roles::create_role_query(ctx, p).await,
         "GetRole" => roles::get_role_query(ctx, p),
-        "DeleteRole" => roles::delete_role(ctx, p).await,
+        "DeleteRole" => roles::delete_role_query(ctx, p).await,
         "ListRoles" => roles::list_roles(ctx, p),
         "UpdateRole" => roles::update_role(ctx, p).await,
         "UpdateRoleDescription" => roles::update_role(ctx, p).await,
@@ -40,10 +40,10 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
         "ListRoleTags" => roles::list_role_tags(ctx, p),
         "PutRolePolicy" => roles::put_role_policy(ctx, p).await,
         "GetRolePolicy" => roles::get_role_policy(ctx, p),
-        "DeleteRolePolicy" => roles::delete_role_policy(ctx, p).await,
+        "DeleteRolePolicy" => roles::delete_role_policy_query(ctx, p).await,
         "ListRolePolicies" => roles::list_role_policies(ctx, p),
         "AttachRolePolicy" => roles::attach_role_policy_query(ctx, p).await,
-        "DetachRolePolicy" => roles::detach_role_policy(ctx, p).await,
+        "DetachRolePolicy" => roles::detach_role_policy_query(ctx, p).await,
         "ListAttachedRolePolicies" => roles::list_attached_role_policies(ctx, p),
         "PutRolePermissionsBoundary" => roles::put_role_permissions_boundary(ctx, p).await,
         "DeleteRolePermissionsBoundary" => roles::delete_role_permissions_boundary(ctx, p).await,
@@ -179,7 +179,25 @@ fn policy_doc_charset(doc: &str) -> Result<(), AwsError> {
 
 fn parse_policy(doc: &str, kind: PolicyKind) -> Result<Policy, AwsError> {
     policy_doc_charset(doc)?;
+    if let Some(hint) = file_argument_hint(doc) {
+        return Err(AwsError::malformed_policy(hint));
+    }
     Ok(Policy::parse(doc, kind)?)
+}
+
+/// `aws iam create-policy --policy-document policy.json` sends the text `policy.json`: a
+/// document that is one short word and not JSON was meant to be a file.
+fn file_argument_hint(doc: &str) -> Option<String> {
+    let word = doc.trim();
+    let path_like = !word.is_empty()
+        && word.len() <= 256
+        && !word.starts_with(['{', '[', '"'])
+        && !word.contains(char::is_whitespace);
+    path_like.then(|| {
+        format!(
+            "the policy document is the text `{word}`, not JSON: to pass a file's contents, write file://{word}"
+        )
+    })
 }
 
 // === response helpers ===

@@ -63,6 +63,9 @@ impl<'t> PresentedToken<'t> {
         raw: &'t str,
         token_use: TokenUse,
     ) -> Result<PresentedToken<'t>, AwsError> {
+        // A token file written with a trailing newline (`echo`, an editor) reaches us with it:
+        // JWTs hold no whitespace, so it is not part of the token.
+        let raw = raw.trim_matches(|c: char| c.is_ascii_whitespace());
         let fingerprint = fingerprint(raw);
         let cached = ctx.shared.verified_tokens.get(&fingerprint);
         let unverified = match &cached {

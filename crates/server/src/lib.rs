@@ -88,6 +88,8 @@ pub struct Options {
     pub upstream: Option<upstream::UpstreamOptions>,
     /// How the audit trail is kept on disk (rotation, sampling of unauthenticated refusals).
     pub audit: audit::AuditOptions,
+    /// Header, body and TLS handshake timeouts, and the bound on concurrent connections.
+    pub connections: podiam_net::ConnectionLimits,
     /// EKS Auth refuses pod tokens that name no node, and agents whose session is bound to no
     /// node (`--require-node-binding`); a token and an agent that both name a node must agree
     /// either way.

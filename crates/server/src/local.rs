@@ -63,27 +63,27 @@ fn eks_error(error: AwsError) -> LocalError {
 /// The store the CLI works on: `PODIAM_DATABASE_URL` (with `PODIAM_MASTER_KEY_FILE`) when set,
 /// as inside a `podiam server` pod; otherwise the SQLite file in the data directory.
 async fn open(data_dir: &Path) -> Result<(Store, State), LocalError> {
+    let master_key = match std::env::var_os("PODIAM_MASTER_KEY_FILE") {
+        Some(f) => Some(
+            podiam_store::MasterKey::from_file(Path::new(&f))
+                .map_err(podiam_store::StoreError::from)?,
+        ),
+        None => None,
+    };
     let (store, place) = match std::env::var("PODIAM_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
-            let master_key = match std::env::var_os("PODIAM_MASTER_KEY_FILE") {
-                Some(f) => Some(
-                    podiam_store::MasterKey::from_file(Path::new(&f))
-                        .map_err(podiam_store::StoreError::from)?,
-                ),
-                None => None,
-            };
-            (
-                Store::open(&url).await?.with_master_key(master_key),
-                "the database in PODIAM_DATABASE_URL".to_string(),
-            )
-        }
+        Ok(url) if !url.is_empty() => (
+            Store::open(&url).await?.with_master_key(master_key),
+            "the database in PODIAM_DATABASE_URL".to_string(),
+        ),
         _ => {
             let db = data_dir.join("podiam.db");
             if !db.exists() {
                 return Err(LocalError::NotInitialised(data_dir.display().to_string()));
             }
+            // The directory's master key seals and opens its secrets (or the operator's, if
+            // the server was given one).
             (
-                Store::open_sqlite(&db).await?,
+                Store::open_local(data_dir, master_key).await?,
                 data_dir.display().to_string(),
             )
         }
@@ -389,6 +389,37 @@ impl Admin {
             .map_err(iam_error)
     }
 
+    /// Every role (`iam:ListRoles`), sorted by name.
+    pub fn list_roles(&self) -> Result<Vec<Role>, LocalError> {
+        let ctx = self.ctx();
+        let state = self.shared.snapshot();
+        ctx.check(&state, "iam:ListRoles", "*").map_err(iam_error)?;
+        Ok(state.roles.values().cloned().collect())
+    }
+
+    pub async fn detach_role_policy(&self, role: &str, policy_arn: &str) -> Result<(), LocalError> {
+        crate::iam::roles::detach_role_policy(&self.ctx(), role, policy_arn)
+            .await
+            .map_err(iam_error)
+    }
+
+    pub async fn delete_role_policy(
+        &self,
+        role: &str,
+        policy_name: &str,
+    ) -> Result<(), LocalError> {
+        crate::iam::roles::delete_role_policy(&self.ctx(), role, policy_name)
+            .await
+            .map_err(iam_error)
+    }
+
+    /// Refused (DeleteConflict) while policies are attached or inline policies remain.
+    pub async fn delete_role(&self, role: &str) -> Result<(), LocalError> {
+        crate::iam::roles::delete_role(&self.ctx(), role)
+            .await
+            .map_err(iam_error)
+    }
+
     pub fn get_policy(&self, arn: &str) -> Result<ManagedPolicy, LocalError> {
         crate::iam::policies::get_policy(&self.ctx(), arn).map_err(iam_error)
     }
@@ -416,6 +447,31 @@ impl Admin {
 
     pub fn list_clusters(&self) -> Result<Vec<String>, LocalError> {
         crate::eks::list_clusters(&self.ctx()).map_err(eks_error)
+    }
+
+    pub fn clusters(&self) -> Result<Vec<Cluster>, LocalError> {
+        crate::eks::clusters(&self.ctx()).map_err(eks_error)
+    }
+
+    /// Refused (ResourceInUse) while the cluster has associations.
+    pub async fn delete_cluster(&self, name: &str) -> Result<Cluster, LocalError> {
+        crate::eks::delete_cluster(&self.ctx(), name)
+            .await
+            .map_err(eks_error)
+    }
+
+    pub fn associations(&self, cluster: &str) -> Result<Vec<PodIdentityAssociation>, LocalError> {
+        crate::eks::associations(&self.ctx(), cluster).map_err(eks_error)
+    }
+
+    pub async fn delete_association(
+        &self,
+        cluster: &str,
+        id: &str,
+    ) -> Result<PodIdentityAssociation, LocalError> {
+        crate::eks::delete_association(&self.ctx(), cluster, id)
+            .await
+            .map_err(eks_error)
     }
 
     pub async fn create_association(
@@ -458,4 +514,37 @@ pub fn sign_token_on(
 /// The CLI's time: the system clock (the server's requests read its injected clock instead).
 fn now_ms() -> i64 {
     crate::auth::millis(SystemTime::now())
+}
+
+/// A registered cluster's token keys, for `podiam cluster oidc-documents`.
+#[derive(Clone, Debug)]
+pub struct ClusterKeys {
+    /// The issuer its tokens carry now (`iss`).
+    pub issuer_url: String,
+    /// Its tokens come from podiam's built-in issuer.
+    pub builtin: bool,
+    /// The JWKS document (the built-in issuer's published keys, or the one given at
+    /// registration); `None` for an issuer whose keys podiam fetches.
+    pub jwks: Option<String>,
+}
+
+/// The keys of cluster `name`; `None` when no such cluster is registered.
+pub async fn cluster_keys(data_dir: &Path, name: &str) -> Result<Option<ClusterKeys>, LocalError> {
+    let (store, state) = open(data_dir).await?;
+    store.close().await;
+    let Some(c) = state.clusters.get(name) else {
+        return Ok(None);
+    };
+    let builtin = state.settings.get("issuer_url") == Some(&c.issuer_url);
+    let jwks = if builtin {
+        let doc = Keys::from_state(&state)?.issuer.jwks(SystemTime::now());
+        serde_json::to_string(&doc).ok()
+    } else {
+        c.static_jwks.clone()
+    };
+    Ok(Some(ClusterKeys {
+        issuer_url: c.issuer_url.clone(),
+        builtin,
+        jwks,
+    }))
 }

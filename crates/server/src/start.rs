@@ -1,7 +1,6 @@
 //! Start-up and lifecycle: open the store, bootstrap it on first start, bind, serve (HTTP, or
 //! HTTPS with TLS handshakes bounded in time), follow writes made elsewhere, and drain on stop.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,15 +19,21 @@ const ADMIN_USER: &str = "podiam-admin";
 
 pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, StartError> {
     let dir = &options.data_dir;
-    std::fs::create_dir_all(dir.join("aws")).map_err(|source| StartError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    // The data directory holds the audit log, the administrator's key and (SQLite) every
+    // secret: its owner's only (created 0700; one others can read is refused).
+    // A directory podiam has not started in yet is made private; a used one others can read
+    // is refused with the `chmod` to run.
+    let adopt = podiam_store::local::is_new(dir) || options.database_url.is_some();
+    podiam_store::local::create_private_dir(dir, adopt)?;
+    podiam_store::local::create_private_dir(&dir.join("aws"), adopt)?;
+    // The audit log, created private before its writer opens it for appending.
+    podiam_store::local::create_private_file(&dir.join("audit.log"), adopt)?;
     let store = match &options.database_url {
-        Some(url) => Store::open(url).await?,
-        None => Store::open_sqlite(&dir.join("podiam.db")).await?,
-    }
-    .with_master_key(options.master_key.clone());
+        Some(url) => Store::open(url)
+            .await?
+            .with_master_key(options.master_key.clone()),
+        None => Store::open_local(dir, options.master_key.clone()).await?,
+    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -102,20 +107,12 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
         Arc::clone(&in_flight),
         count_in_flight,
     ));
-    let task = match options.tls.clone() {
-        None => tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-        }),
-        Some(tls) => tokio::spawn(serve_tls(
-            listener,
-            tokio_rustls::TlsAcceptor::from(tls),
-            app,
-        )),
-    };
+    let task = tokio::spawn(serve(
+        listener,
+        options.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        app,
+        options.connections,
+    ));
     Ok(Server {
         addr,
         endpoint,
@@ -192,15 +189,20 @@ async fn write_unless_raced(
     }
 }
 
-/// HTTPS: TLS handshakes (bounded in time) then HTTP/1.1 or HTTP/2 on the same router.
-async fn serve_tls(
+/// HTTP, or HTTPS after a TLS handshake, then HTTP/1.1 or HTTP/2 on the same router, within
+/// `limits` (`podiam_net`): headers, bodies and handshakes bounded in time, and at most
+/// `max_connections` connections at once (one over it waits briefly for a slot, then is closed).
+async fn serve(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    limits: podiam_net::ConnectionLimits,
 ) -> std::io::Result<()> {
-    const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-    let builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let builder = limits.http();
+    let gate = limits.gate();
+    // Dropped when this loop stops (`Server::shutdown` aborts it): each connection then finishes
+    // the request it is answering and closes, instead of serving on over keep-alive.
+    let (_stopping, stopped) = tokio::sync::watch::channel(());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -211,21 +213,38 @@ async fn serve_tls(
                 continue;
             }
         };
+        // Over the bound: the connection waits here (the next ones in the kernel's backlog),
+        // then is closed if no slot frees.
+        let Some(slot) = gate.admit().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
         let builder = builder.clone();
-        let service = hyper_util::service::TowerToHyperService::new(
+        let router = hyper_util::service::TowerToHyperService::new(
             app.clone().layer(axum::Extension(ConnectInfo(peer))),
         );
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let req = limits.bound_body(req).map(axum::body::Body::new);
+                hyper::service::Service::call(&router, req)
+            });
+        let tls = tls.clone();
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
+            let _slot = slot;
+            let Some(stream) = podiam_net::accept(tls.as_ref(), tcp, &limits).await else {
                 return;
             };
-            let _ = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
 }

@@ -52,6 +52,7 @@ async fn server(
         clock: ServerClock(clock),
         upstream,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     })
     .await
@@ -261,6 +262,15 @@ async fn audit_event(dir: &Path, action: &str) -> (String, Value) {
     (log, event)
 }
 
+/// Successful upstream `AssumeRole` calls so far.
+async fn assume_role_calls(server: &Server) -> f64 {
+    metric(
+        server,
+        "podiam_upstream_calls_total{operation=\"AssumeRole\",code=\"OK\"}",
+    )
+    .await
+}
+
 async fn metric(server: &Server, line_start: &str) -> f64 {
     reqwest::get(format!("{}/metrics", server.endpoint))
         .await
@@ -372,14 +382,7 @@ async fn a_pod_gets_an_upstream_session_with_its_tags_and_source_identity() {
         again["credentials"]["accessKeyId"],
         r["credentials"]["accessKeyId"]
     );
-    assert_eq!(
-        metric(
-            &f.broker,
-            "podiam_upstream_calls_total{operation=\"AssumeRole\",code=\"OK\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(assume_role_calls(&f.broker).await, 1.0);
     assert_eq!(
         metric(&f.broker, "podiam_upstream_cache_total{result=\"hit\"}").await,
         1.0
@@ -419,14 +422,7 @@ async fn concurrent_first_requests_of_one_pod_make_one_upstream_call() {
         })
         .collect();
     assert_eq!(keys.len(), 1);
-    assert_eq!(
-        metric(
-            &f.broker,
-            "podiam_upstream_calls_total{operation=\"AssumeRole\",code=\"OK\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(assume_role_calls(&f.broker).await, 1.0);
 }
 
 /// Runs `n` copies of `f` at once.
@@ -555,14 +551,7 @@ async fn a_chained_target_role_inherits_the_tags_and_the_source_identity() {
         .duration_since(session.issued_at)
         .unwrap();
     assert!(lifetime <= Duration::from_secs(3600));
-    assert_eq!(
-        metric(
-            &f.broker,
-            "podiam_upstream_calls_total{operation=\"AssumeRole\",code=\"OK\"}"
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(assume_role_calls(&f.broker).await, 2.0);
 }
 
 #[tokio::test]
@@ -643,14 +632,7 @@ async fn first_requests_of_many_pods_are_held_to_the_upstream_rate() {
         "{throttled:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(
-        metric(
-            &f.broker,
-            "podiam_upstream_calls_total{operation=\"AssumeRole\",code=\"OK\"}"
-        )
-        .await,
-        ok as f64
-    );
+    assert_eq!(assume_role_calls(&f.broker).await, ok as f64);
 }
 
 #[tokio::test]
@@ -925,18 +907,8 @@ async fn an_irsa_token_of_an_unregistered_issuer_or_audience_or_with_a_policy_is
     let f = fixture(|_| {}).await;
     associate_role(&f, "sa", "app").await;
     // An issuer no registered cluster has.
-    let foreign = podiam_server::local::sign_token_on(&f.broker.shared, |_| ServiceAccountToken {
-        issuer: "https://elsewhere.example".into(),
-        namespace: "ns".into(),
-        service_account: ObjectRef {
-            name: "sa".into(),
-            uid: "u".into(),
-        },
-        audiences: vec!["sts.amazonaws.com".into()],
-        expiration: Duration::from_secs(3600),
-        pod: None,
-        node: None,
-        jti: None,
+    let foreign = podiam_server::local::sign_token_on(&f.broker.shared, |_| {
+        ServiceAccountToken::new("https://elsewhere.example", "ns", "sa", "sts.amazonaws.com")
     })
     .unwrap();
     let (code, message) = irsa_refused(&f, "app", foreign, None).await;
@@ -962,4 +934,42 @@ async fn an_irsa_token_of_an_unregistered_issuer_or_audience_or_with_a_policy_is
     .await;
     assert_eq!(code, "ValidationError", "{message}");
     assert!(message.contains("pod identity association"), "{message}");
+}
+
+#[tokio::test]
+async fn an_irsa_session_is_cached_per_session_name() {
+    let f = fixture(|_| {}).await;
+    associate_role(&f, "sa", "app").await;
+    let token = irsa_token(&f.broker, "sa", Some("web-3"));
+    let ask = |name: &'static str| {
+        let sts = sts_of(&f.broker);
+        let token = token.clone();
+        async move {
+            let out = sts
+                .assume_role_with_web_identity()
+                .role_arn(format!("arn:aws:iam::{AWS}:role/app"))
+                .role_session_name(name)
+                .web_identity_token(token)
+                .send()
+                .await
+                .unwrap();
+            let user = out.assumed_role_user().unwrap().arn().to_string();
+            let key = out.credentials().unwrap().access_key_id().to_string();
+            (user, key)
+        }
+    };
+    let (first_arn, first_key) = ask("one").await;
+    let (again_arn, again_key) = ask("one").await;
+    assert_eq!(
+        (&again_arn, &again_key),
+        (&first_arn, &first_key),
+        "the same request: cached"
+    );
+    let (other_arn, other_key) = ask("two").await;
+    assert_eq!(
+        other_arn,
+        format!("arn:aws:sts::{AWS}:assumed-role/app/two")
+    );
+    assert_ne!(other_key, first_key);
+    assert_eq!(assume_role_calls(&f.broker).await, 2.0);
 }

@@ -43,6 +43,7 @@ async fn server(dir: &Path, clock: Arc<Shifted>) -> Server {
         clock: ServerClock(clock),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     })
     .await

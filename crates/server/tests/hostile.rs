@@ -44,6 +44,10 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(podiam_net::ConnectionLimits::default()).await
+}
+
+async fn fixture_with(connections: podiam_net::ConnectionLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(Shifted::default());
     let server = start(Options {
@@ -60,6 +64,7 @@ async fn fixture() -> Fixture {
         clock: ServerClock(Arc::clone(&clock) as Arc<dyn Clock + Send + Sync>),
         upstream: None,
         audit: Default::default(),
+        connections,
         require_node_binding: false,
     })
     .await
@@ -456,4 +461,113 @@ async fn concurrent_requests_for_a_black_holed_issuer_fail_within_one_fetch_time
     // One fetch of at most 5 s; queued one after another they took 5, 10, … 50 s.
     assert!(took < Duration::from_secs(9), "10 requests took {took:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+// === item 10: slow and stalled clients are cut, connections are bounded ===
+
+fn short_limits() -> podiam_net::ConnectionLimits {
+    podiam_net::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        max_connections: 64,
+        connection_wait: Duration::from_millis(200),
+        ..podiam_net::ConnectionLimits::default()
+    }
+}
+
+/// Reads until the server closes the connection (or resets it); `None` if it is still open
+/// after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+async fn healthz(addr: SocketAddr) -> u16 {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_after_the_header_timeout_and_healthz_answers() {
+    use tokio::io::AsyncWriteExt;
+    let f = fixture_with(short_limits()).await;
+    let addr = f.server.addr;
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        slow.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // One byte of headers every 100 ms from each, for longer than the timeout.
+    let head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut = vec![false; slow.len()];
+    for byte in head.iter().take(25) {
+        for (i, s) in slow.iter_mut().enumerate() {
+            if !cut[i] && s.write_all(&[*byte]).await.is_err() {
+                cut[i] = true;
+            }
+        }
+        assert_eq!(healthz(addr).await, 200, "/healthz during the attack");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in &mut slow {
+        assert!(
+            closed_within(s, Duration::from_secs(3)).await.is_some(),
+            "a slowloris connection is still open"
+        );
+    }
+    assert_eq!(healthz(addr).await, 200);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_cut() {
+    use tokio::io::AsyncWriteExt;
+    let f = fixture_with(short_limits()).await;
+    let mut s = tokio::net::TcpStream::connect(f.server.addr).await.unwrap();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nAction=GetCall",
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        answer.is_some(),
+        "the connection is still open with its body stalled"
+    );
+    let text = String::from_utf8_lossy(answer.as_deref().unwrap_or_default()).into_owned();
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
+}
+
+#[tokio::test]
+async fn connections_over_the_bound_are_closed_and_a_freed_slot_serves_again() {
+    let f = fixture_with(podiam_net::ConnectionLimits {
+        max_connections: 4,
+        header_read_timeout: Duration::from_secs(30),
+        ..short_limits()
+    })
+    .await;
+    let addr = f.server.addr;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Give the accept loop the four.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = closed_within(&mut extra, Duration::from_secs(3)).await;
+    assert_eq!(
+        answer.as_deref(),
+        Some(&b""[..]),
+        "the fifth connection is closed unanswered"
+    );
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(healthz(addr).await, 200, "a freed slot serves again");
 }

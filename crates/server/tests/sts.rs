@@ -38,6 +38,7 @@ async fn fixture() -> Fixture {
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     })
     .await

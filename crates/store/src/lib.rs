@@ -20,6 +20,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 mod audit;
+pub mod local;
 mod master_key;
 pub mod model;
 
@@ -55,6 +56,21 @@ pub enum StoreError {
     MasterKeyRequired,
     #[error(transparent)]
     MasterKey(#[from] MasterKeyError),
+    #[error("cannot {doing} `{path}`: {source}")]
+    File {
+        path: String,
+        doing: &'static str,
+        source: std::io::Error,
+    },
+    /// The data directory or a file in it holds secrets and others may read it.
+    #[error(
+        "`{path}` is accessible to other users (mode {mode:o}) and holds secrets: run `chmod {fix_mode} {path}` and start again"
+    )]
+    Exposed {
+        path: String,
+        mode: u32,
+        fix_mode: &'static str,
+    },
 }
 
 /// Schema migrations, applied in order; the index + 1 is the version.
@@ -118,6 +134,8 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // Overwritten secrets (sealed on upgrade, rotated keys) leave no copy in free pages.
+            .pragma("secure_delete", "on")
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -259,6 +277,53 @@ impl Store {
             Some(mk) if is_secret(kind) => Ok(mk.seal(&format!("{kind}/{key}"), &data)?),
             _ => Ok(data),
         }
+    }
+
+    /// Seals the secret documents (access keys, issuer and session keys) that were written
+    /// unsealed (by a podiam from before sealing, or without a master key), then compacts the
+    /// database so no unsealed copy stays in it. SQLite only: on PostgreSQL the operator
+    /// chooses the master key from the start. Returns how many were sealed.
+    pub async fn seal_unsealed_secrets(&self) -> Result<usize, StoreError> {
+        let (Pool::Sqlite(p), Some(mk)) = (&self.pool, &self.master_key) else {
+            return Ok(0);
+        };
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT kind, key, data FROM entities WHERE kind IN ('access_key', 'signing_key', 'sealing_key')",
+        )
+        .fetch_all(p)
+        .await
+        .map_err(db("reading secrets to seal"))?;
+        let unsealed: Vec<_> = rows
+            .into_iter()
+            .filter(|(_, _, data)| !master_key::is_sealed(data))
+            .collect();
+        if unsealed.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = p
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db("starting a write"))?;
+        for (kind, key, data) in &unsealed {
+            let sealed = mk.seal(&format!("{kind}/{key}"), data)?;
+            sqlx::query("UPDATE entities SET data = ?1 WHERE kind = ?2 AND key = ?3 AND data = ?4")
+                .bind(sealed)
+                .bind(kind)
+                .bind(key)
+                .bind(data)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("sealing a secret"))?;
+        }
+        tx.commit().await.map_err(db("sealing secrets"))?;
+        // The old pages: rewritten by VACUUM, then the write-ahead log folded in and emptied.
+        for sql in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+            sqlx::query(sql)
+                .execute(p)
+                .await
+                .map_err(db("compacting after sealing"))?;
+        }
+        Ok(unsealed.len())
     }
 
     /// Reads the whole state.

@@ -48,6 +48,8 @@ pub struct ServiceAccountEntry {
     pub regional_sts: Option<bool>,
     /// `<prefix>/token-expiration`, when it parses as an integer; raised to 600.
     pub token_expiration: Option<i64>,
+    /// `<prefix>/sts-endpoint` (podiam): `AWS_ENDPOINT_URL_STS` for the IRSA pods.
+    pub sts_endpoint: Option<String>,
 }
 
 impl ServiceAccountEntry {
@@ -79,16 +81,18 @@ impl ServiceAccountEntry {
             token_expiration: get(annotation::TOKEN_EXPIRATION)
                 .and_then(|v| parse_go_int(v))
                 .map(clamp_token_expiration),
+            sts_endpoint: get(annotation::STS_ENDPOINT).cloned(),
         }
     }
 
     /// The annotation keys this entry is built from (everything else is dropped on receipt).
-    pub fn keys(cfg: &Config) -> [String; 4] {
+    pub fn keys(cfg: &Config) -> [String; 5] {
         [
             annotation::ROLE_ARN,
             annotation::AUDIENCE,
             annotation::STS_REGIONAL_ENDPOINTS,
             annotation::TOKEN_EXPIRATION,
+            annotation::STS_ENDPOINT,
         ]
         .map(|s| cfg.annotation_key(s))
     }
@@ -284,6 +288,7 @@ pub fn resolve(
             regional_sts: sa.regional_sts,
             token_expiration: sa.token_expiration,
             expiration_jitter: 0,
+            sts_endpoint: sa.sts_endpoint.clone(),
         });
     }
     let cm = cm_exact
@@ -297,6 +302,7 @@ pub fn resolve(
         regional_sts: Some(cm.use_regional_sts),
         token_expiration: cm_expiration(cm),
         expiration_jitter: 0,
+        sts_endpoint: src.service_account.and_then(|sa| sa.sts_endpoint.clone()),
     })
 }
 

@@ -41,6 +41,7 @@ fn sa_annotations_are_parsed_like_upstream() {
             audience: Some("aud".into()),
             regional_sts: Some(true),
             token_expiration: Some(600),
+            sts_endpoint: None,
         }
     );
     // Invalid values fall back to the flags.
@@ -183,4 +184,19 @@ fn identities_file() {
     assert!(a.contains(&("ns".to_owned(), "app".to_owned())));
     assert!(parse_identities_file("  \n").unwrap().is_empty());
     assert!(parse_identities_file("{").is_err());
+}
+
+#[test]
+fn the_sts_endpoint_annotation_reaches_the_irsa_identity() {
+    let e = sa(&[
+        ("eks.amazonaws.com/role-arn", ROLE),
+        ("eks.amazonaws.com/sts-endpoint", "https://podiam:8443"),
+    ]);
+    assert_eq!(e.sts_endpoint.as_deref(), Some("https://podiam:8443"));
+    assert!(
+        ServiceAccountEntry::keys(&Config::default())
+            .contains(&"eks.amazonaws.com/sts-endpoint".to_owned())
+    );
+    let id = resolve_with(Some(&e), &ConfigMapMapping::new(), &Associations::new()).unwrap();
+    assert_eq!(id.sts_endpoint.as_deref(), Some("https://podiam:8443"));
 }

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    ConfigMapVolumeSource, Container, EnvVar, KeyToPath, Pod, ProjectedVolumeSource,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use serde_json::Value;
 
@@ -32,6 +32,12 @@ pub const MAX_EXPIRATION_JITTER: i64 = 7_200;
 pub const POD_IDENTITY_LABEL: &str = "eks.amazonaws.com/pod-identity";
 
 const IRSA_VOLUME_NAME: &str = "aws-iam-token";
+/// The ConfigMap volume with the CA bundle for podiam's STS (`--ca-bundle-configmap`).
+pub const CA_BUNDLE_VOLUME_NAME: &str = "podiam-ca-bundle";
+/// `--ca-bundle-mount-path` default.
+pub const DEFAULT_CA_BUNDLE_MOUNT_PATH: &str = "/var/run/secrets/podiam/ca";
+/// The file name of the bundle in its volume.
+const CA_BUNDLE_FILE: &str = "ca-bundle.pem";
 const IRSA_TOKEN_PATH: &str = "token";
 
 /// Annotation suffixes, joined to the prefix with `/` (upstream `pkg/annotations.go`).
@@ -46,6 +52,9 @@ pub mod annotation {
     pub const TOKEN_EXPIRATION: &str = "token-expiration";
     /// Pod: one CSV record of container names to leave alone.
     pub const SKIP_CONTAINERS: &str = "skip-containers";
+    /// ServiceAccount (podiam): `AWS_ENDPOINT_URL_STS` for its IRSA pods (overrides
+    /// `--sts-endpoint`; an empty value injects none).
+    pub const STS_ENDPOINT: &str = "sts-endpoint";
 }
 
 /// The Pod Identity (container credentials) flags, `--container-credentials-*`.
@@ -92,6 +101,24 @@ pub struct Config {
     pub sts_regional_endpoint: bool,
     /// `--container-credentials-*`.
     pub container_credentials: ContainerCredentialsConfig,
+    /// `--sts-endpoint` (podiam): `AWS_ENDPOINT_URL_STS` for IRSA pods, so that their SDKs ask
+    /// podiam's STS (which brokers roles of other accounts); empty: none.
+    pub sts_endpoint: String,
+    /// `--ca-bundle-configmap` (podiam): with an STS endpoint, the CA bundle that verifies it.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// A CA bundle from a ConfigMap in the pod's namespace, mounted read-only and named by
+/// `AWS_CA_BUNDLE`. The SDKs use it for every AWS endpoint, not only STS: it must hold the
+/// public roots too (for S3 and the rest), not podiam's CA alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaBundle {
+    /// `--ca-bundle-configmap`: the ConfigMap's name.
+    pub config_map: String,
+    /// `--ca-bundle-key`: the key in it that holds the PEM bundle.
+    pub key: String,
+    /// `--ca-bundle-mount-path`.
+    pub mount_path: String,
 }
 
 impl Default for Config {
@@ -104,6 +131,8 @@ impl Default for Config {
             aws_default_region: String::new(),
             sts_regional_endpoint: false,
             container_credentials: ContainerCredentialsConfig::default(),
+            sts_endpoint: String::new(),
+            ca_bundle: None,
         }
     }
 }
@@ -143,6 +172,9 @@ pub struct Identity {
     /// fleet of pods does not refresh in lockstep; the caller draws it uniformly from
     /// `0..=MAX_EXPIRATION_JITTER`. Ignored in IRSA mode.
     pub expiration_jitter: i64,
+    /// `AWS_ENDPOINT_URL_STS` from the SA annotation (`Some("")`: none, whatever the flag).
+    /// IRSA only.
+    pub sts_endpoint: Option<String>,
 }
 
 impl Identity {
@@ -156,6 +188,7 @@ impl Identity {
             regional_sts: None,
             token_expiration: None,
             expiration_jitter: 0,
+            sts_endpoint: None,
         }
     }
 
@@ -167,6 +200,7 @@ impl Identity {
             regional_sts: None,
             token_expiration: None,
             expiration_jitter: 0,
+            sts_endpoint: None,
         }
     }
 
@@ -357,6 +391,10 @@ pub struct Plan {
     pub token_file: String,
     /// The identity env vars, in order.
     pub identity_env: [(&'static str, String); 2],
+    /// IRSA through podiam: `AWS_ENDPOINT_URL_STS` and, with a CA bundle, `AWS_CA_BUNDLE`.
+    pub sts_env: Vec<(&'static str, String)>,
+    /// The CA bundle volume to add and mount, with `AWS_CA_BUNDLE`.
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// Resolve flags, ServiceAccount/ConfigMap settings and pod annotations into one [`Plan`].
@@ -400,10 +438,28 @@ pub fn plan(pod: &Pod, identity: &Identity, cfg: &Config) -> Plan {
             )
         }
     };
-    let mut token_file = join_path(&[&mount_path, &token_path]);
-    if windows {
-        // C:\var\run\secrets\eks.amazonaws.com\serviceaccount\token; the mountPath stays unix.
-        token_file = format!("C:{}", token_file.replace('/', "\\"));
+    // C:\var\run\secrets\eks.amazonaws.com\serviceaccount\token on Windows; the mountPath
+    // stays unix.
+    let file_path = |dir: &str, file: &str| {
+        let path = join_path(&[dir, file]);
+        if windows {
+            format!("C:{}", path.replace('/', "\\"))
+        } else {
+            path
+        }
+    };
+    let token_file = file_path(&mount_path, &token_path);
+    let mut sts_env = Vec::new();
+    let mut ca_bundle = None;
+    if let Credentials::WebIdentity { .. } = &identity.credentials {
+        let endpoint = identity.sts_endpoint.as_ref().unwrap_or(&cfg.sts_endpoint);
+        if !endpoint.is_empty() {
+            sts_env.push(("AWS_ENDPOINT_URL_STS", endpoint.clone()));
+            if let Some(ca) = &cfg.ca_bundle {
+                sts_env.push(("AWS_CA_BUNDLE", file_path(&ca.mount_path, CA_BUNDLE_FILE)));
+                ca_bundle = Some(ca.clone());
+            }
+        }
     }
     let identity_env = match &identity.credentials {
         Credentials::WebIdentity { role_arn } => [
@@ -427,6 +483,8 @@ pub fn plan(pod: &Pod, identity: &Identity, cfg: &Config) -> Plan {
         regional_sts,
         token_file,
         identity_env,
+        sts_env,
+        ca_bundle,
     }
 }
 
@@ -479,6 +537,12 @@ fn container_ops(
             new_env.push(env_var(name, value));
         }
     }
+    // Each on its own: a user's endpoint or bundle is kept.
+    for (name, value) in &plan.sts_env {
+        if !has(&[name]) {
+            new_env.push(env_var(name, value));
+        }
+    }
     push_items(
         ops,
         &[list, index, "env"],
@@ -491,20 +555,26 @@ fn container_ops(
     // AWS_WEB_IDENTITY_TOKEN_FILE most likely points at it. A same-named mount is kept whatever its
     // mountPath, as upstream does.
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
-    if !mounts.iter().any(|m| m.name == plan.volume_name) {
-        let mount = VolumeMount {
-            name: plan.volume_name.clone(),
-            read_only: Some(true),
-            mount_path: plan.mount_path.clone(),
-            ..VolumeMount::default()
-        };
-        push_items(
-            ops,
-            &[list, index, "volumeMounts"],
-            container.volume_mounts.is_some(),
-            &[mount],
-        );
+    let mut wanted = vec![(plan.volume_name.clone(), plan.mount_path.clone())];
+    if let Some(ca) = &plan.ca_bundle {
+        wanted.push((CA_BUNDLE_VOLUME_NAME.to_owned(), ca.mount_path.clone()));
     }
+    let new_mounts: Vec<VolumeMount> = wanted
+        .into_iter()
+        .filter(|(name, _)| !mounts.iter().any(|m| &m.name == name))
+        .map(|(name, mount_path)| VolumeMount {
+            name,
+            read_only: Some(true),
+            mount_path,
+            ..VolumeMount::default()
+        })
+        .collect();
+    push_items(
+        ops,
+        &[list, index, "volumeMounts"],
+        container.volume_mounts.is_some(),
+        &new_mounts,
+    );
 }
 
 /// Append `items` to the array at `path`, creating it when the field is absent.
@@ -584,6 +654,10 @@ pub fn mutate(pod: &Pod, identity: &Identity, cfg: &Config) -> Vec<PatchOperatio
         }
     }
 
+    if let Some(ca) = &plan.ca_bundle {
+        ca_bundle_volume(&mut ops, pod, ca);
+    }
+
     let skip = containers_to_skip(pod.metadata.annotations.as_ref(), cfg);
     let lists: [(&str, Option<&Vec<Container>>); 2] = [
         ("containers", spec.map(|s| &s.containers)),
@@ -600,6 +674,39 @@ pub fn mutate(pod: &Pod, identity: &Identity, cfg: &Config) -> Vec<PatchOperatio
         }
     }
     ops
+}
+
+/// The ConfigMap volume of the CA bundle, appended unless one of its name is there (the token
+/// volume's op comes first, so `volumes` exists by now).
+fn ca_bundle_volume(ops: &mut Vec<PatchOperation>, pod: &Pod, ca: &CaBundle) {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    if volumes.is_some_and(|v| v.iter().any(|v| v.name == CA_BUNDLE_VOLUME_NAME)) {
+        return;
+    }
+    let volume = Volume {
+        name: CA_BUNDLE_VOLUME_NAME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: ca.config_map.clone(),
+            items: Some(vec![KeyToPath {
+                key: ca.key.clone(),
+                path: CA_BUNDLE_FILE.to_owned(),
+                ..KeyToPath::default()
+            }]),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let token_volume_added = ops
+        .iter()
+        .any(|op| matches!(op, PatchOperation::Add(a) if a.path.as_str() == "/spec/volumes"));
+    if volumes.is_none() && !token_volume_added {
+        ops.push(add(
+            &["spec", "volumes"],
+            Value::Array(vec![to_value(&volume)]),
+        ));
+    } else {
+        ops.push(add(&["spec", "volumes", "-"], to_value(&volume)));
+    }
 }
 
 #[cfg(test)]

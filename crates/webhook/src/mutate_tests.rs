@@ -1014,3 +1014,155 @@ fn go_parsers() {
     assert_eq!(join_path(&["/a/../..", "b"]), "/b");
     assert_eq!(join_path(&["a", "..", ".."]), "..");
 }
+
+// === podiam: IRSA through podiam's STS (--sts-endpoint, --ca-bundle-configmap) ===
+
+const PODIAM_STS: &str = "https://podiam.podiam.svc:8443";
+
+fn through_podiam(ca: bool) -> Config {
+    Config {
+        sts_endpoint: PODIAM_STS.into(),
+        ca_bundle: ca.then(|| CaBundle {
+            config_map: "podiam-ca".into(),
+            key: "bundle.pem".into(),
+            mount_path: DEFAULT_CA_BUNDLE_MOUNT_PATH.into(),
+        }),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn an_sts_endpoint_is_injected_into_irsa_pods() {
+    let out = apply(&simple_pod(), &irsa(), &through_podiam(false));
+    let c = &containers(&out)[0];
+    assert_eq!(
+        env(c),
+        pairs(&[
+            ("AWS_ROLE_ARN", ROLE),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", IRSA_TOKEN),
+            ("AWS_ENDPOINT_URL_STS", PODIAM_STS),
+        ])
+    );
+    assert_eq!(volumes(&out).len(), 1, "no CA bundle without the flag");
+    assert_eq!(mounts(c).len(), 1);
+}
+
+#[test]
+fn a_ca_bundle_is_mounted_from_its_config_map_and_named_by_aws_ca_bundle() {
+    let out = apply(&simple_pod(), &irsa(), &through_podiam(true));
+    let c = &containers(&out)[0];
+    let bundle = "/var/run/secrets/podiam/ca/ca-bundle.pem";
+    assert_eq!(
+        env(c)[2..],
+        pairs(&[
+            ("AWS_ENDPOINT_URL_STS", PODIAM_STS),
+            ("AWS_CA_BUNDLE", bundle),
+        ])
+    );
+    assert_eq!(
+        mounts(c),
+        vec![
+            (
+                "aws-iam-token".to_owned(),
+                IRSA_MOUNT.to_owned(),
+                Some(true)
+            ),
+            (
+                "podiam-ca-bundle".to_owned(),
+                "/var/run/secrets/podiam/ca".to_owned(),
+                Some(true)
+            ),
+        ]
+    );
+    let vols = volumes(&out);
+    assert_eq!(vols.len(), 2);
+    let cm = vols[1].config_map.as_ref().unwrap();
+    assert_eq!(cm.name, "podiam-ca");
+    let items = cm.items.as_ref().unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("bundle.pem", "ca-bundle.pem")
+    );
+
+    // A pod with volumes of its own: both are added, the user's kept.
+    let p = pod(json!({"spec": {
+        "containers": [{"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        "volumes": [{"name": "data", "emptyDir": {}}]
+    }}));
+    let out = apply(&p, &irsa(), &through_podiam(true));
+    let names: Vec<&str> = volumes(&out).iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["aws-iam-token", "data", "podiam-ca-bundle"]);
+    assert_eq!(mounts(&containers(&out)[0]).len(), 3);
+}
+
+#[test]
+fn the_service_account_annotation_sets_or_clears_the_sts_endpoint() {
+    let annotated = |v: &str| Identity {
+        sts_endpoint: Some(v.into()),
+        ..irsa()
+    };
+    // Without the flag, the annotation alone injects it.
+    let out = apply(
+        &simple_pod(),
+        &annotated("https://other:9"),
+        &Config::default(),
+    );
+    assert_eq!(
+        env(&containers(&out)[0])[2],
+        ("AWS_ENDPOINT_URL_STS".into(), "https://other:9".into())
+    );
+    // An empty annotation: none, whatever the flags (and so no CA bundle either).
+    let out = apply(&simple_pod(), &annotated(""), &through_podiam(true));
+    assert_eq!(env(&containers(&out)[0]).len(), 2);
+    assert_eq!(volumes(&out).len(), 1);
+}
+
+#[test]
+fn the_sts_endpoint_leaves_pod_identity_pods_and_user_values_alone() {
+    let out = apply(
+        &simple_pod(),
+        &Identity::container_credentials(),
+        &through_podiam(true),
+    );
+    let c = &containers(&out)[0];
+    assert!(
+        env(c)
+            .iter()
+            .all(|(k, _)| k != "AWS_ENDPOINT_URL_STS" && k != "AWS_CA_BUNDLE"),
+        "{:?}",
+        env(c)
+    );
+    assert_eq!(volumes(&out).len(), 1);
+    // A user's own endpoint and bundle are kept.
+    let p = pod(json!({"spec": {"containers": [{"name": "app", "env": [
+        {"name": "AWS_ENDPOINT_URL_STS", "value": "https://mine"},
+        {"name": "AWS_CA_BUNDLE", "value": "/etc/mine.pem"}
+    ]}]}}));
+    let out = apply(&p, &irsa(), &through_podiam(true));
+    let e = env(&containers(&out)[0]);
+    assert_eq!(
+        e.iter()
+            .filter(|(k, _)| k == "AWS_ENDPOINT_URL_STS")
+            .count(),
+        1
+    );
+    assert_eq!(e[0].1, "https://mine");
+    assert_eq!(e[1].1, "/etc/mine.pem");
+}
+
+#[test]
+fn windows_pods_get_a_windows_ca_bundle_path() {
+    let p = pod(json!({"spec": {
+        "nodeSelector": {"kubernetes.io/os": "windows"},
+        "containers": [{"name": "app"}]
+    }}));
+    let out = apply(&p, &irsa(), &through_podiam(true));
+    let e = env(&containers(&out)[0]);
+    assert_eq!(
+        e.last().unwrap(),
+        &(
+            "AWS_CA_BUNDLE".to_owned(),
+            "C:\\var\\run\\secrets\\podiam\\ca\\ca-bundle.pem".to_owned()
+        )
+    );
+}

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
+
+/// A request as the routes see it: its body must arrive within the body read timeout.
+type Body = podiam_net::DeadlineBody<Incoming>;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,8 +31,6 @@ use crate::webhook::{EncodeError, LookupPolicy, Webhook};
 
 /// The largest AdmissionReview we read (kube-apiserver objects are limited to ~3 MiB).
 const MAX_BODY: usize = 8 << 20;
-/// A TLS handshake that has not finished by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach the Kubernetes API.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +76,8 @@ pub struct Options {
     pub lookup: LookupPolicy,
     /// How long open connections get to finish on shutdown (upstream: 10 s).
     pub shutdown_grace: Duration,
+    /// Header, body and TLS handshake timeouts, and the bound on connections (per listener).
+    pub connections: podiam_net::ConnectionLimits,
 }
 
 impl Options {
@@ -98,6 +100,7 @@ impl Options {
             podiam: None,
             lookup: LookupPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
+            connections: podiam_net::ConnectionLimits::default(),
         }
     }
 }
@@ -260,9 +263,19 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         webhook.clone(),
         rx.clone(),
         opts.shutdown_grace,
+        opts.connections.gate(),
     ));
     if let Some(l) = metrics {
-        servers.spawn(serve(l, None, webhook.clone(), rx, opts.shutdown_grace));
+        // Metrics and probes have slots of their own.
+        let gate = opts.connections.gate();
+        servers.spawn(serve(
+            l,
+            None,
+            webhook.clone(),
+            rx,
+            opts.shutdown_grace,
+            gate,
+        ));
     }
     tracing::info!(%addr, ?metrics_addr, "webhook listening");
     Ok(Running {
@@ -301,9 +314,11 @@ async fn serve(
     webhook: Arc<Webhook>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    gate: podiam_net::Gate,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = *gate.limits();
+    let builder = limits.http();
     let admission = tls.is_some();
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -318,35 +333,29 @@ async fn serve(
                 }
             },
         };
+        // Over the bound: wait briefly for a slot, else close.
+        let Some(slot) = gate.admit().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let webhook = webhook.clone();
         let service = service_fn(move |req| {
             let webhook = webhook.clone();
+            let req = limits.bound_body(req);
             async move { Ok::<_, Infallible>(route(req, &webhook, admission).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            match tls {
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
-            }
+            let _slot = slot;
+            let Some(stream) = podiam_net::accept(tls.as_ref(), tcp, &limits).await else {
+                return;
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);
@@ -368,7 +377,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     resp
 }
 
-fn is_json(req: &Request<Incoming>) -> bool {
+fn is_json(req: &Request<Body>) -> bool {
     req.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -376,11 +385,7 @@ fn is_json(req: &Request<Incoming>) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn route(
-    req: Request<Incoming>,
-    webhook: &Webhook,
-    admission: bool,
-) -> Response<Full<Bytes>> {
+async fn route(req: Request<Body>, webhook: &Webhook, admission: bool) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (verb, path) = (req.method().to_string(), req.uri().path().to_owned());
     let resp = match (admission, req.method(), path.as_str()) {
@@ -407,7 +412,7 @@ async fn route(
     resp
 }
 
-async fn mutate_route(req: Request<Incoming>, webhook: &Webhook) -> Response<Full<Bytes>> {
+async fn mutate_route(req: Request<Body>, webhook: &Webhook) -> Response<Full<Bytes>> {
     if !is_json(&req) {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

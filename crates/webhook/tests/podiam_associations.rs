@@ -63,6 +63,7 @@ async fn podiam(dir: &Path) -> podiam_server::Server {
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     })
     .await

@@ -83,3 +83,26 @@ fn aws_codes_are_spelled_only_in_this_file() {
         "AWS codes outside error.rs: {offenders:#?}"
     );
 }
+
+#[test]
+fn an_expired_token_says_when_in_utc_and_how_to_get_a_new_one() {
+    let e = podiam_identity::jwt::JwtError::TokenExpired {
+        exp: 1_700_000_000,
+        now: 1_700_000_300,
+    };
+    for pod_identity in [false, true] {
+        let err = token_error(&e, pod_identity);
+        assert_eq!(err.kind(), ErrorKind::ExpiredWebIdentityToken);
+        assert!(
+            err.message
+                .contains("it expired at 2023-11-14T22:13:20Z UTC (5m ago")
+                && err
+                    .message
+                    .contains("server's time is 2023-11-14T22:18:20Z UTC")
+                && err.message.contains("`podiam token create`")
+                && err.message.contains("read the file again"),
+            "{}",
+            err.message
+        );
+    }
+}

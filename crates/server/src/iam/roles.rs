@@ -140,11 +140,15 @@ pub(crate) fn get_role(ctx: &Ctx<'_>, name: &str) -> Result<Role, AwsError> {
     Ok(r.clone())
 }
 
-pub(super) async fn delete_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
-    let name = p.required("RoleName")?.to_string();
+pub(super) async fn delete_role_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+    delete_role(ctx, p.required("RoleName")?).await?;
+    Ok(empty(ctx, "DeleteRole"))
+}
+
+pub(crate) async fn delete_role(ctx: &Ctx<'_>, name: &str) -> Result<(), AwsError> {
     ctx.shared
         .write(|state| {
-            let r = authorized_role(ctx, state, &name, "iam:DeleteRole")?;
+            let r = authorized_role(ctx, state, name, "iam:DeleteRole")?;
             if !r.attached_policy_arns.is_empty() {
                 return Err(AwsError::delete_conflict(
                     "Cannot delete entity, must detach all policies first.",
@@ -157,8 +161,7 @@ pub(super) async fn delete_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
             }
             Ok((vec![Change::Role(name.to_ascii_lowercase(), None)], ()))
         })
-        .await?;
-    Ok(empty(ctx, "DeleteRole"))
+        .await
 }
 
 pub(super) fn list_roles(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -369,12 +372,22 @@ pub(super) fn get_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
     Ok(reply(ctx, "GetRolePolicy", x))
 }
 
-pub(super) async fn delete_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
-    let name = p.required("RoleName")?;
-    let policy_name = p.required("PolicyName")?.to_string();
+pub(super) async fn delete_role_policy_query(
+    ctx: &Ctx<'_>,
+    p: &Params,
+) -> Result<String, AwsError> {
+    delete_role_policy(ctx, p.required("RoleName")?, p.required("PolicyName")?).await?;
+    Ok(empty(ctx, "DeleteRolePolicy"))
+}
+
+pub(crate) async fn delete_role_policy(
+    ctx: &Ctx<'_>,
+    name: &str,
+    policy_name: &str,
+) -> Result<(), AwsError> {
     modify_role(ctx, name, "iam:DeleteRolePolicy", |_, r| {
         r.inline_policies
-            .remove(&policy_name)
+            .remove(policy_name)
             .map(|_| ())
             .ok_or_else(|| {
                 AwsError::no_such_entity(format!(
@@ -383,7 +396,7 @@ pub(super) async fn delete_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
             })
     })
     .await?;
-    Ok(empty(ctx, "DeleteRolePolicy"))
+    Ok(())
 }
 
 pub(super) fn list_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
@@ -442,11 +455,21 @@ pub(crate) async fn attach_role_policy(
     Ok(())
 }
 
-pub(super) async fn detach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
-    let name = p.required("RoleName")?;
-    let arn = p.required("PolicyArn")?.to_string();
+pub(super) async fn detach_role_policy_query(
+    ctx: &Ctx<'_>,
+    p: &Params,
+) -> Result<String, AwsError> {
+    detach_role_policy(ctx, p.required("RoleName")?, p.required("PolicyArn")?).await?;
+    Ok(empty(ctx, "DetachRolePolicy"))
+}
+
+pub(crate) async fn detach_role_policy(
+    ctx: &Ctx<'_>,
+    name: &str,
+    arn: &str,
+) -> Result<(), AwsError> {
     let keys = crate::actions::RequestKeys {
-        policy_arn: Some(&arn),
+        policy_arn: Some(arn),
         ..Default::default()
     };
     modify_role_with(ctx, name, "iam:DetachRolePolicy", keys, |_, r| {
@@ -460,7 +483,7 @@ pub(super) async fn detach_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
         Ok(())
     })
     .await?;
-    Ok(empty(ctx, "DetachRolePolicy"))
+    Ok(())
 }
 
 pub(super) fn list_attached_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {

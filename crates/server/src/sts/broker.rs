@@ -83,7 +83,6 @@ pub(super) async fn web_identity(
             &audiences,
         )
         .await?;
-    // Verified: the caller is who the token says, and the decision goes to the main audit log.
     event.unauthenticated = false;
     let k8s = claims
         .kubernetes()
@@ -141,6 +140,7 @@ pub(super) async fn web_identity(
             tags: &tags,
             session_name: session_name.to_string(),
             via: Via::WebIdentity {
+                session_name: session_name.to_string(),
                 duration_secs: duration.map_or(0, |d| d.as_secs()),
             },
             duration,

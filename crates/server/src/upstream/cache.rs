@@ -30,18 +30,22 @@ pub(crate) struct Key {
     /// The association's `modifiedAt`: credentials from before an update are not served after it.
     pub(crate) association_version: i64,
     pub(crate) pod_uid: String,
-    /// The API that asked: a web-identity session may last another duration than a Pod Identity
-    /// one, so the two never share an entry.
+    /// The API that asked: a web-identity session is named and timed by its request, so the two
+    /// never share an entry.
     pub(crate) via: Via,
 }
 
 /// Which API a pod's upstream session is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Via {
     /// EKS Auth `AssumeRoleForPodIdentity`.
     PodIdentity,
-    /// STS `AssumeRoleWithWebIdentity` (IRSA), with the `DurationSeconds` asked for.
-    WebIdentity { duration_secs: u64 },
+    /// STS `AssumeRoleWithWebIdentity` (IRSA), with the `RoleSessionName` and `DurationSeconds`
+    /// asked for: the answer names the session the request named.
+    WebIdentity {
+        session_name: String,
+        duration_secs: u64,
+    },
 }
 
 #[derive(Default)]

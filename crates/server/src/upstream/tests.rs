@@ -204,6 +204,7 @@ async fn the_cache_keeps_one_slot_per_key() {
     // The same pod's web-identity session is another entry.
     let irsa = CacheKey {
         via: Via::WebIdentity {
+            session_name: "s".into(),
             duration_secs: 3600,
         },
         ..key("p1")

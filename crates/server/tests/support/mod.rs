@@ -35,6 +35,7 @@ pub fn options(dir: &std::path::Path) -> Options {
         clock: Default::default(),
         upstream: None,
         audit: Default::default(),
+        connections: Default::default(),
         require_node_binding: false,
     }
 }
