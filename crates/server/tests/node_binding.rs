@@ -38,14 +38,6 @@ async fn fixture(require_node_binding: bool) -> Fixture {
     .await
     .unwrap();
     let d = dir.path();
-    let cluster = CreateCluster {
-        name: "c".into(),
-        builtin: true,
-        ..CreateCluster::default()
-    };
-    as_admin(d, async |a| a.create_cluster(cluster).await)
-        .await
-        .unwrap();
     // The agent's role (docs/operating.md): web identity of the agent's ServiceAccount, allowed
     // nothing but eks-auth:AssumeRoleForPodIdentity.
     let host = server.endpoint.trim_start_matches("http://").to_string();
@@ -72,15 +64,7 @@ async fn fixture(require_node_binding: bool) -> Fixture {
             .await
             .unwrap();
     }
-    let association = CreateAssociation {
-        namespace: "ns".into(),
-        service_account: "sa".into(),
-        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/pod"),
-        ..CreateAssociation::default()
-    };
-    as_admin(d, async |a| a.create_association("c", association).await)
-        .await
-        .unwrap();
+    cluster(d, "c", None).await;
     server.shared.refresh().await.unwrap();
     let admin = admin(d);
     ok(
@@ -98,6 +82,29 @@ async fn fixture(require_node_binding: bool) -> Fixture {
     )
     .await;
     Fixture { dir, server }
+}
+
+/// Cluster `name` (the built-in issuer's, or `issuer`'s) with an association of `ns/sa` to role
+/// `pod`.
+async fn cluster(d: &Path, name: &str, issuer: Option<String>) {
+    let cluster = CreateCluster {
+        name: name.into(),
+        builtin: issuer.is_none(),
+        issuer_url: issuer,
+        ..CreateCluster::default()
+    };
+    as_admin(d, async |a| a.create_cluster(cluster).await)
+        .await
+        .unwrap();
+    let association = CreateAssociation {
+        namespace: "ns".into(),
+        service_account: "sa".into(),
+        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/pod"),
+        ..CreateAssociation::default()
+    };
+    as_admin(d, async |a| a.create_association(name, association).await)
+        .await
+        .unwrap();
 }
 
 /// A projected token of `namespace/sa` for pod `sa-0`, on `node` if any, from `f`'s issuer.
@@ -293,23 +300,7 @@ async fn a_node_of_the_same_name_in_another_cluster_is_another_node() {
     let other_dir = tempfile::tempdir().unwrap();
     let other = start(options(other_dir.path())).await.unwrap();
     let d = f.dir.path();
-    let cluster = CreateCluster {
-        name: "c2".into(),
-        issuer_url: Some(other.shared.config.issuer_url.clone()),
-        ..CreateCluster::default()
-    };
-    as_admin(d, async |a| a.create_cluster(cluster).await)
-        .await
-        .unwrap();
-    let association = CreateAssociation {
-        namespace: "ns".into(),
-        service_account: "sa".into(),
-        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/pod"),
-        ..CreateAssociation::default()
-    };
-    as_admin(d, async |a| a.create_association("c2", association).await)
-        .await
-        .unwrap();
+    cluster(d, "c2", Some(other.shared.config.issuer_url.clone())).await;
     f.server.shared.refresh().await.unwrap();
 
     let agent_a = agent_session(&f, Some("node-a")).await;
