@@ -21,7 +21,8 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podiam_policy::pattern::{NoVariables, Pattern, Syntax};
 use podiam_policy::{
-    Context, EvalDecision, Policy, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate,
+    Context, EvalDecision, Policy, PolicyKind, PolicySet, Record, Request, RequestPrincipal,
+    evaluate, evaluate_recorded, evaluate_with_trace,
 };
 
 /// `StringLike` in a Version 2012-10-17 policy.
@@ -152,10 +153,66 @@ fn bench_common(c: &mut Criterion) {
     g.finish();
 }
 
+/// A denial the server explains (trust checks always; IAM calls with `explain_denials`), at the
+/// longest User-Agent the server lets through (4 KiB) and the attack with a trailing `*` (the
+/// run searched for in the whole input): before, the server decided, then evaluated again with
+/// the trace; now it decides once with a record and writes the trace from it.
+fn bench_explained_denial(c: &mut Criterion) {
+    let identity = Policy::parse(
+        &serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": "*",
+                "Condition": {"StringLike": {"aws:UserAgent": attack_pattern('a', true)}},
+            },
+        })
+        .to_string(),
+        PolicyKind::Identity,
+    )
+    .expect("identity policy parses");
+    let mut ctx = Context::new();
+    ctx.insert("aws:UserAgent", "a".repeat(4_096));
+    let identity = [&identity];
+    let set = PolicySet {
+        identity: &identity,
+        ..PolicySet::default()
+    };
+    let request = Request {
+        principal: None,
+        action: "s3:GetObject",
+        resource: "arn:aws:s3:::app-data/x",
+        context: &ctx,
+    };
+    assert_eq!(
+        evaluate(&request, &set).decision,
+        EvalDecision::ImplicitDeny
+    );
+    let mut g = c.benchmark_group("explained_denial");
+    g.bench_function("decide_then_trace/4096", |b| {
+        b.iter(|| {
+            let d = evaluate(black_box(&request), black_box(&set));
+            let (_, trace) = evaluate_with_trace(black_box(&request), black_box(&set));
+            (d.decision, trace)
+        })
+    });
+    g.bench_function("recorded/4096", |b| {
+        b.iter(|| {
+            let mut record = Record::default();
+            let d = evaluate_recorded(black_box(&request), black_box(&set), &mut record);
+            let trace = record.trace(&request, &set, &d);
+            (d.decision, trace)
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_common,
     bench_worst_case,
-    bench_attack_evaluate
+    bench_attack_evaluate,
+    bench_explained_denial
 );
 criterion_main!(benches);

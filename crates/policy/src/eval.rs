@@ -309,14 +309,28 @@ pub fn evaluate<'p>(request: &Request<'_>, policies: &PolicySet<'p>) -> Decision
     run(request, policies, None)
 }
 
+/// Decides one request and keeps a compact [`Record`] of what it saw of every statement, from
+/// which [`Record::trace`] writes the explanation afterwards without evaluating again. For a
+/// short policy set (up to eight statements and eight conditions) the record allocates nothing,
+/// so callers that may need to explain a denial (trust checks, `explain_denials`) evaluate once.
+pub fn evaluate_recorded<'p>(
+    request: &Request<'_>,
+    policies: &PolicySet<'p>,
+    record: &mut Record,
+) -> Decision<'p> {
+    record.steps.clear();
+    record.whys.clear();
+    run(request, policies, Some(record))
+}
+
 /// Decides one request and records why every statement applied or not.
 pub fn evaluate_with_trace<'p>(
     request: &Request<'_>,
     policies: &PolicySet<'p>,
 ) -> (Decision<'p>, Trace) {
-    let mut trace = Trace::default();
-    let decision = run(request, policies, Some(&mut trace));
-    trace.reason = decision.reason.describe().to_string();
+    let mut record = Record::default();
+    let decision = evaluate_recorded(request, policies, &mut record);
+    let trace = record.trace(request, policies, &decision);
     (decision, trace)
 }
 
@@ -329,12 +343,145 @@ pub fn evaluate_trust<'p>(
     trust_policy: &'p Policy,
     caller: &PolicySet<'p>,
 ) -> Decision<'p> {
-    let set = PolicySet {
+    evaluate(request, &trust_set(trust_policy, caller))
+}
+
+/// The policy set a trust decision evaluates: the caller's own policies and the trust policy,
+/// which must name the principal.
+pub fn trust_set<'p>(trust_policy: &'p Policy, caller: &PolicySet<'p>) -> PolicySet<'p> {
+    PolicySet {
         resource: Some(trust_policy),
         resource_required: true,
         ..*caller
-    };
-    evaluate(request, &set)
+    }
+}
+
+/// What one statement did, as [`check`] found it: no strings, so recording it costs nothing.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    PrincipalMiss,
+    ActionMiss,
+    ResourceMiss,
+    /// The `at`th condition failed, for the reason `why`.
+    ConditionMiss {
+        at: u32,
+        why: &'static str,
+    },
+    /// The statement applied; the reasons its conditions held start at `whys[from]`.
+    Matched {
+        from: u32,
+    },
+}
+
+/// A compact account of one evaluation, in evaluation order: per statement, whether it applied
+/// and, if not, what failed first. [`Record::trace`] turns it into a [`Trace`] (strings,
+/// patterns, request values) only when someone reads the explanation.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    steps: smallvec::SmallVec<[Step; 8]>,
+    whys: smallvec::SmallVec<[&'static str; 8]>,
+}
+
+impl Record {
+    /// The trace of the evaluation this record was filled by: `request` and `policies` must be
+    /// the ones given to [`evaluate_recorded`], and `decision` its answer. Nothing is matched
+    /// again; only the patterns' variables are resolved to print them.
+    pub fn trace(
+        &self,
+        request: &Request<'_>,
+        policies: &PolicySet<'_>,
+        decision: &Decision<'_>,
+    ) -> Trace {
+        let ctx = request.context;
+        let mut steps = self.steps.iter();
+        let mut statements = Vec::with_capacity(self.steps.len());
+        for (policy, policy_type) in layers(policies) {
+            for (index, statement) in policy.statements.iter().enumerate() {
+                let Some(step) = steps.next() else {
+                    break;
+                };
+                let outcome = match *step {
+                    Step::PrincipalMiss => StatementOutcome::PrincipalNotMatched {
+                        principal: request
+                            .principal
+                            .map_or_else(|| "(anonymous)".into(), |p| p.id.clone()),
+                        negated: statement.principal.as_ref().is_some_and(|p| p.negated),
+                    },
+                    Step::ActionMiss => StatementOutcome::ActionNotMatched {
+                        action: request.action.to_string(),
+                        patterns: statement
+                            .action
+                            .patterns
+                            .iter()
+                            .map(|p| p.as_str().to_string())
+                            .collect(),
+                        negated: statement.action.negated,
+                    },
+                    Step::ResourceMiss => {
+                        let resource = statement.resource.as_ref();
+                        StatementOutcome::ResourceNotMatched {
+                            resource: request.resource.to_string(),
+                            patterns: resource
+                                .map(|r| &r.patterns[..])
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|p| match (p.has_variables(), p.resolved(ctx)) {
+                                    (false, _) => p.as_str().to_string(),
+                                    (true, Some(r)) => format!("{} (= {r})", p.as_str()),
+                                    (true, None) => {
+                                        format!("{} (a variable has no value)", p.as_str())
+                                    }
+                                })
+                                .collect(),
+                            negated: resource.is_some_and(|r| r.negated),
+                        }
+                    }
+                    Step::ConditionMiss { at, why } => StatementOutcome::ConditionNotMet {
+                        condition: match statement.conditions.get(at as usize) {
+                            Some(c) => c.trace(ctx, false, why),
+                            None => continue,
+                        },
+                    },
+                    Step::Matched { from } => StatementOutcome::Matched {
+                        conditions: statement
+                            .conditions
+                            .iter()
+                            .zip(self.whys.iter().skip(from as usize))
+                            .map(|(c, why)| c.trace(ctx, true, why))
+                            .collect(),
+                    },
+                };
+                statements.push(StatementTrace {
+                    source_policy_id: policy.source_id.clone(),
+                    source_policy_type: policy_type,
+                    statement_index: index,
+                    sid: statement.sid.clone(),
+                    effect: statement.effect,
+                    outcome,
+                });
+            }
+        }
+        Trace {
+            reason: decision.reason.describe().to_string(),
+            statements,
+        }
+    }
+}
+
+/// The policies of a set in evaluation order, each with its type: identity, permissions
+/// boundary, session, resource. [`run`] and [`Record::trace`] walk the same order.
+fn layers<'p>(set: &PolicySet<'p>) -> impl Iterator<Item = (&'p Policy, PolicyType)> {
+    let identity = set.identity.iter().map(|p| (*p, PolicyType::Identity));
+    let boundary = set
+        .permissions_boundary
+        .map(|p| (p, PolicyType::PermissionsBoundary));
+    let session = set
+        .session
+        .unwrap_or(&[])
+        .iter()
+        .map(|p| (*p, PolicyType::Session));
+    let resource = set.resource.map(|p| (p, PolicyType::Resource));
+    identity.chain(boundary).chain(session).chain(resource)
 }
 
 /// Per-layer results while walking the statements.
@@ -346,7 +493,7 @@ struct Layer {
 fn run<'p>(
     request: &Request<'_>,
     set: &PolicySet<'p>,
-    mut trace: Option<&mut Trace>,
+    mut record: Option<&mut Record>,
 ) -> Decision<'p> {
     let mut denies: Vec<StatementRef<'p>> = Vec::new();
     let mut allows: Vec<StatementRef<'p>> = Vec::new();
@@ -356,22 +503,16 @@ fn run<'p>(
     let mut resource_named: Option<Named> = None;
     let has_boundary = set.permissions_boundary.is_some();
 
-    let mut visit = |policy: &'p Policy,
-                     policy_type: PolicyType,
-                     layer: Option<&mut Layer>,
-                     resource_named: &mut Option<Named>| {
-        let mut layer = layer;
+    for (policy, policy_type) in layers(set) {
         for (index, statement) in policy.statements.iter().enumerate() {
-            let outcome = check(statement, request, has_boundary, trace.is_some());
-            if let (Some(t), Some(outcome)) = (trace.as_deref_mut(), outcome.detail) {
-                t.statements.push(StatementTrace {
-                    source_policy_id: policy.source_id.clone(),
-                    source_policy_type: policy_type,
-                    statement_index: index,
-                    sid: statement.sid.clone(),
-                    effect: statement.effect,
-                    outcome,
-                });
+            let outcome = check(
+                statement,
+                request,
+                has_boundary,
+                record.as_deref_mut().map(|r| &mut r.whys),
+            );
+            if let Some(r) = record.as_deref_mut() {
+                r.steps.push(outcome.step);
             }
             if !outcome.applies {
                 continue;
@@ -385,43 +526,18 @@ fn run<'p>(
                 Effect::Deny => denies.push(r),
                 Effect::Allow => {
                     allows.push(r);
-                    if let Some(l) = layer.as_deref_mut() {
-                        l.allowed = true;
+                    match policy_type {
+                        PolicyType::Identity => identity.allowed = true,
+                        PolicyType::PermissionsBoundary => boundary.allowed = true,
+                        PolicyType::Session => session.allowed = true,
+                        PolicyType::Resource => {}
                     }
                     if let Some(named) = outcome.named {
-                        *resource_named = (*resource_named).max(Some(named));
+                        resource_named = resource_named.max(Some(named));
                     }
                 }
             }
         }
-    };
-
-    for policy in set.identity {
-        visit(
-            policy,
-            PolicyType::Identity,
-            Some(&mut identity),
-            &mut resource_named,
-        );
-    }
-    if let Some(policy) = set.permissions_boundary {
-        visit(
-            policy,
-            PolicyType::PermissionsBoundary,
-            Some(&mut boundary),
-            &mut resource_named,
-        );
-    }
-    for policy in set.session.unwrap_or(&[]) {
-        visit(
-            policy,
-            PolicyType::Session,
-            Some(&mut session),
-            &mut resource_named,
-        );
-    }
-    if let Some(policy) = set.resource {
-        visit(policy, PolicyType::Resource, None, &mut resource_named);
     }
 
     // AWS: an explicit Deny in any policy overrides any Allow.
@@ -497,23 +613,23 @@ struct Checked {
     applies: bool,
     /// For resource-policy statements: how the principal was named.
     named: Option<Named>,
-    /// Filled only when tracing.
-    detail: Option<StatementOutcome>,
+    step: Step,
 }
 
-/// Whether a statement applies to the request. With `explain`, also says why (allocating);
-/// without, allocates nothing.
+/// Whether a statement applies to the request, and the [`Step`] that says why. Allocates
+/// nothing; with `whys`, the reasons the conditions of an applying statement held are pushed
+/// there for the trace.
 fn check(
     statement: &Statement,
     request: &Request<'_>,
     has_boundary: bool,
-    explain: bool,
+    whys: Option<&mut smallvec::SmallVec<[&'static str; 8]>>,
 ) -> Checked {
     let ctx = request.context;
-    let miss = |detail: Option<StatementOutcome>| Checked {
+    let miss = |step: Step| Checked {
         applies: false,
         named: None,
-        detail,
+        step,
     };
     let mut named = None;
     if let Some(spec) = &statement.principal {
@@ -538,14 +654,7 @@ fn check(
             m.is_some()
         };
         if !applies {
-            return miss(explain.then(|| {
-                StatementOutcome::PrincipalNotMatched {
-                    principal: request
-                        .principal
-                        .map_or_else(|| "(anonymous)".into(), |p| p.id.clone()),
-                    negated: spec.negated,
-                }
-            }));
+            return miss(Step::PrincipalMiss);
         }
         named = if spec.negated {
             Some(Named::Directly)
@@ -561,17 +670,7 @@ fn check(
         .iter()
         .any(|p| p.matches(request.action, true, &NoVariables));
     if hit == action.negated {
-        return miss(explain.then(|| {
-            StatementOutcome::ActionNotMatched {
-                action: request.action.to_string(),
-                patterns: action
-                    .patterns
-                    .iter()
-                    .map(|p| p.as_str().to_string())
-                    .collect(),
-                negated: action.negated,
-            }
-        }));
+        return miss(Step::ActionMiss);
     }
 
     // AWS: resources are case-sensitive; variables resolve from the request context.
@@ -581,48 +680,29 @@ fn check(
             .iter()
             .any(|p| p.matches(request.resource, ctx));
         if hit == resource.negated {
-            return miss(explain.then(|| {
-                StatementOutcome::ResourceNotMatched {
-                    resource: request.resource.to_string(),
-                    patterns: resource
-                        .patterns
-                        .iter()
-                        .map(|p| match (p.has_variables(), p.resolved(ctx)) {
-                            (false, _) => p.as_str().to_string(),
-                            (true, Some(r)) => format!("{} (= {r})", p.as_str()),
-                            (true, None) => format!("{} (a variable has no value)", p.as_str()),
-                        })
-                        .collect(),
-                    negated: resource.negated,
-                }
-            }));
+            return miss(Step::ResourceMiss);
         }
     }
 
     // AWS: every condition must hold (AND across operators and keys).
-    if explain {
-        let mut traces = Vec::with_capacity(statement.conditions.len());
-        for c in statement.conditions.iter() {
-            let t = c.explain(ctx);
-            if !t.result {
-                return miss(Some(StatementOutcome::ConditionNotMet { condition: t }));
+    let from = whys.as_ref().map_or(0, |w| w.len() as u32);
+    let mut whys = whys;
+    for (at, c) in statement.conditions.iter().enumerate() {
+        let (holds, why) = c.decide(ctx);
+        if !holds {
+            if let Some(w) = whys.as_deref_mut() {
+                w.truncate(from as usize);
             }
-            traces.push(t);
+            return miss(Step::ConditionMiss { at: at as u32, why });
         }
-        return Checked {
-            applies: true,
-            named,
-            detail: Some(StatementOutcome::Matched { conditions: traces }),
-        };
+        if let Some(w) = whys.as_deref_mut() {
+            w.push(why);
+        }
     }
-    if statement.conditions.iter().all(|c| c.evaluate(ctx)) {
-        Checked {
-            applies: true,
-            named,
-            detail: None,
-        }
-    } else {
-        miss(None)
+    Checked {
+        applies: true,
+        named,
+        step: Step::Matched { from },
     }
 }
 
@@ -689,4 +769,121 @@ fn names_account(entry: &str, account: &str) -> bool {
             .strip_prefix("arn:")
             .and_then(|rest| rest.split_once(":iam::"))
             .is_some_and(|(_, tail)| tail.strip_suffix(":root") == Some(account))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::condition::DECIDED;
+    use crate::policy::PolicyKind;
+
+    fn parse(document: &str) -> Policy {
+        Policy::parse(document, PolicyKind::Identity).unwrap()
+    }
+
+    fn decided() -> usize {
+        DECIDED.with(|d| d.get())
+    }
+
+    /// Three statements: one applies (two conditions hold), one fails at its second condition,
+    /// one has an action that does not match.
+    const POLICY: &str = r#"{"Version": "2012-10-17", "Statement": [
+      {"Sid": "Reads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*",
+       "Condition": {"StringEquals": {"aws:PrincipalTag/team": "a"},
+                     "StringLike": {"aws:UserAgent": "*boto*"}}},
+      {"Sid": "NotFromHere", "Effect": "Deny", "Action": "s3:*", "Resource": "*",
+       "Condition": {"StringEquals": {"aws:PrincipalTag/team": "a"},
+                     "IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}},
+      {"Sid": "Writes", "Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}
+    ]}"#;
+
+    #[test]
+    fn the_trace_of_a_recorded_evaluation_decides_nothing_again() {
+        let policy = parse(POLICY);
+        let identity = [&policy];
+        let set = PolicySet {
+            identity: &identity,
+            ..PolicySet::default()
+        };
+        let mut ctx = Context::new();
+        ctx.insert("aws:PrincipalTag/team", "a")
+            .insert("aws:UserAgent", "Boto3/1.35 botocore")
+            .insert("aws:SourceIp", "10.0.0.1");
+        let request = Request {
+            principal: None,
+            action: "s3:GetObject",
+            resource: "arn:aws:s3:::b/k",
+            context: &ctx,
+        };
+        let before = decided();
+        let plain = evaluate(&request, &set);
+        let one_pass = decided() - before;
+        assert_eq!(
+            one_pass, 4,
+            "two conditions of each of the first two statements"
+        );
+
+        let before = decided();
+        let mut record = Record::default();
+        let decision = evaluate_recorded(&request, &set, &mut record);
+        let trace = record.trace(&request, &set, &decision);
+        assert_eq!(decided() - before, one_pass, "the trace evaluated again");
+        assert_eq!(decision.decision, plain.decision);
+        assert_eq!(decision.reason, plain.reason);
+
+        // And the trace is the one a traced evaluation writes, statement by statement.
+        let outcomes: Vec<_> = trace
+            .statements
+            .iter()
+            .map(|s| (s.sid.as_deref(), &s.outcome))
+            .collect();
+        let StatementOutcome::Matched { conditions } = outcomes[0].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(conditions.len(), 2);
+        assert!(conditions.iter().all(|c| c.result && !c.why.is_empty()));
+        let StatementOutcome::ConditionNotMet { condition } = outcomes[1].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(
+            (condition.key.as_str(), condition.result),
+            ("aws:SourceIp", false)
+        );
+        assert_eq!(
+            condition.actual.as_deref(),
+            Some(&["10.0.0.1".to_string()][..])
+        );
+        assert_eq!(
+            condition.why,
+            "the request value matched none of the policy values"
+        );
+        let StatementOutcome::ActionNotMatched { patterns, .. } = outcomes[2].1 else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(patterns, &["s3:PutObject".to_string()]);
+        assert_eq!(trace.reason, decision.reason.describe());
+    }
+
+    #[test]
+    fn a_record_is_reused_without_carrying_the_last_evaluation() {
+        let policy = parse(POLICY);
+        let identity = [&policy];
+        let set = PolicySet {
+            identity: &identity,
+            ..PolicySet::default()
+        };
+        let ctx = Context::new();
+        let mut record = Record::default();
+        for action in ["s3:GetObject", "s3:PutObject"] {
+            let request = Request {
+                principal: None,
+                action,
+                resource: "*",
+                context: &ctx,
+            };
+            let decision = evaluate_recorded(&request, &set, &mut record);
+            let trace = record.trace(&request, &set, &decision);
+            assert_eq!(trace.statements.len(), 3, "{action}: {trace:?}");
+        }
+    }
 }

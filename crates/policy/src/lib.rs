@@ -39,9 +39,9 @@ pub mod validate;
 pub use condition::{ConditionTrace, Operator, OperatorSpec, SetQualifier};
 pub use context::{Context, ContextEntry, ContextKeyType, ContextValue};
 pub use eval::{
-    Decision, EvalDecision, PolicySet, PolicyType, PrincipalKind, Reason, Request,
+    Decision, EvalDecision, PolicySet, PolicyType, PrincipalKind, Reason, Record, Request,
     RequestPrincipal, StatementOutcome, StatementRef, StatementTrace, Trace, evaluate,
-    evaluate_trust, evaluate_with_trace,
+    evaluate_recorded, evaluate_trust, evaluate_with_trace, trust_set,
 };
 pub use limits::{Limits, SizeError};
 pub use policy::{Effect, ParseError, Policy, PolicyKind, Statement, Version};

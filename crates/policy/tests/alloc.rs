@@ -14,7 +14,8 @@ use std::hint::black_box;
 
 use allocation_counter::{AllocationInfo, measure};
 use podiam_policy::{
-    Context, EvalDecision, Policy, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate,
+    Context, EvalDecision, Policy, PolicyKind, PolicySet, Record, Request, RequestPrincipal,
+    evaluate, evaluate_recorded,
 };
 
 /// Statements that the test requests all reach (their action and resource match, or `*`), so
@@ -242,4 +243,42 @@ fn long_patterns_allocate_nothing() {
     let policies = identity_policies(0, &[LONG]);
     let info = count(&policies, None, DENIED, EvalDecision::ImplicitDeny);
     assert_eq!(info, AllocationInfo::default());
+}
+
+// === evaluating with a record, so that a denial can be explained without a second pass ===
+
+#[test]
+fn recording_a_short_evaluation_allocates_nothing_more() {
+    let ctx = context();
+    let caller = RequestPrincipal::role_session(
+        "arn:aws:sts::111122223333:assumed-role/app/pod-1",
+        "arn:aws:iam::111122223333:role/app",
+    );
+    let policies = identity_policies(0, &[ONE_ALLOW]);
+    let identity: Vec<&Policy> = policies.iter().collect();
+    let set = PolicySet {
+        identity: &identity,
+        ..PolicySet::default()
+    };
+    for ((action, resource), want) in [
+        (ALLOWED, EvalDecision::Allow),
+        (DENIED, EvalDecision::ImplicitDeny),
+    ] {
+        let request = Request {
+            principal: Some(&caller),
+            action,
+            resource,
+            context: &ctx,
+        };
+        let plain = measure(|| {
+            black_box(evaluate(black_box(&request), black_box(&set)));
+        });
+        let recorded = measure(|| {
+            let mut record = Record::default();
+            let d = evaluate_recorded(black_box(&request), black_box(&set), &mut record);
+            assert_eq!(d.decision, want);
+            black_box(record);
+        });
+        assert_eq!(plain, recorded, "{action} {resource}");
+    }
 }

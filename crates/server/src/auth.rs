@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use podiam_identity::SessionClaims;
 use podiam_policy::{
-    Context, EvalDecision, Policy, PolicyKind, PolicySet, Reason, Request, StatementOutcome,
-    evaluate, evaluate_with_trace,
+    Context, EvalDecision, Policy, PolicyKind, PolicySet, Reason, Record, Request,
+    StatementOutcome, evaluate, evaluate_recorded,
 };
 use podiam_store::State;
 
@@ -305,15 +305,21 @@ pub fn authorize(
         resource,
         context: &context,
     };
+    let explaining = shared.config.explain_denials;
     let (decision, detail) = policies.with_set(|set| {
-        let decision = evaluate(&request, set);
+        // One evaluation: when denials are explained, its compact record (no allocation for a
+        // short policy set) becomes the trace only if the answer is a denial.
+        let mut record = Record::default();
+        let decision = if explaining {
+            evaluate_recorded(&request, set, &mut record)
+        } else {
+            evaluate(&request, set)
+        };
         if decision.decision == EvalDecision::Allow {
             return (None, None);
         }
-        let detail = shared.config.explain_denials.then(|| {
-            let (_, trace) = evaluate_with_trace(&request, set);
-            explain(&decision, &trace)
-        });
+        let detail =
+            explaining.then(|| explain(&decision, &record.trace(&request, set, &decision)));
         (
             Some((
                 decision.reason,

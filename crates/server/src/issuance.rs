@@ -15,7 +15,7 @@ use podiam_identity::jwt::{Claims, JwtError, UnverifiedJwt};
 use podiam_identity::session::{SessionSource, SessionTag};
 use podiam_identity::{Jwks, PrefetchedRng, SessionClaims, SystemRng, Validation};
 use podiam_policy::{
-    Context, PolicyKind, PolicySet, Request, RequestPrincipal, evaluate_trust, evaluate_with_trace,
+    Context, PolicyKind, PolicySet, Record, Request, RequestPrincipal, evaluate_recorded, trust_set,
 };
 use podiam_store::{Role, State};
 
@@ -234,17 +234,15 @@ pub(crate) fn check_trust(
             resource: &t.role.arn,
             context: t.context,
         };
-        let decision = evaluate_trust(&request, &trust, t.caller);
+        // One evaluation; its record (inline for a short trust policy) is turned into the
+        // trace only on a denial, which always names its cause in the audit event.
+        let set = trust_set(&trust, t.caller);
+        let mut record = Record::default();
+        let decision = evaluate_recorded(&request, &set, &mut record);
         if decision.is_allowed() {
             continue;
         }
-        // Explain: re-run with the trace (denials only, off the success path).
-        let set = PolicySet {
-            resource: Some(&trust),
-            resource_required: true,
-            ..*t.caller
-        };
-        let (_, trace) = evaluate_with_trace(&request, &set);
+        let trace = record.trace(&request, &set, &decision);
         let detail = crate::auth::explain(&decision, &trace)
             .unwrap_or_else(|| decision.reason.describe().to_string());
         let explain = ctx.shared.config.explain_denials;
