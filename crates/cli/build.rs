@@ -13,7 +13,13 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A build without the git history (the Dockerfile's: .git is not in its context) is told the
+    // commit in PODIAM_GIT_COMMIT.
+    let commit = std::env::var("PODIAM_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     // Reproducible builds set SOURCE_DATE_EPOCH; otherwise the commit's date, then today.
     let epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -43,6 +49,7 @@ fn main() {
         std::env::var("TARGET").unwrap_or_default()
     );
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    println!("cargo:rerun-if-env-changed=PODIAM_GIT_COMMIT");
     // A new commit (or checkout) changes HEAD or the branch it names.
     if let Some(p) = git(&["rev-parse", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={p}");

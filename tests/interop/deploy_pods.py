@@ -40,7 +40,8 @@ import urllib.request
 
 import yaml
 
-PODIAM_IMAGE = "ghcr.io/podiam/podiam"
+# The image scripts/build-image builds (podiam:VERSION); an overlay may rename it to a registry's copy.
+PODIAM_IMAGE = "podiam"
 # What each process writes: an option whose value is a directory the process writes into, or a
 # fixed path. From the code: `podiam server` creates DATA_DIR/aws and writes aws/config,
 # aws/credentials (through a .tmp rename) and appends DATA_DIR/audit.log at start
@@ -87,7 +88,7 @@ def fail(msg):
 
 
 def image_kind(image):
-    if image.startswith(PODIAM_IMAGE):
+    if re.match(rf"^{PODIAM_IMAGE}[:@]", image):
         return "podiam"
     for k in ("busybox", "postgres"):
         if re.match(rf"^(docker\.io/)?(library/)?{k}[:@]", image):

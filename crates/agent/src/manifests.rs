@@ -70,12 +70,16 @@ pub struct ImdsManifest {
 /// Where in-cluster Kubernetes clients find the API token, CA and namespace.
 pub const KUBE_API_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// The image `scripts/build-image` (and the Dockerfile) builds from this workspace: `podiam:VERSION`.
+/// Push it to a registry and pass its name there (`--image`).
+pub const IMAGE: &str = concat!("podiam:", env!("CARGO_PKG_VERSION"));
+
 impl Default for ManifestOptions {
     fn default() -> Self {
         Self {
             namespace: "podiam".to_owned(),
             name: "podiam-agent".to_owned(),
-            image: "ghcr.io/podiam/podiam:0.1.0".to_owned(),
+            image: IMAGE.to_owned(),
             init_image: "busybox:1.37".to_owned(),
             cluster_name: "my-cluster".to_owned(),
             server: "https://podiam.example.com".to_owned(),
@@ -274,6 +278,15 @@ mod tests {
             "port 80 is not declared"
         );
         assert!(!render(&ManifestOptions::default()).contains("aws_secret_access_key\":\""));
+    }
+
+    #[test]
+    fn the_agent_runs_the_image_this_workspace_builds() {
+        // scripts/build-image tags its archive podiam:<workspace version>; deploy/ names it too.
+        let objs = objects(&ManifestOptions::default());
+        let ds = objs.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+        let image = &ds["spec"]["template"]["spec"]["containers"][0]["image"];
+        assert_eq!(image, &format!("podiam:{}", env!("CARGO_PKG_VERSION")));
     }
 
     fn env(objs: &[Value]) -> serde_json::Map<String, Value> {

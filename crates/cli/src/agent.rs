@@ -47,8 +47,9 @@ struct ManifestArgs {
     /// Name of the objects.
     #[arg(long, default_value = "podiam-agent")]
     name: String,
-    /// Image whose entrypoint is the `podiam` binary.
-    #[arg(long, default_value = "ghcr.io/podiam/podiam:0.1.0")]
+    /// Image whose entrypoint is the `podiam` binary (the one `scripts/build-image` builds, pushed
+    /// to your registry).
+    #[arg(long, default_value = podiam_agent::manifests::IMAGE)]
     image: String,
     /// Image with `ip`, for the init container that adds the link-local addresses.
     #[arg(long, default_value = "busybox:1.37")]

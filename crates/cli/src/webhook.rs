@@ -47,8 +47,9 @@ struct ManifestArgs {
     /// Name of the objects.
     #[arg(long, default_value = "podiam-webhook")]
     name: String,
-    /// Image whose entrypoint is the `podiam` binary.
-    #[arg(long, default_value = "ghcr.io/podiam/podiam:0.1.0")]
+    /// Image whose entrypoint is the `podiam` binary (the one `scripts/build-image` builds, pushed
+    /// to your registry).
+    #[arg(long, default_value = podiam_webhook::manifests::IMAGE)]
     image: String,
     /// Deployment replicas.
     #[arg(long, default_value_t = 2)]

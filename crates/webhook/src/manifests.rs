@@ -50,12 +50,16 @@ const GID: i64 = 65532;
 /// Secret files: root's, group [`GID`], readable by nobody else.
 const CREDENTIALS_MODE: i64 = 0o440;
 
+/// The image `scripts/build-image` (and the Dockerfile) builds from this workspace: `podiam:VERSION`.
+/// Push it to a registry and pass its name there (`--image`).
+pub const IMAGE: &str = concat!("podiam:", env!("CARGO_PKG_VERSION"));
+
 impl Default for ManifestOptions {
     fn default() -> Self {
         Self {
             namespace: "podiam".to_owned(),
             name: "podiam-webhook".to_owned(),
-            image: "ghcr.io/podiam/podiam:0.1.0".to_owned(),
+            image: IMAGE.to_owned(),
             replicas: 2,
             extra_args: Vec::new(),
             podiam: None,
@@ -278,6 +282,15 @@ mod tests {
         ] {
             assert!(kinds.contains(&k), "{k}");
         }
+    }
+
+    #[test]
+    fn the_webhook_runs_the_image_this_workspace_builds() {
+        // scripts/build-image tags its archive podiam:<workspace version>; deploy/ names it too.
+        let objs = objects(&ManifestOptions::default());
+        let d = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let image = &d["spec"]["template"]["spec"]["containers"][0]["image"];
+        assert_eq!(image, &format!("podiam:{}", env!("CARGO_PKG_VERSION")));
     }
 
     #[test]
