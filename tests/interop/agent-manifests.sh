@@ -57,6 +57,22 @@ assert "169.254.170.23/32" in init["command"][-1] and "fd00:ec2::23/128" in init
 print("INFO agent DaemonSet: hostNetwork, NET_BIND_SERVICE only, read-only root, web identity with a projected token")
 PY
 
+# IMDS with the pod watch: RBAC get/list/watch on pods and nothing else, the API token.
+"$PODIAM_BIN" agent manifests --namespace iam-system --imds-listen 169.254.170.23:8080 \
+  --imds-node-role-arn arn:aws:iam::000000000000:role/node --imds-allow-namespace kube-system > "$tmp/imds.yaml"
+kubernetes-validate --strict --quiet -k 1.37.0 "$tmp/imds.yaml"
+python3 - "$tmp/imds.yaml" <<'PY'
+import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+assert set(docs) == {"ServiceAccount", "DaemonSet", "ClusterRole", "ClusterRoleBinding"}, docs.keys()
+assert docs["ClusterRole"]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+assert docs["ClusterRoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "podiam-agent", "namespace": "iam-system"}]
+agent = docs["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
+assert "--watch-pods" in agent["args"] and "--imds-listen=169.254.170.23:8080" in agent["args"], agent["args"]
+assert any(m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount" for m in agent["volumeMounts"])
+print("INFO agent DaemonSet with IMDS: --watch-pods, get/list/watch on pods only, the API token mounted")
+PY
+
 # The option of a key in a Secret: valid too, and then no token volume.
 "$PODIAM_BIN" agent manifests --namespace iam-system --key-secret agent-key > "$tmp/key.yaml"
 kubernetes-validate --strict --quiet -k 1.37.0 "$tmp/key.yaml"

@@ -225,11 +225,19 @@ def setup(tmp):
     associate(w.broker, "shop", "cart", "shop-app")
     associate(w.broker, "other", "cart", "shop-app")
     associate(w.broker, "other", "api", "shop-only")
-    # The agent's key (pod_identity_test's Agent reads `agent-credentials`, profile `agent`): here
-    # the broker instance's administrator key, since this suite is about the upstream path.
-    admin = open(os.path.join(tmp, "broker", "aws", "credentials")).read().replace("[podiam]", "[agent]")
-    write(os.path.join(tmp, "agent-credentials"), admin)
-    w.agent = Agent(w.broker, tmp)
+    # The agent's own identity on the broker: a user allowed only the exchange (docs/operating.md's
+    # agent user), in a shared credentials file with AWS_PROFILE, found by the SDK's standard chain.
+    broker_iam = w.broker.client("iam")
+    broker_iam.create_user(UserName="agent")
+    broker_iam.put_user_policy(UserName="agent", PolicyName="exchange-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "eks-auth:AssumeRoleForPodIdentity", "Resource": "*"}]}))
+    k = broker_iam.create_access_key(UserName="agent")["AccessKey"]
+    agent_credentials = write(os.path.join(tmp, "agent-credentials"),
+                              f"[agent]\naws_access_key_id = {k['AccessKeyId']}\naws_secret_access_key = {k['SecretAccessKey']}\n")
+    agent_env = clean_env(tmp, AWS_PROFILE="agent", AWS_EC2_METADATA_DISABLED="true")
+    agent_env["AWS_SHARED_CREDENTIALS_FILE"] = agent_credentials
+    w.agent = Agent(w.broker, tmp, agent_env)
     w.token_file = write(os.path.join(tmp, "cart-token"), w.broker.token("shop", "cart", "cart-0"))
     # IRSA: ServiceAccounts bound to the upstream roles, as the platform engineer binds them.
     w.irsa_yaml = irsa_bind(w.broker, "shop", "web", "shop-app")

@@ -108,6 +108,21 @@ print(cm["data"]["PODIAM_SERVER_URL"], cm["data"]["PODIAM_CLUSTER_NAME"])')
   check_overlay "$name" "$tmp/deploy/overlays/$base" "$printed"
 done
 
+# The agent's optional IMDS (components/agent-imds): every overlay with it, in a fresh copy of
+# deploy/ (so the webhook component is not in it too): RBAC for pods only, the API token volume,
+# --watch-pods.
+rm -rf "$tmp/deploy-imds" && cp -r deploy "$tmp/deploy-imds"
+for overlay in deploy/overlays/*/; do
+  base=$(basename "$overlay")
+  python3 - "$tmp/deploy-imds/overlays/$base/kustomization.yaml" <<'PY'
+import sys, yaml
+k = yaml.safe_load(open(sys.argv[1]))
+k.setdefault("components", []).append("../../components/agent-imds")
+yaml.safe_dump(k, open(sys.argv[1], "w"), sort_keys=False)
+PY
+  check_overlay "$base+agent-imds" "$tmp/deploy-imds/overlays/$base" "$webhook_manifests"
+done
+
 # Negative controls: strict validation rejects a misspelt field in a rendered Deployment, and the
 # CRD subset rejects a misspelt ServiceMonitor field.
 python3 - "$tmp/production.yaml" "$tmp/bad.yaml" "$tmp/bad-crd.yaml" <<'PY'

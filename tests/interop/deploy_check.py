@@ -139,7 +139,7 @@ def main(overlay, rendered, outs, webhook, agent):
     # 3. Pods: security, probes, resources.
     secrets = {n for (k, n) in by if k == "Secret"} | {d["spec"]["secretName"] for d in docs if d["kind"] == "Certificate"}
     secrets |= OPERATOR_SECRETS[overlay]
-    if component:
+    if component == "webhook-podiam-associations":
         secrets.add("podiam-webhook-credentials")
     configmaps = {n for (k, n) in by if k == "ConfigMap"}
     for w, tpl in pod_specs(docs):
@@ -279,8 +279,28 @@ def main(overlay, rendered, outs, webhook, agent):
         print(f"INFO {overlay}+{component}: the webhook reads podiam's associations at {url} for cluster "
               f"{wenv['PODIAM_CLUSTER_NAME']} with the key mounted at {path}")
     else:
-        assert component == "", component
+        assert component in ("", "agent-imds"), component
         assert "podiam-endpoint" not in wflags
+
+    # 6. The agent's IMDS: a watch of its node's pods, with RBAC for exactly that.
+    agent_c = ds["containers"][0]
+    rbac = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding") and d["metadata"]["name"] == "podiam-agent-pods"]
+    if component == "agent-imds":
+        role = by[("ClusterRole", "podiam-agent-pods")]
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}], role["rules"]
+        binding = by[("ClusterRoleBinding", "podiam-agent-pods")]
+        assert binding["roleRef"]["name"] == "podiam-agent-pods"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "podiam-agent", "namespace": "podiam"}], binding
+        assert "--watch-pods" in agent_c["args"] and any(a.startswith("--imds-listen=") for a in agent_c["args"])
+        mount = next(m for m in agent_c["volumeMounts"] if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+        sources = next(v for v in ds["volumes"] if v["name"] == mount["name"])["projected"]["sources"]
+        paths = {i["path"] for src in sources for i in src.get("configMap", src.get("downwardAPI", {})).get("items", [])}
+        paths |= {src["serviceAccountToken"]["path"] for src in sources if "serviceAccountToken" in src}
+        assert paths == {"token", "ca.crt", "namespace"}, paths
+        print(f"INFO {overlay}+agent-imds: the agent watches its node's pods with get/list/watch on pods and nothing else")
+    else:
+        assert not rbac and "--watch-pods" not in agent_c["args"], "the agent needs the API only with agent-imds"
+        assert not [m for m in agent_c.get("volumeMounts", []) if "kubernetes.io" in m["mountPath"]]
 
     # 4. The webhook's objects match `podiam webhook manifests` (modulo labels, our extra flags,
     # mounts and the image tag, which kustomize sets).

@@ -13,16 +13,20 @@ is down.
 Run by tests/interop/pod-identity.sh; reuses the Podiam harness of irsa_test.py.
 """
 
+import http.server
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -53,8 +57,11 @@ def agent_identity_env(p, tmp):
 class Agent:
     """`podiam agent` on 127.0.0.1 with port 0 everywhere; addresses read from its stdout."""
 
-    def __init__(self, p, tmp, env, name="agent"):
+    def __init__(self, p, tmp, env, name="agent", pods_from=None):
         self.pod_map = write(os.path.join(tmp, "pods.json"), json.dumps({"127.0.0.1": "kube-system"}))
+        # Who the IMDS caller is: the map file, or a watch of node-a's pods at `pods_from`.
+        pods = (["--pod-ip-map", self.pod_map, "--pod-ip-map-interval", "100ms"] if pods_from is None
+                else ["--watch-pods", "--kube-api", pods_from, "--node-name", NODE])
         self.log = os.path.join(tmp, f"{name}.log")
         self.proc = subprocess.Popen(
             [
@@ -68,8 +75,7 @@ class Agent:
                 "--imds-listen", "127.0.0.1:0",
                 "--node-role-arn", f"arn:aws:iam::{ACCOUNT}:role/{NODE_ROLE}",
                 "--imds-allow-namespace", "kube-system",
-                "--pod-ip-map", self.pod_map,
-                "--pod-ip-map-interval", "100ms",
+                *pods,
             ],
             stdout=subprocess.PIPE,
             stderr=open(self.log, "ab"),
@@ -303,6 +309,102 @@ def test_an_agent_finds_a_profile_through_the_standard_chain(p, a, tmp, token_fi
         assert last["subject"] == f"arn:aws:iam::{ACCOUNT}:user/podiam-agent", last
     finally:
         b.stop()
+
+
+class ApiServer:
+    """A stand-in kube-apiserver for pods: a PodList, then `?watch=true` events on a chunked
+    response, as the real one sends them."""
+
+    def __init__(self, pods):
+        self.pods, self.rv, self.queries, self.watchers = dict(pods), 1, [], []
+        me = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                q = dict(urllib.parse.parse_qsl(url.query))
+                me.queries.append(q)
+                if url.path != "/api/v1/pods":
+                    self.send_error(404)
+                    return
+                if q.get("watch") in ("true", "1"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    events = queue.Queue()
+                    me.watchers.append(events)
+                    while (event := events.get()) is not None:
+                        line = json.dumps(event).encode() + b"\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.close_connection = True
+                    return
+                body = json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(me.rv)},
+                                   "items": list(me.pods.values())}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def pod(uid, ns, ip, rv):
+        return {"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": f"pod-{uid}", "namespace": ns, "uid": uid, "resourceVersion": str(rv)},
+                "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+
+    def send(self, kind, obj):
+        for w in self.watchers:
+            w.put({"type": kind, "object": obj})
+
+    def stop(self):
+        for w in self.watchers:
+            w.put(None)
+        self.server.shutdown()
+
+
+def test_imds_knows_callers_from_a_watch_of_the_nodes_pods(p, a, tmp, token_file):
+    api = ApiServer({"a": ApiServer.pod("a", "kube-system", "127.0.0.1", 1)})
+    b = Agent(p, tmp, agent_identity_env(p, tmp), name="watch-agent", pods_from=api.url)
+    try:
+        creds_url = b.imds + f"/latest/meta-data/iam/security-credentials/{NODE_ROLE}"
+        deadline = time.time() + 10
+        while True:  # the map is empty (everyone refused) until the list arrives
+            status, tok = get(b.imds + "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"}, method="PUT")
+            if get(creds_url, {"X-aws-ec2-metadata-token": tok})[0] == 200:
+                break
+            assert time.time() < deadline, open(b.log).read()[-2000:]
+            time.sleep(0.1)
+        assert api.queries[0]["fieldSelector"] == "spec.nodeName=node-a", api.queries[0]
+        env = clean_env(tmp, AWS_EC2_METADATA_SERVICE_ENDPOINT=b.imds + "/", AWS_EC2_METADATA_V1_DISABLED="true")
+        assert boto3_who_am_i(p, env)["method"] == "iam-role"
+        # The address passes to a pod of `default`, reported before the old pod's deletion.
+        while not api.watchers:
+            assert time.time() < deadline + 10
+            time.sleep(0.05)
+        api.send("ADDED", ApiServer.pod("b", "default", "127.0.0.1", 2))
+        api.send("DELETED", ApiServer.pod("a", "kube-system", "127.0.0.1", 3))
+        deadline = time.time() + 10
+        while get(creds_url, {"X-aws-ec2-metadata-token": tok})[0] != 403:
+            assert time.time() < deadline, "the watch's change was not picked up"
+            time.sleep(0.1)
+        assert any(w.get("watch") == "true" and w.get("resourceVersion") == "1" for w in api.queries), api.queries
+    finally:
+        b.stop()
+        api.stop()
 
 
 def test_server_outage_is_served_from_the_agent_cache(p, a, tmp, token_file):

@@ -1,5 +1,5 @@
 """IAM users and groups with real clients against a running `podiam up`: docs/operating.md's
-least-privilege key recipes (the agent's, the webhook's) run as written, with the `aws` CLI and a
+least-privilege recipes (the agent's role and key, the webhook's key) run as written, with the `aws` CLI and a
 stand-in `kubectl` that keeps the Secrets they create; those keys then do exactly what the docs
 say with boto3 and are refused everything else with AWS's error; group policies grant to their
 members (and a Deny in one wins); and every user and group operation round-trips through the
@@ -17,6 +17,8 @@ import subprocess
 import sys
 
 import boto3
+import botocore
+import botocore.config
 
 sys.path.insert(0, os.path.dirname(__file__))
 from authz_test import POD_TRUST, allow, refused  # noqa: E402
@@ -104,10 +106,10 @@ def pod_identity_setup(p, namespace, role):
 def test_the_agents_key_recipe_makes_a_key_for_eks_auth_only(p, tmp):
     p.podiam("cluster", "create", "--name", CLUSTER, "--builtin")
     pod_identity_setup(p, "shop", "cart")
-    script = recipe("### The agent's key")
+    script = recipe("### The agent's role", 2)
     assert "aws iam put-user-policy --user-name podiam-agent" in script, script
     secrets, calls = run_recipe(p, tmp, script)
-    assert "rollout status ds/podiam-agent" in calls, calls
+    assert "-n podiam create secret generic podiam-agent-key" in calls, calls
     key = secrets["podiam-agent-key"]
     agent = (key["aws_access_key_id"], key["aws_secret_access_key"])
     assert agent[0].startswith("AKIA"), key
@@ -135,13 +137,59 @@ def test_the_agents_key_recipe_makes_a_key_for_eks_auth_only(p, tmp):
     assert "eks-auth:AssumeRoleForPodIdentity" in msg, msg
 
 
+AGENT_ROLE = f"arn:aws:iam::{ACCOUNT}:role/podiam-agent"
+
+
+def agent_token(p, namespace="podiam", sa="podiam-agent"):
+    """The agent's projected token, as the DaemonSet mounts it (audience sts.amazonaws.com)."""
+    return p.podiam(
+        "token", "create", "--namespace", namespace, "--service-account", sa,
+        "--audience", "sts.amazonaws.com", "--pod-name", "podiam-agent-x1", "--pod-uid", "uid-agent",
+    ).stdout.strip()
+
+
+def agent_session(p, token=None):
+    """What the agent's SDK does with AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE and
+    AWS_ROLE_SESSION_NAME (the node): an unsigned AssumeRoleWithWebIdentity."""
+    sts = boto3.client("sts", endpoint_url=p.endpoint, region_name="us-east-1",
+                       config=botocore.config.Config(signature_version=botocore.UNSIGNED))
+    out = sts.assume_role_with_web_identity(RoleArn=AGENT_ROLE, RoleSessionName="node-1",
+                                            WebIdentityToken=token or agent_token(p))
+    c = out["Credentials"]
+    return (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
+
+
+def session_client(p, service, creds):
+    key_id, secret, token = creds
+    return boto3.client(service, endpoint_url=p.endpoint, region_name="us-east-1",
+                        aws_access_key_id=key_id, aws_secret_access_key=secret, aws_session_token=token)
+
+
+def test_the_agents_role_recipe_makes_a_role_for_eks_auth_only(p, tmp):
+    script = recipe("### The agent's role", 0)
+    assert "aws iam create-role --role-name podiam-agent" in script, script
+    # ACCOUNT_ID and ISSUER_HOST are the server's and its issuer's (as the doc says).
+    script = script.replace("ACCOUNT_ID", ACCOUNT).replace("ISSUER_HOST", p.issuer_host())
+    _, calls = run_recipe(p, tmp, script)
+    assert "-n podiam rollout restart ds/podiam-agent" in calls, calls
+
+    agent = agent_session(p)
+    auth = session_client(p, "eks-auth", agent)
+    out = auth.assume_role_for_pod_identity(clusterName=CLUSTER, token=pod_token(p, "shop", "app", "cart-2"))
+    assert out["assumedRoleUser"]["arn"].startswith(f"arn:aws:sts::{ACCOUNT}:assumed-role/cart/"), out
+    refused(lambda: session_client(p, "iam", agent).list_roles(), "AccessDenied")
+    refused(lambda: session_client(p, "eks", agent).list_pod_identity_associations(clusterName=CLUSTER), "AccessDeniedException")
+    # Only the agents' ServiceAccount can become the agent role.
+    refused(lambda: agent_session(p, agent_token(p, "shop", "app")), "AccessDenied")
+
+
 def test_the_agents_imds_addition_lets_it_assume_the_node_role(p, tmp):
-    script = recipe("### The agent's key", 1)
-    assert "NODE_ROLE_ARN" in script, script
+    script = recipe("### The agent's role", 1)
+    assert "NODE_ROLE_ARN" in script and "--role-name podiam-agent" in script, script
     node_role = f"arn:aws:iam::{ACCOUNT}:role/node"
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
     admin_client(p, "iam").create_role(RoleName="node", AssumeRolePolicyDocument=trust)
-    agent = key_client(p, "sts", *agent_key(p))
+    agent = session_client(p, "sts", agent_session(p))
     refused(lambda: agent.assume_role(RoleArn=node_role, RoleSessionName="node-1"), "AccessDenied")
     run_recipe(p, tmp, script.replace("NODE_ROLE_ARN", node_role))
     out = agent.assume_role(RoleArn=node_role, RoleSessionName="node-1")

@@ -1,8 +1,8 @@
 //! IMDS for pods: IMDSv2 session tokens, the instance-metadata paths the AWS SDKs read, and the
 //! namespace allow-list that decides who may read the node role's credentials.
 //!
-//! Callers are identified by source IP → pod → namespace, from a mapping file re-read when it
-//! changes. This is the job EKS users give a Calico GlobalNetworkPolicy, done at the endpoint,
+//! Callers are identified by source IP → pod → namespace, from a watch of the node's pods through
+//! the Kubernetes API ([`crate::pod_watch`]) or a mapping file re-read when it changes. This is the job EKS users give a Calico GlobalNetworkPolicy, done at the endpoint,
 //! where a refusal can be logged and counted.
 
 use std::collections::{HashMap, HashSet};
@@ -271,6 +271,11 @@ impl PodIpMap {
             current: ArcSwap::from_pointee(map),
             stamp: Mutex::new(None),
         }
+    }
+
+    /// Replaces the map (the Kubernetes pod watch, [`crate::pod_watch`]).
+    pub fn set(&self, map: IpNamespaces) {
+        self.current.store(Arc::new(map));
     }
 
     /// The current map.

@@ -8,6 +8,7 @@
 //! | [`aws_chain`] | [`aws_chain::ChainKey`]: the agent's key from the AWS SDK's standard credential chain |
 //! | [`token`] | the pod UID and `exp` read from a not-yet-verified token, and its hash |
 //! | [`imds`] | IMDSv2 sessions, the instance metadata tree, the namespace allow-list |
+//! | [`pod_watch`] | the allow-list's source IP → namespace map from a watch of the node's pods |
 //! | [`server`] | listeners (container credentials, IMDS, probes and metrics) |
 //! | [`manifests`] | the DaemonSet and friends for `podiam agent manifests` |
 //! | [`testing`] | a fixed source and unsigned tokens for tests and benchmarks (trusts every token) |
@@ -20,6 +21,7 @@ pub mod http_source;
 pub mod imds;
 pub mod manifests;
 pub mod metrics;
+pub mod pod_watch;
 pub mod server;
 pub mod source;
 pub mod testing;

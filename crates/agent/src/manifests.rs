@@ -51,7 +51,24 @@ pub struct ManifestOptions {
     pub run_as_user: i64,
     /// Extra `podiam agent` flags.
     pub extra_args: Vec<String>,
+    /// IMDS for the node role, its callers known from a watch of the node's pods.
+    pub imds: Option<ImdsManifest>,
 }
+
+/// `podiam agent manifests --imds-listen …`: IMDS on, `--watch-pods`, and the RBAC (get, list,
+/// watch pods: nothing else) and API token the watch needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImdsManifest {
+    /// `--imds-listen`.
+    pub listen: String,
+    /// `--node-role-arn`.
+    pub node_role_arn: String,
+    /// `--imds-allow-namespace` (each).
+    pub allow_namespaces: Vec<String>,
+}
+
+/// Where in-cluster Kubernetes clients find the API token, CA and namespace.
+pub const KUBE_API_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl Default for ManifestOptions {
     fn default() -> Self {
@@ -69,6 +86,7 @@ impl Default for ManifestOptions {
             probe_port: 2705,
             run_as_user: 0,
             extra_args: Vec::new(),
+            imds: None,
         }
     }
 }
@@ -120,9 +138,34 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
         }
     }
     env.push(json!({ "name": "RUST_LOG", "value": "info" }));
+    let mut rbac = Vec::new();
+    if let Some(imds) = &o.imds {
+        args.push(format!("--imds-listen={}", imds.listen));
+        args.push(format!("--node-role-arn={}", imds.node_role_arn));
+        args.extend(
+            imds.allow_namespaces
+                .iter()
+                .map(|n| format!("--imds-allow-namespace={n}")),
+        );
+        args.push("--watch-pods".to_owned());
+        mounts.push(
+            json!({ "name": "kube-api-access", "mountPath": KUBE_API_DIR, "readOnly": true }),
+        );
+        volumes.push(json!({ "name": "kube-api-access", "projected": { "sources": [
+            { "serviceAccountToken": { "path": "token", "expirationSeconds": 3607 } },
+            { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+            { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "fieldPath": "metadata.namespace" } }] } }
+        ] } }));
+        let cluster_meta = json!({ "name": format!("{name}-pods"), "labels": labels });
+        rbac.push(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": cluster_meta,
+            "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] }] }));
+        rbac.push(json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": cluster_meta,
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{name}-pods") },
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }] }));
+    }
     let probe = |path: &str| json!({ "httpGet": { "path": path, "port": "probe" }, "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3 });
     let non_root = o.run_as_user != 0;
-    vec![
+    let mut objects = vec![
         json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": false }),
         json!({
             "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta,
@@ -176,7 +219,9 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
                 }
             }
         }),
-    ]
+    ];
+    objects.extend(rbac);
+    objects
 }
 
 /// The objects as one YAML stream.
@@ -266,6 +311,50 @@ mod tests {
             file
         );
         assert_eq!(mount["readOnly"], true);
+    }
+
+    #[test]
+    fn imds_brings_the_pod_watch_and_only_its_rbac() {
+        assert_eq!(
+            objects(&ManifestOptions::default()).len(),
+            2,
+            "no RBAC without IMDS"
+        );
+        let objs = objects(&ManifestOptions {
+            imds: Some(ImdsManifest {
+                listen: "169.254.170.23:8080".into(),
+                node_role_arn: "arn:aws:iam::1:role/n".into(),
+                allow_namespaces: vec!["kube-system".into()],
+            }),
+            ..ManifestOptions::default()
+        });
+        let role = objs.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        assert_eq!(
+            role["rules"],
+            json!([{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"] }])
+        );
+        let binding = objs
+            .iter()
+            .find(|o| o["kind"] == "ClusterRoleBinding")
+            .unwrap();
+        assert_eq!(binding["subjects"][0]["name"], "podiam-agent");
+        let agent = &objs[1]["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = agent["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            args.contains(&"--watch-pods") && args.contains(&"--imds-allow-namespace=kube-system")
+        );
+        assert!(
+            agent["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == KUBE_API_DIR)
+        );
     }
 
     #[test]

@@ -13,12 +13,14 @@ use clap::{Args, Subcommand};
 use podiam_agent::aws_chain::ChainKey;
 use podiam_agent::http_source::{HttpSourceConfig, node_role_session_name};
 use podiam_agent::imds::{InstanceIdentity, PodIpMap, instance_id_for};
-use podiam_agent::manifests::{ManifestOptions, render};
+use podiam_agent::manifests::{ImdsManifest, ManifestOptions, render};
 use podiam_agent::metrics::Metrics;
+use podiam_agent::pod_watch::watch_node_pods;
 use podiam_agent::server::{DEFAULT_LISTEN, ImdsOptions, ServeOptions, start};
 use podiam_agent::{AgentClock, CacheConfig, CredentialCache, HttpSource};
 use podiam_identity::sigv4::KeySource;
 use podiam_webhook::flags::parse_go_duration;
+use podiam_webhook::server::{KubeOptions, kube_client};
 
 use crate::exit;
 
@@ -78,6 +80,16 @@ struct ManifestArgs {
     /// when not 0).
     #[arg(long, default_value_t = 0)]
     run_as_user: i64,
+    /// Turn IMDS on at this address, its callers known from a watch of the node's pods (adds
+    /// RBAC get/list/watch on pods and the API token).
+    #[arg(long, requires = "imds_node_role_arn")]
+    imds_listen: Option<String>,
+    /// The role IMDS hands out (with --imds-listen).
+    #[arg(long, requires = "imds_listen")]
+    imds_node_role_arn: Option<String>,
+    /// Namespace whose pods may read the node role (repeatable; with --imds-listen).
+    #[arg(long, requires = "imds_listen")]
+    imds_allow_namespace: Vec<String>,
     /// Extra `podiam agent` flags, after `--`.
     #[arg(last = true)]
     extra: Vec<String>,
@@ -139,8 +151,18 @@ struct ServeArgs {
     #[arg(long)]
     imds_allow_namespace: Vec<String>,
     /// JSON {"POD_IP": "namespace"} identifying IMDS callers; re-read when it changes.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch_pods")]
     pod_ip_map: Option<PathBuf>,
+    /// Identify IMDS callers by watching this node's pods (--node-name) through the Kubernetes
+    /// API (RBAC: get, list, watch pods). An address not (yet) known is refused.
+    #[arg(long)]
+    watch_pods: bool,
+    /// kubeconfig for --watch-pods; default: in-cluster config, then $KUBECONFIG or ~/.kube/config.
+    #[arg(long, requires = "watch_pods")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes API server URL for --watch-pods, overriding the kubeconfig's.
+    #[arg(long, requires = "watch_pods")]
+    kube_api: Option<String>,
     /// How often --pod-ip-map is checked for changes.
     #[arg(long, default_value = "2s", value_parser = duration)]
     pod_ip_map_interval: Duration,
@@ -165,6 +187,8 @@ struct Prepared {
     cache: CacheConfig,
     serve: ServeOptions,
     pod_ip_map: Option<(Arc<PodIpMap>, Duration)>,
+    /// `--watch-pods`: how to reach the API, this node, and the map the watch fills.
+    pod_watch: Option<(KubeOptions, String, Arc<PodIpMap>)>,
 }
 
 /// Validates everything before any port is bound.
@@ -191,10 +215,17 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
         Some(path) => KeySource::file(path, &a.profile)?,
         None => chain_key(&a.region, clock),
     };
+    if a.watch_pods && a.node_name.is_none() {
+        bail!("--watch-pods needs --node-name (NODE_NAME): the node whose pods to watch");
+    }
+    if a.watch_pods && a.imds_listen.is_empty() {
+        bail!("--watch-pods identifies IMDS callers: give --imds-listen too");
+    }
     let node_name = a
         .node_name
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "node".to_owned());
+    let mut pod_watch = None;
     let source = HttpSource::new(
         HttpSourceConfig {
             sts_endpoint: a.sts_endpoint.unwrap_or_else(|| server.clone()),
@@ -256,6 +287,13 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             }
             None => Arc::new(PodIpMap::fixed(Default::default())),
         };
+        if a.watch_pods {
+            let kube = KubeOptions {
+                kubeconfig: a.kubeconfig.clone(),
+                kube_api: a.kube_api.clone(),
+            };
+            pod_watch = Some((kube, node_name.clone(), Arc::clone(&pods)));
+        }
         Some(ImdsOptions {
             listen: a.imds_listen,
             identity: InstanceIdentity {
@@ -285,6 +323,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             connections: Default::default(),
         },
         pod_ip_map,
+        pod_watch,
     })
 }
 
@@ -319,6 +358,13 @@ async fn serve(p: Prepared, clock: AgentClock) -> anyhow::Result<()> {
     let reload = p
         .pod_ip_map
         .map(|(map, interval)| map.spawn_reload(interval));
+    let watch = match p.pod_watch {
+        Some((kube, node, map)) => {
+            let client = kube_client(&kube).await?;
+            Some(tokio::spawn(watch_node_pods(client, node, map)))
+        }
+        None => None,
+    };
     let running = start(cache, metrics, p.serve).await?;
     tokio::spawn(async move { check_key(&key, "agent").await });
     // Tests and scripts read the bound addresses (port 0 picks one) from stdout.
@@ -351,6 +397,9 @@ async fn serve(p: Prepared, clock: AgentClock) -> anyhow::Result<()> {
     if let Some(r) = reload {
         r.abort();
     }
+    if let Some(w) = watch {
+        w.abort();
+    }
     running.shutdown().await;
     Ok(())
 }
@@ -372,6 +421,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 probe_port: m.probe_port,
                 run_as_user: m.run_as_user,
                 extra_args: m.extra,
+                imds: m
+                    .imds_listen
+                    .zip(m.imds_node_role_arn)
+                    .map(|(listen, node_role_arn)| ImdsManifest {
+                        listen,
+                        node_role_arn,
+                        allow_namespaces: m.imds_allow_namespace,
+                    }),
             };
             crate::emit(&render(&opts))?;
             Ok(ExitCode::from(exit::OK))

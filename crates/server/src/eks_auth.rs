@@ -121,12 +121,16 @@ async fn pod_identity(
     event.pod = Some(pod.name.clone());
     event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
     let pod_node = token_node(&k8s).map_err(AwsError::invalid_token)?;
-    event.agent_node = agent_node(ctx.caller.as_ref()).map(str::to_owned);
+    let agent = agent_node(ctx.caller.as_ref());
+    event.agent_node = agent.map(|a| a.node.to_owned());
     check_node_binding(
         ctx.shared.config.require_node_binding,
         &format!("{namespace}/{}", pod.name),
-        pod_node.as_deref(),
-        event.agent_node.as_deref(),
+        pod_node.as_deref().map(|node| AgentNode {
+            issuer: &c.issuer_url,
+            node,
+        }),
+        agent,
     )?;
 
     let a = state
@@ -311,12 +315,24 @@ pub(crate) fn token_node(k: &KubernetesClaims) -> Result<Option<String>, String>
     }
 }
 
+/// A node of a cluster: node names are unique only within their cluster, so a binding is to the
+/// node and to the issuer that vouched for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AgentNode<'a> {
+    issuer: &'a str,
+    node: &'a str,
+}
+
 /// The node a calling agent's session is bound to: a web identity session opened with the
 /// agent's own ServiceAccount token, which named its node (see [`token_node`]).
-fn agent_node(caller: Option<&Caller>) -> Option<&str> {
+fn agent_node(caller: Option<&Caller>) -> Option<AgentNode<'_>> {
     match caller? {
         Caller::Session(s) => match &s.source {
-            SessionSource::WebIdentity { node_name, .. } => node_name.as_deref(),
+            SessionSource::WebIdentity {
+                issuer,
+                node_name: Some(node),
+                ..
+            } => Some(AgentNode { issuer, node }),
             _ => None,
         },
         Caller::User(_) => None,
@@ -324,25 +340,32 @@ fn agent_node(caller: Option<&Caller>) -> Option<&str> {
 }
 
 /// podiam's node binding (neither EKS nor its agent has one): a pod's token is exchanged only by
-/// the agent of the pod's node, so a token copied off a node is worth nothing elsewhere. A token
-/// or an agent bound to no node passes unless `require` (`--require-node-binding`).
+/// the agent of the pod's node, of the pod's cluster, so a token copied off a node is worth
+/// nothing elsewhere. A token or an agent bound to no node passes unless `require`
+/// (`--require-node-binding`).
 fn check_node_binding(
     require: bool,
     pod: &str,
-    pod_node: Option<&str>,
-    agent_node: Option<&str>,
+    pod_node: Option<AgentNode<'_>>,
+    agent_node: Option<AgentNode<'_>>,
 ) -> Result<(), AwsError> {
     match (pod_node, agent_node) {
         (Some(p), Some(a)) if p == a => Ok(()),
+        (Some(p), Some(a)) if p.issuer != a.issuer => Err(AwsError::access_denied(format!(
+            "The token of pod {pod} is bound to node `{}` of the cluster whose issuer is `{}`, but the calling agent's session is bound to node `{}` of issuer `{}`: only the agent of the pod's node may exchange it",
+            p.node, p.issuer, a.node, a.issuer
+        ))),
         (Some(p), Some(a)) => Err(AwsError::access_denied(format!(
-            "The token of pod {pod} is bound to node `{p}`, but the calling agent's session is bound to node `{a}`: only the agent of the pod's node may exchange it"
+            "The token of pod {pod} is bound to node `{}`, but the calling agent's session is bound to node `{}`: only the agent of the pod's node may exchange it",
+            p.node, a.node
         ))),
         _ if !require => Ok(()),
         (None, _) => Err(AwsError::access_denied(format!(
             "The token of pod {pod} names no node (`kubernetes.io.node.name`) and node binding is required: use a projected ServiceAccount token of Kubernetes 1.30 or later"
         ))),
         (Some(p), None) => Err(AwsError::access_denied(format!(
-            "The token of pod {pod} is bound to node `{p}`, but the caller is not an agent session bound to a node and node binding is required: the agent must use its ServiceAccount token (web identity)"
+            "The token of pod {pod} is bound to node `{}`, but the caller is not an agent session bound to a node and node binding is required: the agent must use its ServiceAccount token (web identity)",
+            p.node
         ))),
     }
 }

@@ -38,14 +38,6 @@ async fn fixture(require_node_binding: bool) -> Fixture {
     .await
     .unwrap();
     let d = dir.path();
-    let cluster = CreateCluster {
-        name: "c".into(),
-        builtin: true,
-        ..CreateCluster::default()
-    };
-    as_admin(d, async |a| a.create_cluster(cluster).await)
-        .await
-        .unwrap();
     // The agent's role (docs/operating.md): web identity of the agent's ServiceAccount, allowed
     // nothing but eks-auth:AssumeRoleForPodIdentity.
     let host = server.endpoint.trim_start_matches("http://").to_string();
@@ -72,15 +64,7 @@ async fn fixture(require_node_binding: bool) -> Fixture {
             .await
             .unwrap();
     }
-    let association = CreateAssociation {
-        namespace: "ns".into(),
-        service_account: "sa".into(),
-        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/pod"),
-        ..CreateAssociation::default()
-    };
-    as_admin(d, async |a| a.create_association("c", association).await)
-        .await
-        .unwrap();
+    cluster(d, "c", None).await;
     server.shared.refresh().await.unwrap();
     let admin = admin(d);
     ok(
@@ -100,9 +84,37 @@ async fn fixture(require_node_binding: bool) -> Fixture {
     Fixture { dir, server }
 }
 
-/// A projected token of `ns/sa` (or `namespace/sa`) for pod `pod`, on `node` if any.
+/// Cluster `name` (the built-in issuer's, or `issuer`'s) with an association of `ns/sa` to role
+/// `pod`.
+async fn cluster(d: &Path, name: &str, issuer: Option<String>) {
+    let cluster = CreateCluster {
+        name: name.into(),
+        builtin: issuer.is_none(),
+        issuer_url: issuer,
+        ..CreateCluster::default()
+    };
+    as_admin(d, async |a| a.create_cluster(cluster).await)
+        .await
+        .unwrap();
+    let association = CreateAssociation {
+        namespace: "ns".into(),
+        service_account: "sa".into(),
+        role_arn: format!("arn:aws:iam::{ACCOUNT}:role/pod"),
+        ..CreateAssociation::default()
+    };
+    as_admin(d, async |a| a.create_association(name, association).await)
+        .await
+        .unwrap();
+}
+
+/// A projected token of `namespace/sa` for pod `sa-0`, on `node` if any, from `f`'s issuer.
 fn token(f: &Fixture, namespace: &str, sa: &str, aud: &str, node: Option<&str>) -> String {
-    podiam_server::local::sign_token_on(&f.server.shared, |issuer| ServiceAccountToken {
+    token_of(&f.server, namespace, sa, aud, node)
+}
+
+/// The same from `issuer`'s built-in issuer.
+fn token_of(issuer: &Server, namespace: &str, sa: &str, aud: &str, node: Option<&str>) -> String {
+    podiam_server::local::sign_token_on(&issuer.shared, |issuer| ServiceAccountToken {
         issuer: issuer.to_string(),
         namespace: namespace.into(),
         service_account: ObjectRef {
@@ -161,11 +173,21 @@ async fn exchange(
     caller: &SigningCredentials,
     pod_token: &str,
 ) -> (u16, String, Value) {
+    exchange_in(f, "c", caller, pod_token).await
+}
+
+/// `AssumeRoleForPodIdentity` in `cluster`, signed by `caller`.
+async fn exchange_in(
+    f: &Fixture,
+    cluster: &str,
+    caller: &SigningCredentials,
+    pod_token: &str,
+) -> (u16, String, Value) {
     rest(
         &f.server,
         caller,
         "POST",
-        "/clusters/c/assume-role-for-pod-identity",
+        &format!("/clusters/{cluster}/assume-role-for-pod-identity"),
         "eks-auth",
         &json!({ "token": pod_token }),
     )
@@ -267,5 +289,41 @@ async fn required_node_binding_refuses_tokens_and_callers_bound_to_no_node() {
             .unwrap()
             .contains("not an agent session bound to a node"),
         "{body}"
+    );
+}
+
+/// Node names are unique only within a cluster: the agent of `node-a` of one cluster cannot
+/// exchange the token of a pod on a `node-a` of another.
+#[tokio::test]
+async fn a_node_of_the_same_name_in_another_cluster_is_another_node() {
+    let f = fixture(true).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = start(options(other_dir.path())).await.unwrap();
+    let d = f.dir.path();
+    cluster(d, "c2", Some(other.shared.config.issuer_url.clone())).await;
+    f.server.shared.refresh().await.unwrap();
+
+    let agent_a = agent_session(&f, Some("node-a")).await;
+    let aud = "pods.eks.amazonaws.com";
+    let (status, _, body) = exchange_in(
+        &f,
+        "c",
+        &agent_a,
+        &token(&f, "ns", "sa", aud, Some("node-a")),
+    )
+    .await;
+    assert_eq!(status, 200, "its own cluster's node-a: {body}");
+    let theirs = token_of(&other, "ns", "sa", aud, Some("node-a"));
+    let (status, kind, body) = exchange_in(&f, "c2", &agent_a, &theirs).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (400, "AccessDeniedException"),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&other.shared.config.issuer_url)
+            && message.contains(&f.server.shared.config.issuer_url),
+        "names both clusters' issuers: {message}"
     );
 }

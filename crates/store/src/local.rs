@@ -43,10 +43,34 @@ pub fn create_private_dir(dir: &Path, adopt: bool) -> Result<(), StoreError> {
     builder
         .create(dir)
         .map_err(io_error(dir, "creating the data directory"))?;
+    // A directory of another owner is a volume the platform mounted for us (a Kubernetes
+    // emptyDir is root's, mode 2777 with an fsGroup): we can neither tighten it nor is anyone
+    // else in the container to read it. Every file in it is still ours, 0600, and checked;
+    // the secrets in the database are sealed either way.
+    if !owned_by_us(dir)? {
+        return Ok(());
+    }
     if adopt {
         make_private(dir, 0o700)?;
     }
     refuse_if_readable_by_others(dir, "700")
+}
+
+/// Whether this process's effective user owns `path`.
+fn owned_by_us(path: &Path) -> Result<bool, StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let owner = std::fs::metadata(path)
+            .map_err(io_error(path, "reading the owner of"))?
+            .uid();
+        Ok(owner == rustix::process::geteuid().as_raw())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(true)
+    }
 }
 
 fn make_private(path: &Path, mode: u32) -> Result<(), StoreError> {

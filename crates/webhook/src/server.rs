@@ -170,7 +170,11 @@ impl Running {
     }
 }
 
-async fn kube_client(opts: &KubeOptions) -> Result<kube::Client, StartError> {
+/// A Kubernetes client as `opts` says (the node agent's pod watch uses it too).
+///
+/// # Errors
+/// [`StartError::Kube`] when the configuration cannot be read.
+pub async fn kube_client(opts: &KubeOptions) -> Result<kube::Client, StartError> {
     let err = |e: &dyn std::fmt::Display| StartError::Kube(e.to_string());
     let mut config = match (&opts.kubeconfig, &opts.kube_api) {
         (Some(path), _) => {

@@ -130,3 +130,35 @@ async fn secrets_are_sealed_in_the_file_and_an_unsealed_database_is_sealed_on_op
         Err(StoreError::MasterKeyRequired)
     ));
 }
+
+/// A volume the platform mounted (a Kubernetes emptyDir: root's, 2777 with an fsGroup) cannot be
+/// tightened by the unprivileged server: it is accepted, while a directory of our own that others
+/// can read is refused. Needs root to make a directory of another owner; skipped otherwise.
+#[test]
+fn a_directory_of_another_owner_is_accepted_and_our_own_open_one_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give a directory another owner");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let mounted = base.path().join("emptydir");
+    std::fs::create_dir(&mounted).unwrap();
+    std::fs::set_permissions(&mounted, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    rustix::fs::chown(
+        &mounted,
+        Some(rustix::fs::Uid::from_raw(65532)),
+        Some(rustix::fs::Gid::from_raw(65532)),
+    )
+    .unwrap();
+    assert!(create_private_dir(&mounted, false).is_ok());
+    assert_eq!(mode(&mounted), 0o777, "left as the platform made it");
+    // Ours and open: refused (an existing data directory), or tightened (a new one).
+    let own = base.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(own.join("podiam.db"), b"").unwrap();
+    assert!(matches!(
+        create_private_dir(&own, false),
+        Err(StoreError::Exposed { .. })
+    ));
+}
