@@ -160,3 +160,27 @@ async fn a_write_copies_only_the_path_to_its_entity() {
         .count();
     assert!(copied < 64, "{copied} of 999 untouched roles were copied");
 }
+
+#[test]
+fn a_role_is_found_by_its_arn_with_a_path_and_any_case() {
+    let mut state = State::default();
+    let mut app = role("App");
+    app.path = "/team/".into();
+    app.arn = "arn:aws:iam::000000000000:role/team/App".into();
+    state.apply(&Change::Role("app".into(), Some(app.clone())));
+    state.apply(&put("plain"));
+    let by_arn = |arn: &str| crate::issuance::role_by_arn(&state, arn).map(|r| &r.role_name);
+    assert_eq!(
+        by_arn("arn:aws:iam::000000000000:role/team/App"),
+        Some(&app.role_name)
+    );
+    assert_eq!(
+        by_arn("arn:aws:iam::000000000000:role/plain"),
+        Some(&"plain".to_string())
+    );
+    // The ARN must be the role's own: another path, account or case is another role.
+    assert_eq!(by_arn("arn:aws:iam::000000000000:role/App"), None);
+    assert_eq!(by_arn("arn:aws:iam::111122223333:role/team/App"), None);
+    assert_eq!(by_arn("arn:aws:iam::000000000000:role/team/app"), None);
+    assert_eq!(by_arn("not-an-arn"), None);
+}
