@@ -261,7 +261,7 @@ pub(crate) fn resource_keys<'s>(state: &'s State, arn: &str) -> RequestKeys<'s> 
     };
     let (kind, rest) = res.split_once('/').unwrap_or((res, ""));
     match (service, kind) {
-        ("iam", "role") => match state.roles.values().find(|r| r.arn == arn) {
+        ("iam", "role") => match crate::issuance::role_by_arn(state, arn) {
             Some(r) => RequestKeys {
                 permissions_boundary: r.permissions_boundary_arn.as_deref(),
                 ..none.on_iam(&r.tags)

@@ -399,7 +399,7 @@ fn role_must_exist(ctx: &Ctx<'_>, state: &State, arn: &str) -> Result<(), AwsErr
     if crate::upstream::is_upstream_role(&ctx.shared.config, arn) {
         return crate::upstream::check_upstream_role(ctx, arn);
     }
-    if state.roles.values().any(|r| r.arn == arn) {
+    if crate::issuance::role_by_arn(state, arn).is_some() {
         Ok(())
     } else {
         Err(AwsError::invalid_parameter(format!(

@@ -222,7 +222,7 @@ async fn answer(shared: &Shared, mut stream: tokio::net::UnixStream) {
         "error: expected `sync`\n".to_string()
     } else {
         match shared.refresh().await {
-            Ok(()) => "ok\n".to_string(),
+            Ok(_) => "ok\n".to_string(),
             Err(e) => {
                 tracing::error!(error = %e.message, "cannot reload the state");
                 format!(

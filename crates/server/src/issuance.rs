@@ -174,7 +174,15 @@ async fn issuer_keys(
 
 /// A role by its ARN; `None` when there is none (each API words that its own way).
 pub(crate) fn role_by_arn<'s>(state: &'s State, arn: &str) -> Option<&'s Role> {
-    state.roles.values().find(|r| r.arn == arn)
+    // Roles are kept by lowercased name, the ARN's last component (after any path): one lookup,
+    // not a scan of every role per request.
+    let name = arn.rsplit_once('/')?.1;
+    let role = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        state.roles.get(name.to_ascii_lowercase().as_str())
+    } else {
+        state.roles.get(name)
+    };
+    role.filter(|r| r.arn == arn)
 }
 
 /// The request keys AWS sets for session tags: `aws:RequestTag/…`, `aws:TagKeys`,

@@ -96,9 +96,7 @@ async fn open(data_dir: &Path) -> Result<(Store, State), LocalError> {
 }
 
 /// The stored settings a CLI needs: account, region, issuer URL.
-pub async fn settings(
-    data_dir: &Path,
-) -> Result<std::collections::BTreeMap<String, String>, LocalError> {
+pub async fn settings(data_dir: &Path) -> Result<podiam_store::Entities<String>, LocalError> {
     let (store, state) = open(data_dir).await?;
     store.close().await;
     Ok(state.settings)
@@ -175,7 +173,7 @@ pub async fn rotate_session_keys(data_dir: &Path, keep_old: Duration) -> Result<
 /// The changes that retire every current key of a ring at `now + keep_old` and drop the keys
 /// already past their retirement (no token they signed or sealed is still valid).
 fn retire_all<K: Clone>(
-    keys: &std::collections::BTreeMap<String, K>,
+    keys: &podiam_store::Entities<K>,
     now: i64,
     keep_old: Duration,
     retire_after: impl Fn(&mut K) -> &mut Option<i64>,
@@ -254,7 +252,7 @@ pub async fn replace_jwks(
         Some((_, w)) => store
             .apply_checked(std::slice::from_ref(&w))
             .await
-            .map(|()| JwksReplaced::Yes),
+            .map(|_| JwksReplaced::Yes),
     };
     store.close().await;
     if matches!(result, Ok(JwksReplaced::Yes)) {
@@ -312,7 +310,7 @@ impl Admin {
             limits: podiam_policy::Limits::default(),
             issuer_url: setting("issuer_url"),
         };
-        let shared = Shared::new(config, store, state, crate::ServerClock::default())?;
+        let shared = Shared::new(config, store, state, None, crate::ServerClock::default())?;
         Ok(Admin {
             shared: Arc::new(shared),
             user,

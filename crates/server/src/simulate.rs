@@ -107,7 +107,7 @@ pub async fn principal(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     )?;
     let mut identity = Vec::new();
     let mut boundary = None;
-    if let Some(role) = state.roles.values().find(|r| r.arn == source_arn) {
+    if let Some(role) = crate::issuance::role_by_arn(&state, source_arn) {
         for (name, doc) in &role.inline_policies {
             identity.push(Source {
                 policy: ctx.shared.compiled(doc, PolicyKind::Identity, name)?,

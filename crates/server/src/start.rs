@@ -51,13 +51,15 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
     };
     let endpoint = format!("{scheme}://{addr}");
 
-    let mut state = store.load().await?;
+    let (version, mut state) = store.load_versioned().await?;
+    let mut version = Some(version);
     let mut first_start = false;
     if !state.settings.contains_key("account_id") {
         // Replicas starting together on an empty database: the first bootstrap wins, the others
         // load what it wrote (and do not report a first start).
         (state, first_start) =
-            write_unless_raced(&store, state, bootstrap(&options, &endpoint)?).await?;
+            write_unless_raced(&store, state, &mut version, bootstrap(&options, &endpoint)?)
+                .await?;
     }
     // Shipped AWS managed policies follow the binary: add any this version knows and the store lacks.
     let partition = "aws".to_string();
@@ -67,7 +69,9 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
         .map(|p| Change::Policy(p.arn.clone(), Some(p)))
         .collect();
     if !missing.is_empty() {
-        state = write_unless_raced(&store, state, missing).await?.0;
+        state = write_unless_raced(&store, state, &mut version, missing)
+            .await?
+            .0;
     }
     let setting = |k: &str| state.settings.get(k).cloned().unwrap_or_default();
     let config = Config {
@@ -81,7 +85,13 @@ pub(crate) async fn run(options: Options, bench_noop: bool) -> Result<Server, St
     };
     let (config_file, credentials_file) = write_aws_files(dir, &state, &config, &endpoint)?;
     let account_id = config.account_id.clone();
-    let shared = Arc::new(Shared::new(config, store, state, options.clock.clone())?);
+    let shared = Arc::new(Shared::new(
+        config,
+        store,
+        state,
+        version,
+        options.clock.clone(),
+    )?);
     if let Some(upstream) = options.upstream.clone() {
         connect_upstream(&shared, upstream).await;
     }
@@ -167,10 +177,12 @@ async fn count_in_flight(
 }
 
 /// Writes start-up changes unless another replica wrote them first, and returns the state after
-/// and whether these changes were the ones written.
+/// and whether these changes were the ones written. `version` follows the state (as
+/// `Shared::write` does): `None` once it is not known.
 async fn write_unless_raced(
     store: &Store,
     mut state: State,
+    version: &mut Option<podiam_store::StateVersion>,
     changes: Vec<Change>,
 ) -> Result<(State, bool), StartError> {
     let checked: Vec<(Change, Change)> = changes
@@ -178,13 +190,18 @@ async fn write_unless_raced(
         .map(|c| (c.clone(), state.current(c)))
         .collect();
     match store.apply_checked(&checked).await {
-        Ok(()) => {
+        Ok(committed) => {
             for c in &changes {
                 state.apply(c);
             }
+            *version = version.filter(|v| *v == committed - 1).map(|_| committed);
             Ok((state, true))
         }
-        Err(podiam_store::StoreError::Conflict { .. }) => Ok((store.load().await?, false)),
+        Err(podiam_store::StoreError::Conflict { .. }) => {
+            let (v, state) = store.load_versioned().await?;
+            *version = Some(v);
+            Ok((state, false))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -262,6 +279,8 @@ async fn watch_store(shared: Arc<Shared>) {
             tokio::spawn(async move {
                 loop {
                     match listener.recv().await {
+                        // This process's own write (or one its state already has): no reload.
+                        Ok(n) if notified.has_committed(n.payload()) => {}
                         Ok(_) => {
                             if let Err(e) = notified.refresh().await {
                                 tracing::error!(error = %e.message, "cannot reload the state");
@@ -281,19 +300,20 @@ async fn watch_store(shared: Arc<Shared>) {
     poll_store(shared).await;
 }
 
+/// Reloads when the store's version is not the one the state in memory is at: another process
+/// wrote (the server's own writes move its known version along, so they cost no reload). A
+/// version that went *back* (a database restored from a backup) reloads too.
 async fn poll_store(shared: Arc<Shared>) {
-    let mut last = shared.store().version().await.ok();
     let mut tick = tokio::time::interval(STORE_POLL);
     loop {
         tick.tick().await;
         let Ok(v) = shared.store().version().await else {
             continue;
         };
-        if Some(v) != last {
-            last = Some(v);
-            if let Err(e) = shared.refresh().await {
-                tracing::error!(error = %e.message, "cannot reload the state");
-            }
+        if shared.known_version() != Some(v)
+            && let Err(e) = shared.refresh().await
+        {
+            tracing::error!(error = %e.message, "cannot reload the state");
         }
     }
 }

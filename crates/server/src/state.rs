@@ -1,10 +1,11 @@
 //! The server's state: everything in memory for reads, written through to the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use podiam_policy::{Policy, PolicyKind};
-use podiam_store::{Change, State, Store};
+use podiam_store::{Change, State, StateVersion, Store};
 
 use crate::error::AwsError;
 use crate::issuer::{KeyError, Keys};
@@ -24,10 +25,30 @@ pub struct Config {
     pub issuer_url: String,
 }
 
+#[cfg(test)]
+impl Config {
+    /// Account `000000000000` in us-east-1, denials explained.
+    pub(crate) fn for_tests() -> Config {
+        Config {
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            partition: "aws".into(),
+            explain_denials: true,
+            require_node_binding: false,
+            limits: podiam_policy::Limits::default(),
+            issuer_url: "http://127.0.0.1".into(),
+        }
+    }
+}
+
 pub struct Shared {
     pub config: Config,
     store: Store,
     state: RwLock<Arc<State>>,
+    /// The store version `state` is known to be (`UNKNOWN_VERSION`: not known, so the next poll
+    /// reloads). Changed only under `writer`; read by the poll and the notification listener to
+    /// tell this process's own writes from other writers' without reloading.
+    version: AtomicI64,
     writer: tokio::sync::Mutex<()>,
     compiled: RwLock<CompiledCache>,
     /// Static JWKS documents (given at provider or cluster registration), parsed once.
@@ -68,11 +89,16 @@ impl From<PolicyKind> for PolicyKindKey {
 /// the next use, nothing is lost).
 const COMPILED_CACHE_MAX: usize = 20_000;
 
+/// No store version is ever negative.
+const UNKNOWN_VERSION: StateVersion = -1;
+
 impl Shared {
+    /// `version`: the store version `state` is at, when known (`None`: the first poll reloads).
     pub fn new(
         config: Config,
         store: Store,
         state: State,
+        version: Option<StateVersion>,
         clock: crate::ServerClock,
     ) -> Result<Shared, KeyError> {
         let keys = Keys::from_state(&state)?;
@@ -80,6 +106,7 @@ impl Shared {
             config,
             store,
             state: RwLock::new(Arc::new(state)),
+            version: AtomicI64::new(version.unwrap_or(UNKNOWN_VERSION)),
             writer: tokio::sync::Mutex::new(()),
             compiled: RwLock::new(Default::default()),
             static_jwks: RwLock::new(HashMap::new()),
@@ -92,17 +119,42 @@ impl Shared {
         })
     }
 
-    /// Re-reads the whole state from the store (another process wrote to it).
-    pub async fn refresh(&self) -> Result<(), AwsError> {
-        let _guard = self.writer.lock().await;
-        let fresh = self.store.load().await?;
-        if *self.snapshot() == fresh {
-            return Ok(());
+    /// The store version the in-memory state is known to be at (`None`: not known).
+    pub fn known_version(&self) -> Option<StateVersion> {
+        Some(self.version.load(Ordering::Acquire)).filter(|v| *v != UNKNOWN_VERSION)
+    }
+
+    /// Whether a write announced with this NOTIFY payload (the version it committed) is already
+    /// in memory: this process's own, or older than the state. An empty or foreign payload is
+    /// not (an older podiam announced with an empty one).
+    pub fn has_committed(&self, notify_payload: &str) -> bool {
+        match (notify_payload.parse::<StateVersion>(), self.known_version()) {
+            (Ok(v), Some(known)) => v <= known,
+            _ => false,
         }
-        self.replace(fresh);
+    }
+
+    /// Re-reads the whole state from the store if another process wrote to it since the state
+    /// in memory (its version differs from the one this process last committed or loaded).
+    /// Returns whether it reloaded. This process's own writes cost one version read, no reload.
+    pub async fn refresh(&self) -> Result<bool, AwsError> {
+        let _guard = self.writer.lock().await;
+        if self.known_version() == Some(self.store.version().await?) {
+            return Ok(false);
+        }
+        let (version, fresh) = self.store.load_versioned().await?;
+        let changed = *self.snapshot() != fresh;
+        if changed {
+            self.replace(fresh);
+        }
+        self.version.store(version, Ordering::Release);
+        if !changed {
+            return Ok(false);
+        }
         self.metrics.cache_reloads.inc();
         self.reload_keys()
-            .map_err(|e| AwsError::service_failure(e.to_string()))
+            .map_err(|e| AwsError::service_failure(e.to_string()))?;
+        Ok(true)
     }
 
     /// The upstream STS, in broker mode (`--upstream-sts`).
@@ -183,19 +235,29 @@ impl Shared {
                 .map(|c| (c.clone(), current.current(c)))
                 .collect();
             match self.store.apply_checked(&checked).await {
-                Ok(()) => {
+                Ok(version) => {
+                    // O(changes × log n): the maps are persistent, so the clone shares every
+                    // node the changes do not touch (and readers keep the previous snapshot).
                     let mut next = (*current).clone();
                     for c in &changes {
                         next.apply(c);
                     }
                     self.replace(next);
+                    // Our memory was the store at `version - 1`: with these changes it is the
+                    // store at `version`, so the poll and the notification need not reload it.
+                    // Otherwise another writer committed in between, and the version stays
+                    // stale so that they do.
+                    if self.known_version() == Some(version - 1) {
+                        self.version.store(version, Ordering::Release);
+                    }
                     self.metrics.store_writes.inc();
                     return Ok(out);
                 }
                 Err(podiam_store::StoreError::Conflict { kind, key }) if attempt < ATTEMPTS => {
                     tracing::debug!(kind, key = %key, attempt, "write conflict: reloading and deciding again");
-                    let fresh = self.store.load().await?;
+                    let (version, fresh) = self.store.load_versioned().await?;
                     self.replace(fresh);
+                    self.version.store(version, Ordering::Release);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -262,3 +324,6 @@ impl Shared {
         Ok(policy)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -77,14 +77,24 @@ pub enum StoreError {
 const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_entities.sql"),
     include_str!("../migrations/sqlite/0002_audit_events.sql"),
+    include_str!("../migrations/sqlite/0003_state_version.sql"),
 ];
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_entities.sql"),
     include_str!("../migrations/postgres/0002_audit_events.sql"),
+    include_str!("../migrations/postgres/0003_state_version.sql"),
 ];
 
-/// The PostgreSQL channel on which every committed write is announced.
+/// The PostgreSQL channel on which every committed write is announced; the payload is the
+/// state version the write committed (see [`Store::version`]).
 pub const NOTIFY_CHANNEL: &str = "podiam_state";
+
+/// The store's state version: one more for every committed write transaction, by any process.
+pub type StateVersion = i64;
+
+/// Bumps the state version, last in a write transaction, and returns the new one.
+const BUMP_VERSION: &str =
+    "UPDATE state_version SET version = version + 1 WHERE id = 1 RETURNING version";
 
 #[derive(Clone, Debug)]
 enum Pool {
@@ -326,6 +336,14 @@ impl Store {
         Ok(unsealed.len())
     }
 
+    /// Reads the whole state and a version it is at least as new as: the version is read first,
+    /// so a write committed in between makes the state newer than the version, never older (a
+    /// poller then reloads once more, rather than missing the write).
+    pub async fn load_versioned(&self) -> Result<(StateVersion, State), StoreError> {
+        let version = self.version().await?;
+        Ok((version, self.load().await?))
+    }
+
     /// Reads the whole state.
     pub async fn load(&self) -> Result<State, StoreError> {
         let sql = "SELECT kind, key, data FROM entities";
@@ -344,8 +362,9 @@ impl Store {
         Ok(state)
     }
 
-    /// Writes changes atomically and unconditionally (first-start bootstrap).
-    pub async fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+    /// Writes changes atomically and unconditionally (first-start bootstrap), and returns the
+    /// state version the write committed.
+    pub async fn apply(&self, changes: &[Change]) -> Result<StateVersion, StoreError> {
         let writes: Vec<(Change, Option<Change>)> =
             changes.iter().map(|c| (c.clone(), None)).collect();
         self.write(&writes).await
@@ -353,7 +372,12 @@ impl Store {
 
     /// Writes changes atomically, each only if its entity still has the value the writer saw
     /// (`expected`: the entity as the writer's snapshot had it, absent as `Change::…(key, None)`).
-    pub async fn apply_checked(&self, writes: &[(Change, Change)]) -> Result<(), StoreError> {
+    /// Returns the state version the write committed: the one before it was that minus one, so a
+    /// writer whose memory was at that version knows its memory plus these changes is the store.
+    pub async fn apply_checked(
+        &self,
+        writes: &[(Change, Change)],
+    ) -> Result<StateVersion, StoreError> {
         let writes: Vec<(Change, Option<Change>)> = writes
             .iter()
             .map(|(c, e)| (c.clone(), Some(e.clone())))
@@ -361,7 +385,7 @@ impl Store {
         self.write(&writes).await
     }
 
-    async fn write(&self, writes: &[(Change, Option<Change>)]) -> Result<(), StoreError> {
+    async fn write(&self, writes: &[(Change, Option<Change>)]) -> Result<StateVersion, StoreError> {
         let mut rows = Vec::with_capacity(writes.len());
         for (change, expected) in writes {
             let (kind, key, data) = encode(change)?;
@@ -410,7 +434,12 @@ impl Store {
                             .map_err(db("deleting an entity"))?,
                     };
                 }
+                let (version,): (StateVersion,) = sqlx::query_as(BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("bumping the state version"))?;
                 tx.commit().await.map_err(db("committing a write"))?;
+                Ok(version)
             }
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await.map_err(db("starting a write"))?;
@@ -473,8 +502,14 @@ impl Store {
                         }
                     }
                 }
-                sqlx::query("SELECT pg_notify($1, '')")
+                // Last, so that the row lock on the counter is held only until the commit.
+                let (version,): (StateVersion,) = sqlx::query_as(BUMP_VERSION)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("bumping the state version"))?;
+                sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(NOTIFY_CHANNEL)
+                    .bind(version.to_string())
                     .execute(&mut *tx)
                     .await
                     .map_err(db("announcing a write"))?;
@@ -490,9 +525,9 @@ impl Store {
                         source: e,
                     },
                 })?;
+                Ok(version)
             }
         }
-        Ok(())
     }
 
     /// Compares the stored entity with what the writer expected, as typed values (so a document
@@ -522,16 +557,17 @@ impl Store {
         }
     }
 
-    /// Changes whenever any entity is written or deleted: other processes (a second server, the
-    /// CLI) poll it to notice writes they did not make.
-    pub async fn version(&self) -> Result<(i64, i64), StoreError> {
-        let sql = "SELECT COALESCE(MAX(updated_at), 0), COUNT(*) FROM entities";
-        let row: (i64, i64) = match &self.pool {
+    /// The state version: one more for every committed write, by any process. Other processes (a
+    /// second server, the CLI) poll it to notice writes they did not make; a writer recognises
+    /// its own by the version [`Store::apply_checked`] returned.
+    pub async fn version(&self) -> Result<StateVersion, StoreError> {
+        let sql = "SELECT version FROM state_version WHERE id = 1";
+        let row: (StateVersion,) = match &self.pool {
             Pool::Sqlite(p) => sqlx::query_as(sql).fetch_one(p).await,
             Pool::Postgres(p) => sqlx::query_as(sql).fetch_one(p).await,
         }
         .map_err(db("reading the state version"))?;
-        Ok(row)
+        Ok(row.0)
     }
 
     /// For PostgreSQL: a stream that yields once per write committed by any process.

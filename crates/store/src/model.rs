@@ -190,31 +190,37 @@ pub struct PodIdentityAssociation {
     pub owner_arn: Option<String>,
 }
 
-/// Everything the server keeps, loaded into memory at start.
+/// One kind of entity by key, as a persistent (structurally shared) B-tree: a clone is O(1) and
+/// an insert copies the O(log n) nodes on its path, so a write does not copy the whole state and
+/// readers of the previous snapshot keep theirs unchanged.
+pub type Entities<T> = imbl::OrdMap<String, T>;
+
+/// Everything the server keeps, loaded into memory at start. Cloning it is cheap (see
+/// [`Entities`]): `Shared::write` clones the snapshot and applies its changes to the copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// By lowercased role name: AWS role names are unique regardless of case.
-    pub roles: BTreeMap<String, Role>,
+    pub roles: Entities<Role>,
     /// By ARN.
-    pub policies: BTreeMap<String, ManagedPolicy>,
+    pub policies: Entities<ManagedPolicy>,
     /// By ARN.
-    pub oidc_providers: BTreeMap<String, OidcProvider>,
+    pub oidc_providers: Entities<OidcProvider>,
     /// By lowercased user name.
-    pub users: BTreeMap<String, User>,
+    pub users: Entities<User>,
     /// By lowercased group name: AWS group names are unique regardless of case.
-    pub groups: BTreeMap<String, Group>,
+    pub groups: Entities<Group>,
     /// By access key ID.
-    pub access_keys: BTreeMap<String, AccessKey>,
+    pub access_keys: Entities<AccessKey>,
     /// By key ID.
-    pub signing_keys: BTreeMap<String, SigningKey>,
+    pub signing_keys: Entities<SigningKey>,
     /// By key ID.
-    pub sealing_keys: BTreeMap<String, SealingKey>,
+    pub sealing_keys: Entities<SealingKey>,
     /// By cluster name.
-    pub clusters: BTreeMap<String, Cluster>,
+    pub clusters: Entities<Cluster>,
     /// By association ID.
-    pub pod_identity_associations: BTreeMap<String, PodIdentityAssociation>,
+    pub pod_identity_associations: Entities<PodIdentityAssociation>,
     /// Account ID, region, issuer URL and other settings fixed at first start.
-    pub settings: BTreeMap<String, String>,
+    pub settings: Entities<String>,
 }
 
 /// One write: the new value of an entity, or `None` to delete it.
@@ -242,7 +248,7 @@ impl State {
     /// The entity a change would replace, as a change of the same kind (`None` inside when absent):
     /// what a compare-and-swap write expects to find.
     pub fn current(&self, change: &Change) -> Change {
-        fn get<T: Clone>(map: &BTreeMap<String, T>, key: &str) -> Option<T> {
+        fn get<T: Clone>(map: &Entities<T>, key: &str) -> Option<T> {
             map.get(key).cloned()
         }
         match change {
@@ -266,7 +272,7 @@ impl State {
 
     /// Applies a change to the in-memory state, as the store applies it to disk.
     pub fn apply(&mut self, change: &Change) {
-        fn put<T: Clone>(map: &mut BTreeMap<String, T>, key: &str, value: &Option<T>) {
+        fn put<T: Clone>(map: &mut Entities<T>, key: &str, value: &Option<T>) {
             match value {
                 Some(v) => {
                     map.insert(key.to_string(), v.clone());

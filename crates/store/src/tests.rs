@@ -281,7 +281,7 @@ async fn concurrent_creates_of_one_name_yield_exactly_one_success() {
         let mut ok = 0;
         for t in tasks {
             match t.await.unwrap() {
-                Ok(()) => ok += 1,
+                Ok(_) => ok += 1,
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => panic!("unexpected error: {e}"),
             }
@@ -492,4 +492,53 @@ fn database_urls_are_redacted_in_messages() {
         "postgres://podiam:***@db:5432/podiam"
     );
     assert_eq!(redact("postgres://db/podiam"), "postgres://db/podiam");
+}
+
+#[tokio::test]
+async fn the_state_version_counts_committed_writes_and_is_announced() {
+    for b in backends().await {
+        let a = b.open().await;
+        let other = b.open().await;
+        let mut listener = a.listen().await.unwrap();
+        let v0 = a.version().await.unwrap();
+        // One write transaction of two changes: one version, returned by the commit.
+        let v1 = a
+            .apply(&[
+                Change::Role("one".into(), Some(role("One"))),
+                Change::Role("two".into(), Some(role("Two"))),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(v1, v0 + 1);
+        assert_eq!(other.version().await.unwrap(), v1, "every process sees it");
+        // A refused write commits nothing and moves nothing.
+        let e = other
+            .apply_checked(&[(
+                Change::Role("one".into(), Some(role("Again"))),
+                Change::Role("one".into(), None),
+            )])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert_eq!(a.version().await.unwrap(), v1);
+        // Another process's write is the next version, and a reload is at least that new.
+        let v2 = other
+            .apply(&[Change::Role("two".into(), None)])
+            .await
+            .unwrap();
+        assert_eq!(v2, v1 + 1);
+        let (loaded, state) = a.load_versioned().await.unwrap();
+        assert_eq!(loaded, v2);
+        assert!(state.roles.contains_key("one") && !state.roles.contains_key("two"));
+        // PostgreSQL: each commit is announced with its version, so a writer knows its own.
+        if let Some(l) = listener.as_mut() {
+            for expected in [v1, v2] {
+                let n = tokio::time::timeout(std::time::Duration::from_secs(10), l.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(n.payload(), expected.to_string());
+            }
+        }
+    }
 }

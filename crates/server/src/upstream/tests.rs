@@ -30,15 +30,7 @@ fn aws_means_the_regional_endpoint_of_the_region() {
 
 #[test]
 fn a_role_of_another_account_is_upstream() {
-    let config = Config {
-        account_id: "000000000000".into(),
-        region: "us-east-1".into(),
-        partition: "aws".into(),
-        explain_denials: true,
-        require_node_binding: false,
-        limits: podiam_policy::Limits::default(),
-        issuer_url: "http://127.0.0.1".into(),
-    };
+    let config = Config::for_tests();
     assert!(is_upstream_role(
         &config,
         "arn:aws:iam::111122223333:role/app"
