@@ -36,7 +36,7 @@ assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}, sc[
 # Port 80 is not declared (it would block ingress hostPort 80); probes use the probe port.
 assert [p["containerPort"] for p in agent["ports"]] == [2705], agent["ports"]
 assert agent["livenessProbe"]["httpGet"]["port"] == "probe"
-assert "--cluster-name=prod" in agent["args"] and agent["args"][0] == "agent"
+assert "--cluster=prod" in agent["args"] and agent["args"][0] == "agent"
 env = {e["name"]: e for e in agent["env"]}
 # No long-lived key: web identity with a projected token of audience sts.amazonaws.com, a session
 # of the agent role named after the node, STS at podiam.

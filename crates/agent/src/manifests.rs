@@ -32,7 +32,7 @@ pub struct ManifestOptions {
     pub image: String,
     /// Image with `ip` (iproute2 or busybox) for the link-setup init container.
     pub init_image: String,
-    /// `--cluster-name`.
+    /// `--cluster`.
     pub cluster_name: String,
     /// `--server`: podiam's URL as seen from nodes.
     pub server: String,
@@ -113,7 +113,7 @@ pub fn objects(o: &ManifestOptions) -> Vec<Value> {
     let meta = json!({ "name": name, "namespace": ns, "labels": labels });
     let mut args = vec![
         "agent".to_owned(),
-        format!("--cluster-name={}", o.cluster_name),
+        format!("--cluster={}", o.cluster_name),
         format!("--server={}", o.server),
         format!("--region={}", o.region),
         format!("--probe-listen=0.0.0.0:{}", o.probe_port),

@@ -54,8 +54,12 @@ struct ManifestArgs {
     /// Image with `ip`, for the init container that adds the link-local addresses.
     #[arg(long, default_value = "busybox:1.37")]
     init_image: String,
-    /// The cluster's name in podiam.
-    #[arg(long, default_value = "my-cluster")]
+    /// The cluster's name in podiam (`podiam cluster create NAME`).
+    #[arg(
+        long = "cluster",
+        visible_alias = "cluster-name",
+        default_value = "my-cluster"
+    )]
     cluster_name: String,
     /// podiam's URL as nodes reach it.
     #[arg(long, default_value = "https://podiam.example.com")]
@@ -102,8 +106,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// The cluster's name in podiam (EKS Auth `clusterName`).
-    #[arg(long, env = "CLUSTER_NAME")]
+    /// The cluster's name in podiam (EKS Auth `clusterName`; `--cluster-name`, as
+    /// eks-pod-identity-agent spells it, works too).
+    #[arg(long = "cluster", visible_alias = "cluster-name", env = "CLUSTER_NAME")]
     cluster_name: Option<String>,
     /// podiam's base URL (EKS Auth and, unless --sts-endpoint, STS).
     #[arg(long, env = "PODIAM_SERVER")]
@@ -179,6 +184,8 @@ struct ServeArgs {
     /// IMDS placement/availability-zone (default: region + "a").
     #[arg(long)]
     availability_zone: Option<String>,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 struct Prepared {
@@ -195,7 +202,7 @@ struct Prepared {
 /// Validates everything before any port is bound.
 fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
     let Some(cluster_name) = a.cluster_name else {
-        bail!("--cluster-name is required");
+        bail!("--cluster is required: the name the cluster has in podiam (`podiam get cluster`)");
     };
     // botocore eks-auth: clusterName is 1-100 of [0-9A-Za-z][A-Za-z0-9\-_]*.
     let valid_name = cluster_name.len() <= 100
@@ -204,7 +211,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid_name {
-        bail!("--cluster-name `{cluster_name}` is not 1-100 of [0-9A-Za-z][A-Za-z0-9-_]*");
+        bail!("--cluster `{cluster_name}` is not 1-100 of [0-9A-Za-z][A-Za-z0-9-_]*");
     }
     let Some(server) = a.server else {
         bail!("--server is required (podiam's URL, e.g. http://127.0.0.1:8080)");
@@ -321,7 +328,7 @@ fn prepare(a: ServeArgs, clock: AgentClock) -> anyhow::Result<Prepared> {
             probe_listen,
             imds,
             shutdown_grace: Duration::from_secs(10),
-            connections: Default::default(),
+            connections: a.connections.limits(),
         },
         pod_ip_map,
         pod_watch,

@@ -172,7 +172,7 @@ pub struct PodIdentityAssociationArgs {
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// A cluster registered with `podiam cluster create`.
-    #[arg(long)]
+    #[arg(long, visible_alias = "cluster-name")]
     cluster: String,
     /// The ServiceAccount's namespace.
     #[arg(long)]
@@ -283,7 +283,7 @@ pub struct IamServiceAccountArgs {
     #[arg(long, requires = "cluster", conflicts_with_all = ["role_name", "attach_policy_arns"])]
     role_arn: Option<String>,
     /// With --role-arn: a cluster registered with `podiam cluster create`.
-    #[arg(long, requires = "role_arn")]
+    #[arg(long, visible_alias = "cluster-name", requires = "role_arn")]
     cluster: Option<String>,
 }
 

@@ -39,7 +39,7 @@ pub struct DeleteAssociationArgs {
     #[arg(long, env = "PODIAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The cluster the association belongs to.
-    #[arg(long)]
+    #[arg(long, visible_alias = "cluster-name")]
     cluster: String,
     /// The association's ID (`a-…`, from `podiam get podidentityassociation`).
     #[arg(long, conflicts_with_all = ["namespace", "service_account"], required_unless_present_all = ["namespace", "service_account"])]

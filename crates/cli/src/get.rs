@@ -63,7 +63,7 @@ pub struct GetAssociationArgs {
     #[command(flatten)]
     common: Common,
     /// Only this cluster's associations (default: every registered cluster's).
-    #[arg(long)]
+    #[arg(long, visible_alias = "cluster-name")]
     cluster: Option<String>,
     /// Only associations in this namespace.
     #[arg(long)]

@@ -40,7 +40,46 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: LogArgs,
 }
+
+/// How the long-running commands (`up`, `server`, `agent`, `webhook`) log to stderr.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LogArgs {
+    /// Least severe level logged: error, warn, info, debug (podiam's own, with one line per
+    /// request: `podiam::request`), trace (everything, libraries too).
+    /// Default: RUST_LOG's filter, else info. Never logs secrets, tokens or session keys.
+    #[arg(long, global = true, value_enum, env = "PODIAM_LOG_LEVEL")]
+    log_level: Option<LogLevel>,
+    /// `text` for people, `json` (one object per line) for a log pipeline.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PODIAM_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The log settings `main` read from the command line, for [`init_logging`].
+static LOG: std::sync::OnceLock<LogArgs> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -138,15 +177,37 @@ pub enum LogColour {
     WhenTerminal,
 }
 
-/// Logs to stderr; `RUST_LOG` sets the level (default `info`). Never logs secrets or tokens.
-/// A second call keeps the first set-up.
+/// Logs to stderr at `--log-level` (else `RUST_LOG`'s filter, else `info`), as `--log-format`
+/// says. Never logs secrets or tokens. A second call keeps the first set-up.
 pub fn init_logging(colour: LogColour) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The AWS SDK (broker mode) says at `info` what each credential load found.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn"));
+    let args = LOG.get();
+    let filter = match args.and_then(|a| a.log_level) {
+        // The AWS SDK (broker mode) says at `info` what each credential load found; below
+        // `debug` it stays at `warn`.
+        // `debug` is podiam's own (one line per request); the libraries stay at `info`, the AWS
+        // SDK (which says at `info` what each credential load found) at `warn` as by default.
+        Some(level) => tracing_subscriber::EnvFilter::new(match level {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info,aws_config=warn",
+            LogLevel::Debug => "info,aws_config=warn,podiam=debug",
+            LogLevel::Trace => "trace",
+        }),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    if args.is_some_and(|a| a.log_format == LogFormat::Json) {
+        let _already_set = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init();
+        return;
+    }
     let _already_set = match colour {
         LogColour::Default => builder.try_init(),
         LogColour::WhenTerminal => builder
@@ -171,6 +232,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let _ = LOG.set(cli.log.clone());
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Server(args) => server::run(args),

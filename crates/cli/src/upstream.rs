@@ -93,7 +93,7 @@ pub enum UpstreamCommand {
 #[derive(Args)]
 pub struct TrustPolicyArgs {
     /// The cluster's name in podiam (the `eks-cluster-name` session tag).
-    #[arg(long)]
+    #[arg(long, visible_alias = "cluster-name")]
     cluster: String,
     /// Only pods of this namespace (`kubernetes-namespace`).
     #[arg(long)]

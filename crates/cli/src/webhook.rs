@@ -59,7 +59,7 @@ struct ManifestArgs {
     #[arg(long, requires = "cluster")]
     podiam_endpoint: Option<String>,
     /// The cluster as registered with podiam (the webhook's --cluster).
-    #[arg(long, requires = "podiam_endpoint")]
+    #[arg(long, visible_alias = "cluster-name", requires = "podiam_endpoint")]
     cluster: Option<String>,
     /// Secret (that you create) whose key `credentials` is a shared-credentials file with the
     /// webhook's access key; mounted read-only (0440) for --podiam-credentials-file.
@@ -193,7 +193,7 @@ struct ServeArgs {
     #[arg(long, requires = "cluster")]
     podiam_endpoint: Option<String>,
     /// The cluster (as registered with `podiam cluster create`) whose associations are read.
-    #[arg(long, requires = "podiam_endpoint")]
+    #[arg(long, visible_alias = "cluster-name", requires = "podiam_endpoint")]
     cluster: Option<String>,
     /// How often podiam's associations are read; the last good set is kept while it is down.
     #[arg(long, default_value = "30s", value_parser = go_duration)]
@@ -233,6 +233,8 @@ struct ServeArgs {
     /// Upstream debug endpoints; not implemented, ignored.
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = go_bool)]
     enable_debugging_handlers: Option<bool>,
+    #[command(flatten)]
+    connections: crate::connections::ConnectionArgs,
 }
 
 fn with_port(mut addr: SocketAddr, port: Option<u16>) -> SocketAddr {
@@ -297,6 +299,7 @@ fn options(a: ServeArgs) -> anyhow::Result<Options> {
     opts.listen = with_port(a.listen, a.port);
     opts.metrics_listen = metrics_listen;
     opts.tls_min_version = a.tls_min_version;
+    opts.connections = a.connections.limits();
     opts.tls_cipher_suites = a.tls_cipher_suites;
     opts.tls_reload_interval = a.tls_reload_interval.max(Duration::from_millis(100));
     opts.config = Config {

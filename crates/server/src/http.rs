@@ -244,6 +244,15 @@ async fn aws_query(
     .await;
     let service = if is_sts { "sts" } else { "iam" };
     record_metrics(&app, service, &action, &result, Protocol::Query, started);
+    log_request(
+        service,
+        &action,
+        &result,
+        Protocol::Query,
+        started,
+        &rid,
+        peer,
+    );
     match result {
         Ok(body) => xml_response(StatusCode::OK, body, &rid),
         Err(e) => {
@@ -295,6 +304,32 @@ fn record_metrics<T>(
             .err()
             .map(|e| (e.code(protocol), e.is_denial())),
         started.elapsed().as_secs_f64(),
+    );
+}
+
+/// The request log: one `debug` event per request on the target `podiam::request`
+/// (`podiam up --log-level debug`, or `RUST_LOG=podiam::request=debug` for it alone). It names
+/// the call, never its parameters, credentials or tokens. Its fields are only computed when the
+/// event is enabled: off, it costs one check of a static.
+fn log_request<T>(
+    service: &'static str,
+    action: &str,
+    result: &Result<T, AwsError>,
+    protocol: Protocol,
+    started: std::time::Instant,
+    request_id: &str,
+    peer: SocketAddr,
+) {
+    tracing::debug!(
+        target: "podiam::request",
+        service,
+        action = %crate::text::printable(action, 64),
+        status = result.as_ref().map_or_else(|e| e.status(protocol).as_u16(), |_| 200),
+        code = result.as_ref().err().map_or("", |e| e.code(protocol)),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        request_id,
+        source_ip = %peer.ip(),
+        "request"
     );
 }
 
@@ -457,6 +492,7 @@ async fn rest(
     let service = if eks_auth { "eks-auth" } else { "eks" };
     let name = operation.map_or("Unknown", RestOperation::name);
     record_metrics(&app, service, name, &result, protocol, started);
+    log_request(service, name, &result, protocol, started, &rid, peer);
     match result {
         Ok(v) => {
             let mut r = json_response(&v);
