@@ -36,6 +36,11 @@ pub struct AuditArgs {
     /// `text`: a table for a terminal; `json`: one event per line, as in `audit.log`.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Fit the table to this many columns: a longer reason wraps onto indented lines under its
+    /// row. Default on a terminal: `COLUMNS`, else the terminal's width; a pipe or a file gets
+    /// one whole line per event, as does `--width 0`.
+    #[arg(long)]
+    width: Option<usize>,
 }
 
 /// `podiam up` / `podiam server`: how the audit trail is kept on disk.
@@ -119,7 +124,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             crate::emit(&out)?;
         }
         Output::Text => {
-            crate::emit(&text(&events, from_database))?;
+            let width = args.width.or_else(terminal_width).filter(|&w| w > 0);
+            crate::emit(&text(&events, from_database, width))?;
             if events.is_empty() {
                 eprintln!("no matching events");
             }
@@ -231,7 +237,37 @@ fn role_of(e: &Event) -> Option<String> {
     Some(format!("arn:aws:iam::{account}:role/{role}"))
 }
 
-fn text(events: &[Event], with_replica: bool) -> String {
+/// A token's age as people say it: `42s`, `55m`, `7h`, `3d` (rounded down to the largest unit).
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{}s", s.max(0)),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The width of the terminal the table goes to: `COLUMNS` when set, else the terminal's own;
+/// none for a pipe or a file.
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        return None;
+    }
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+    {
+        return Some(columns);
+    }
+    rustix::termios::tcgetwinsize(&stdout)
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&w| w > 0)
+}
+
+fn text(events: &[Event], with_replica: bool, width: Option<usize>) -> String {
     let mut header = vec!["TIME"];
     if with_replica {
         header.push("REPLICA");
@@ -257,8 +293,8 @@ fn text(events: &[Event], with_replica: bool) -> String {
             who.push_str(" (unverified)");
         }
         let age = match e.token_age_seconds {
-            Some(a) if a > STALE_TOKEN_SECONDS => format!("{a}s STALE"),
-            Some(a) => format!("{a}s"),
+            Some(a) if a > STALE_TOKEN_SECONDS => format!("{} STALE", age(a)),
+            Some(a) => age(a),
             None => "-".into(),
         };
         let role = e
@@ -286,7 +322,8 @@ fn text(events: &[Event], with_replica: bool) -> String {
                 .collect(),
         );
     }
-    // Columns as wide as their widest cell, two spaces apart; the reason last, unpadded.
+    // Columns as wide as their widest cell, two spaces apart; the reason last, unpadded. Given a
+    // width, a line that would be wider has its reason wrapped onto indented lines below it.
     let columns = header.len();
     let widths: Vec<usize> = (0..columns)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
@@ -294,17 +331,73 @@ fn text(events: &[Event], with_replica: bool) -> String {
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+        for (i, cell) in row.iter().enumerate().take(columns - 1) {
+            line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+        }
+        let reason = &row[columns - 1];
+        match width {
+            Some(w) if line.chars().count() + reason.chars().count() > w => {
+                out.push_str(&cut(line.trim_end(), w));
+                out.push('\n');
+                for part in wrap(reason, w.saturating_sub(REASON_INDENT.len()).max(20)) {
+                    out.push_str(REASON_INDENT);
+                    out.push_str(&part);
+                    out.push('\n');
+                }
+            }
+            _ => {
+                line.push_str(reason);
+                out.push_str(line.trim_end());
+                out.push('\n');
             }
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
     }
     out
+}
+
+/// Where a wrapped reason starts, under its row.
+const REASON_INDENT: &str = "    ";
+
+/// `line` cut to `width` characters, a cut marked with `…`.
+fn cut(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut out: String = line.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word is split).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut len = 0;
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        while !word.is_empty() {
+            let room = if len == 0 { width } else { width.saturating_sub(len + 1) };
+            if word.len() <= room {
+                if len > 0 {
+                    line.push(' ');
+                    len += 1;
+                }
+                line.extend(word.iter());
+                len += word.len();
+                word.clear();
+            } else if len > 0 {
+                lines.push(std::mem::take(&mut line));
+                len = 0;
+            } else {
+                line.extend(word.drain(..width));
+                lines.push(std::mem::take(&mut line));
+            }
+        }
+    }
+    if len > 0 {
+        lines.push(line);
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -318,7 +411,7 @@ mod tests {
         e.subject = Some("cluster-admin\u{1b}]0;owned\u{7}".into());
         e.unauthenticated = true;
         e.reason = Some("ok\u{1b}[2K\rallowed\nforged row".into());
-        let out = text(&[e], false);
+        let out = text(&[e], false, None);
         assert!(
             out.contains("cluster-admin\\u{1b}]0;owned\\u{7} (unverified)"),
             "{out}"
@@ -391,11 +484,44 @@ mod tests {
     }
 
     #[test]
+    fn token_ages_read_as_people_say_them_and_stale_ones_are_flagged() {
+        assert_eq!(
+            [0, 59, 60, 3599, 3600, 86_399, 86_400, 3 * 86_400 + 5].map(age),
+            ["0s", "59s", "1m", "59m", "1h", "23h", "1d", "3d"]
+        );
+        let mut e = event("2026-01-01T00:00:01Z", "allowed", "app");
+        e.token_age_seconds = Some(55 * 60);
+        assert!(text(std::slice::from_ref(&e), false, None).contains("  55m  "));
+        e.token_age_seconds = Some(3 * 86_400);
+        assert!(text(&[e], false, None).contains("  3d STALE  "));
+    }
+
+    #[test]
+    fn a_table_fits_the_width_it_is_given() {
+        let mut e = event("2026-01-01T00:00:01Z", "denied", "app");
+        e.reason = Some("because ".repeat(40));
+        let whole = text(std::slice::from_ref(&e), false, None);
+        assert_eq!(whole.lines().count(), 2, "{whole}");
+        let table = text(&[e], false, Some(100));
+        assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+        // Header and row keep their columns; each reason wraps, indented, under its row; no word
+        // of the reason is lost.
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("TIME ") && lines[1] == "    REASON", "{table}");
+        assert!(lines[2].starts_with("2026-01-01T00:00:01Z  denied"), "{table}");
+        let wrapped: Vec<&str> = lines[3..].iter().map(|l| l.strip_prefix("    ").unwrap()).collect();
+        assert!(wrapped.len() > 1, "{table}");
+        assert_eq!(wrapped.join(" "), "because ".repeat(40).trim_end());
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(cut("abcdef", 4), "abc…");
+    }
+
+    #[test]
     fn the_replica_column_shows_only_for_the_table() {
         let mut e = event("2026-01-01T00:00:01Z", "allowed", "app");
-        assert!(text(std::slice::from_ref(&e), false).starts_with("TIME                  OUTCOME"));
+        assert!(text(std::slice::from_ref(&e), false, None).starts_with("TIME                  OUTCOME"));
         e.replica = Some("podiam-server-0".into());
-        let table = text(&[e], true);
+        let table = text(&[e], true, None);
         assert!(table.starts_with("TIME                  REPLICA          OUTCOME"));
         assert!(
             table.contains("2026-01-01T00:00:01Z  podiam-server-0  allowed"),
@@ -422,7 +548,7 @@ mod tests {
         sts.source_ip = Some("127.0.0.1".into());
         iam.reason = Some("no identity-based policy allows the action".into());
         iam.role = role_of(&iam);
-        let table = text(&[sts, iam], false);
+        let table = text(&[sts, iam], false, None);
         let lines: Vec<&str> = table.lines().collect();
         let column = |l: &str, word: &str| l.find(word).unwrap();
         // OUTCOME, ROLE and SOURCE start at the same column on every line.

@@ -264,24 +264,37 @@ async fn aws_query(
 }
 
 /// An IAM call the policy engine refused, as an audit event: a role session's denial belongs to
-/// its role (`podiam audit --role`, also in the database), with the pod it was issued to when
-/// the session says.
+/// its role (`podiam audit --role`, also in the database), with the ServiceAccount (and pod) it
+/// was issued to when the session says: Pod Identity sessions name the pod, IRSA sessions the
+/// ServiceAccount of their token's `sub`.
 fn iam_denial_event(ctx: &Ctx<'_>, action: &str, r: &Result<String, AwsError>) -> audit::Event {
     let mut ev = audit::Event::new(ctx, action);
     ev.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
     if let Some(Caller::Session(s)) = &ctx.caller {
         ev.role = Some(s.role_arn.clone());
         ev.session_name = Some(s.role_session_name.clone());
-        if let podiam_identity::session::SessionSource::PodIdentity {
-            namespace,
-            service_account,
-            pod_name,
-            ..
-        } = &s.source
-        {
-            ev.namespace = Some(namespace.clone());
-            ev.service_account = Some(service_account.clone());
-            ev.pod = Some(pod_name.clone());
+        match &s.source {
+            podiam_identity::session::SessionSource::PodIdentity {
+                namespace,
+                service_account,
+                pod_name,
+                ..
+            } => {
+                ev.namespace = Some(namespace.clone());
+                ev.service_account = Some(service_account.clone());
+                ev.pod = Some(pod_name.clone());
+            }
+            // An IRSA session: its verified token's `sub` names the ServiceAccount.
+            podiam_identity::session::SessionSource::WebIdentity { subject, .. } => {
+                if let Some((namespace, service_account)) = subject
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|rest| rest.split_once(':'))
+                {
+                    ev.namespace = Some(namespace.to_string());
+                    ev.service_account = Some(service_account.to_string());
+                }
+            }
+            podiam_identity::session::SessionSource::AssumeRole { .. } => {}
         }
     }
     ev.finish(r, Protocol::Query);
