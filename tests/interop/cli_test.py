@@ -73,6 +73,11 @@ def test_messages_name_the_fix(p, tmp):
     assert f"give its ARN, arn:aws:iam::{ACCOUNT}:policy/weasel-pod" in r.stderr, r.stderr
     r = p.podiam("create", "iamserviceaccount", "--name", "hint", "--namespace", "msg", "--attach-policy-arn", "AmazonS3ReadOnlyAccess", check=False)
     assert "give its ARN, arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess" in r.stderr, r.stderr
+    # An operation podiam does not serve says so, by its IAM name, and where the served ones are.
+    r = subprocess.run(["aws", "iam", "list-saml-providers"], capture_output=True, text=True, env=p.env(), cwd=tmp, timeout=60)
+    assert r.returncode != 0 and "InvalidAction" in r.stderr, r.stderr
+    assert "podiam does not implement iam:ListSAMLProviders" in r.stderr and "README.md" in r.stderr, r.stderr
+    assert "for version this service supports" not in r.stderr, r.stderr
     # `echo "$token" > file` leaves a newline, which JWTs never hold.
     p.podiam("create", "iamserviceaccount", "--name", "hint", "--namespace", "msg")
     token = p.token("msg", "hint") + "\n"

@@ -376,7 +376,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     for word in text.split_whitespace() {
         let mut word: Vec<char> = word.chars().collect();
         while !word.is_empty() {
-            let room = if len == 0 { width } else { width.saturating_sub(len + 1) };
+            let room = if len == 0 {
+                width
+            } else {
+                width.saturating_sub(len + 1)
+            };
             if word.len() <= room {
                 if len > 0 {
                     line.push(' ');
@@ -507,9 +511,18 @@ mod tests {
         // Header and row keep their columns; each reason wraps, indented, under its row; no word
         // of the reason is lost.
         let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[0].starts_with("TIME ") && lines[1] == "    REASON", "{table}");
-        assert!(lines[2].starts_with("2026-01-01T00:00:01Z  denied"), "{table}");
-        let wrapped: Vec<&str> = lines[3..].iter().map(|l| l.strip_prefix("    ").unwrap()).collect();
+        assert!(
+            lines[0].starts_with("TIME ") && lines[1] == "    REASON",
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("2026-01-01T00:00:01Z  denied"),
+            "{table}"
+        );
+        let wrapped: Vec<&str> = lines[3..]
+            .iter()
+            .map(|l| l.strip_prefix("    ").unwrap())
+            .collect();
         assert!(wrapped.len() > 1, "{table}");
         assert_eq!(wrapped.join(" "), "because ".repeat(40).trim_end());
         assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
@@ -519,7 +532,10 @@ mod tests {
     #[test]
     fn the_replica_column_shows_only_for_the_table() {
         let mut e = event("2026-01-01T00:00:01Z", "allowed", "app");
-        assert!(text(std::slice::from_ref(&e), false, None).starts_with("TIME                  OUTCOME"));
+        assert!(
+            text(std::slice::from_ref(&e), false, None)
+                .starts_with("TIME                  OUTCOME")
+        );
         e.replica = Some("podiam-server-0".into());
         let table = text(&[e], true, None);
         assert!(table.starts_with("TIME                  REPLICA          OUTCOME"));

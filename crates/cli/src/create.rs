@@ -194,6 +194,55 @@ pub struct PodIdentityAssociationArgs {
 /// AWS: "pods.eks.amazonaws.com" may `sts:AssumeRole` and `sts:TagSession`.
 pub const POD_IDENTITY_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"AllowEksAuthToAssumeRoleForPodIdentity","Effect":"Allow","Principal":{"Service":"pods.eks.amazonaws.com"},"Action":["sts:AssumeRole","sts:TagSession"]}]}"#;
 
+/// `document` (a role's trust policy) with the Pod Identity statement of [`POD_IDENTITY_TRUST`]
+/// added, or `None` when a statement already names `pods.eks.amazonaws.com`.
+fn with_pod_identity_trust(document: &str) -> anyhow::Result<Option<String>> {
+    use serde_json::Value;
+    fn values(v: Option<&Value>) -> Vec<String> {
+        match v {
+            Some(Value::String(s)) => vec![s.to_ascii_lowercase()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let mut policy: Value =
+        serde_json::from_str(document).context("the role's trust policy is not JSON")?;
+    let statements = match policy.get("Statement") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(one @ Value::Object(_)) => vec![one.clone()],
+        _ => Vec::new(),
+    };
+    // A statement that names the service already is the operator's own (maybe with conditions):
+    // it is left as it is, never widened.
+    let names_pods = |s: &Value| {
+        values(s.get("Principal").and_then(|p| p.get("Service")))
+            .iter()
+            .any(|p| p == "pods.eks.amazonaws.com")
+    };
+    if statements.iter().any(names_pods) {
+        return Ok(None);
+    }
+    let ours: Value = serde_json::from_str(POD_IDENTITY_TRUST)?;
+    let mut added = ours["Statement"][0].clone();
+    let sid = added["Sid"].clone();
+    if statements.iter().any(|s| s.get("Sid") == Some(&sid))
+        && let Some(o) = added.as_object_mut()
+    {
+        o.remove("Sid");
+    }
+    let mut all = statements;
+    all.push(added);
+    let Some(object) = policy.as_object_mut() else {
+        anyhow::bail!("the role's trust policy is not a JSON object");
+    };
+    object.insert("Statement".into(), Value::Array(all));
+    Ok(Some(serde_json::to_string(&policy)?))
+}
+
 async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<ExitCode> {
     let data_dir = crate::up::data_dir(args.data_dir);
     let settings = podiam_server::local::settings(&data_dir).await?;
@@ -209,7 +258,29 @@ async fn create_association(args: PodIdentityAssociationArgs) -> anyhow::Result<
     }
     check_policies_exist(&data_dir, &args.permission_policy_arns).await?;
     match as_admin(&data_dir, async |a| a.get_role(&args.role_name)).await {
-        Ok(_) => eprintln!("using existing role {role_arn}"),
+        // Moving a team from IRSA keeps its role: the Pod Identity trust joins the statements
+        // the role already has (EKS Auth refuses a role that does not trust it).
+        Ok(role) => match with_pod_identity_trust(&role.assume_role_policy_document)? {
+            None => eprintln!(
+                "using existing role {role_arn} (its trust policy names pods.eks.amazonaws.com)"
+            ),
+            Some(document) => {
+                as_admin(&data_dir, async |a| {
+                    a.update_assume_role_policy(&args.role_name, &document)
+                        .await
+                })
+                .await
+                .with_context(|| {
+                    format!(
+                        "could not add the Pod Identity trust to `{}`",
+                        args.role_name
+                    )
+                })?;
+                eprintln!(
+                    "using existing role {role_arn}: added a trust statement for pods.eks.amazonaws.com (sts:AssumeRole, sts:TagSession) next to the ones it had"
+                );
+            }
+        },
         Err(e) if e.kind() == Some(ErrorKind::NoSuchEntity) => {
             let input = CreateRole {
                 role_name: args.role_name.clone(),
@@ -446,4 +517,38 @@ async fn bind_upstream_role(
     );
     emit_service_account(&args.name, &args.namespace, role_arn)?;
     Ok(ExitCode::from(exit::OK))
+}
+
+#[cfg(test)]
+mod pod_identity_trust_tests {
+    use super::*;
+
+    const IRSA: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Federated":"arn:aws:iam::000000000000:oidc-provider/k"},"Action":"sts:AssumeRoleWithWebIdentity","Condition":{"StringEquals":{"k:sub":"system:serviceaccount:payments:api"}}}]}"#;
+
+    #[test]
+    fn an_irsa_role_gets_the_pod_identity_statement_next_to_its_own() {
+        let out = with_pod_identity_trust(IRSA).unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let statements = v["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2, "{out}");
+        assert_eq!(statements[0]["Action"], "sts:AssumeRoleWithWebIdentity");
+        assert_eq!(
+            statements[1]["Principal"]["Service"],
+            "pods.eks.amazonaws.com"
+        );
+        assert_eq!(
+            statements[1]["Action"],
+            serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
+        );
+        // Applied again, nothing changes.
+        assert_eq!(with_pod_identity_trust(&out).unwrap(), None);
+    }
+
+    #[test]
+    fn a_statement_naming_the_service_is_never_widened() {
+        let conditional = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"Service":["pods.eks.amazonaws.com"]},"Action":"sts:AssumeRole","Condition":{"StringEquals":{"aws:SourceAccount":"000000000000"}}}}"#;
+        assert_eq!(with_pod_identity_trust(conditional).unwrap(), None);
+        assert_eq!(with_pod_identity_trust(POD_IDENTITY_TRUST).unwrap(), None);
+        assert!(with_pod_identity_trust("not json").is_err());
+    }
 }

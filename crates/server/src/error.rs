@@ -290,10 +290,15 @@ impl AwsError {
         ))
     }
 
-    pub fn invalid_action(action: &str) -> AwsError {
+    /// An action podiam does not serve: says so, by its IAM name (`iam:ListSAMLProviders`),
+    /// and where the served ones are listed. The name is the caller's: bounded and printable.
+    pub fn invalid_action(service: &str, action: &str) -> AwsError {
         AwsError::new(
             ErrorKind::InvalidAction,
-            format!("Could not find operation {action} for version this service supports"),
+            format!(
+                "podiam does not implement {service}:{}: README.md (\"What the server implements\") lists the operations it serves",
+                crate::text::printable(action, 128)
+            ),
         )
     }
 

@@ -98,7 +98,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
         "ListAccessKeys" => users::list_access_keys(ctx, p),
         "SimulatePrincipalPolicy" => crate::simulate::principal(ctx, p).await,
         "SimulateCustomPolicy" => crate::simulate::custom(ctx, p).await,
-        other => Err(AwsError::invalid_action(other)),
+        other => Err(AwsError::invalid_action("iam", other)),
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<St
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(ctx, p).await,
         "AssumeRole" => assume_role(ctx, p).await,
         "GetCallerIdentity" => get_caller_identity(ctx),
-        other => Err(AwsError::invalid_action(other)),
+        other => Err(AwsError::invalid_action("sts", other)),
     }
 }
 
