@@ -34,7 +34,14 @@ pids=()
 fds=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Bounded: a process that ignores its stop is killed (and was a failure of its own story).
+  for _ in $(seq 200); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.05
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   [ -n "${db:-}" ] && psql "$PODIAM_TEST_DATABASE_URL" -q -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
   if [ -n "${STORIES_KEEP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
@@ -47,6 +54,14 @@ fail() {
 story() { echo; echo "== story $*"; }
 # `expect TEXT WHAT`: stdin holds TEXT.
 expect() { local out; out=$(cat); grep -qF -- "$1" <<<"$out" || fail "$2: no \`$1\` in:"$'\n'"$out"; }
+
+# stop_within SECONDS PID WHAT: SIGTERM, as the kubelet sends it; WHAT must exit 0 in time.
+stop_within() {
+  kill -TERM "$2"
+  for _ in $(seq $(($1 * 20))); do kill -0 "$2" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$2" 2>/dev/null && fail "$3 did not stop within $1 s of SIGTERM"
+  wait "$2" || fail "$3 exited $? on SIGTERM (expected 0)"
+}
 
 # start NAME CMD…: runs CMD in the background, its stdout read through a pipe (fd saved in
 # fd_NAME), its stderr in $tmp/NAME.log.
@@ -188,6 +203,7 @@ chmod 600 "$PODIAM_MASTER_KEY_FILE"
 for r in a b; do
   mkdir -m 700 "$tmp/replica-$r"
   start "server_$r" podiam server --listen 127.0.0.1:0 --data-dir "$tmp/replica-$r" --replica-name "podiam-server-$r"
+  printf -v "pid_$r" %s "${pids[-1]}"
   line=$(until_line "server_$r" '^podiam is up at ')
   drain "server_$r"
   printf -v "server_$r" %s "$(awk '{print $5}' <<<"$line")"
@@ -355,6 +371,14 @@ if [ -n "$agent_probe" ]; then
   curl -sf "$agent_probe/metrics" | grep -q '^# TYPE ' || fail "the agent's /metrics is not Prometheus text"
   echo "   scraped the agent's $agent_probe/metrics"
 fi
+# A rollout of story 3's Deployment: the kubelet sends each replica SIGTERM and waits out the
+# grace period; a replica on PostgreSQL stops well within it (its audit events written).
+for r in a b; do
+  pidvar=pid_$r
+  stop_within 10 "${!pidvar}" "replica $r (podiam server on PostgreSQL)"
+  ! grep -F "still in use" "$tmp/server_$r.log" || fail "replica $r stopped with its database pool still open"
+done
+echo "   both replicas stopped on SIGTERM, exit 0"
 HOME=$real_home
 echo
 echo "stories: all five ran back to back"

@@ -286,6 +286,10 @@ async fn watch_store(shared: Arc<Shared>) {
                                 tracing::error!(error = %e.message, "cannot reload the state");
                             }
                         }
+                        // The server is stopping: dropping the listener gives its connection
+                        // back, which the pool's close waits for (sqlx keeps it across
+                        // `PoolClosed`).
+                        Err(_) if notified.store().is_closed() => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the database notification channel; polling until it is back");
                             tokio::time::sleep(STORE_POLL).await;
@@ -428,6 +432,9 @@ fn write_aws_files(
     Ok((config_path, credentials_path))
 }
 
+/// How long a stop waits for the database pool to close.
+const STORE_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// See [`Server::shutdown`].
 pub(crate) async fn drain(server: Server, grace: std::time::Duration) {
     // No new connections; requests already being answered finish (their connections' tasks
@@ -449,6 +456,12 @@ pub(crate) async fn drain(server: Server, grace: std::time::Duration) {
     if !server.audit.flush(grace).await {
         tracing::warn!("stopping before every audit event was written");
     }
-    // Closing the pool checkpoints SQLite's write-ahead log and removes its -wal/-shm files.
-    server.shared.store().close().await;
+    // Closing the pool checkpoints SQLite's write-ahead log and removes its -wal/-shm files. It
+    // waits for every connection to come back; a stop is bounded even if one never does.
+    if tokio::time::timeout(STORE_CLOSE, server.shared.store().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping with a database connection still in use");
+    }
 }

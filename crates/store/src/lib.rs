@@ -586,6 +586,15 @@ impl Store {
         }
     }
 
+    /// Whether [`Store::close`] has begun: a task that holds a connection of its own (the
+    /// PostgreSQL listener) lets it go then, or the close waits for it forever.
+    pub fn is_closed(&self) -> bool {
+        match &self.pool {
+            Pool::Sqlite(p) => p.is_closed(),
+            Pool::Postgres(p) => p.is_closed(),
+        }
+    }
+
     pub async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(p) => p.close().await,
