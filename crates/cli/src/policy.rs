@@ -21,7 +21,8 @@ pub enum PolicyCommand {
     /// Decide actions on resources against policy files, as `aws iam simulate-custom-policy` does,
     /// and say why.
     Simulate(SimulateArgs),
-    /// Check policy files against AWS's grammar and size limits, and warn about risky patterns.
+    /// Check policy files against AWS's grammar and size limits, and warn about risky patterns,
+    /// actions and condition keys AWS does not have, and operators of the wrong type for a key.
     Validate(ValidateArgs),
 }
 
@@ -81,6 +82,10 @@ pub struct ValidateArgs {
     /// `text` for a person, `json` for a script.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Fail on warnings too, for CI. The exit code is 1 when any file has an error (it would be
+    /// rejected) or, with --strict, a warning; 0 otherwise.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -446,11 +451,13 @@ fn validate_files(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
             crate::emit(&out)?;
         }
     }
-    Ok(ExitCode::from(if errors > 0 {
-        exit::ERROR
-    } else {
-        exit::OK
-    }))
+    Ok(ExitCode::from(
+        if errors > 0 || (args.strict && warnings > 0) {
+            exit::ERROR
+        } else {
+            exit::OK
+        },
+    ))
 }
 
 fn kind_name(kind: PolicyKind) -> &'static str {

@@ -35,6 +35,19 @@ fn scratch(name: &str, content: &str) -> PathBuf {
     path
 }
 
+/// `podiam policy validate FILE --output json`, which exits 0 (no errors), parsed.
+fn validate_json(file: &Path) -> serde_json::Value {
+    let o = podiam(&[
+        "policy",
+        "validate",
+        file.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn simulate_allows_and_reports_the_matched_statement_as_aws_does() {
     let o = podiam(&[
@@ -257,15 +270,7 @@ fn validate_warns_on_risky_trust_and_fails_on_errors() {
         "notaction.json",
         r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotAction":"iam:*","Resource":"*","Sid":"Wide"}}"#,
     );
-    let o = podiam(&[
-        "policy",
-        "validate",
-        bad.to_str().unwrap(),
-        "--output",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = validate_json(&bad);
     let codes: Vec<&str> = v[0]["findings"]
         .as_array()
         .unwrap()
@@ -276,4 +281,61 @@ fn validate_warns_on_risky_trust_and_fails_on_errors() {
     let o = podiam(&["policy", "validate", "examples/context-payments.json"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("error[malformed]"));
+}
+
+#[test]
+fn validate_suggests_the_action_meant() {
+    let typo = scratch(
+        "typo.json",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObjet"],"Resource":"*"}]}"#,
+    );
+    let o = podiam(&["policy", "validate", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "warnings alone do not fail");
+    let out = stdout(&o);
+    assert!(
+        out.contains(":1:66: warning[unknown-action] Statement.Action[0]: `s3` has no action `GetObjet`; did you mean `s3:GetObject`?"),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_flags_a_string_operator_on_an_ip_key() {
+    let ip = scratch(
+        "ip.json",
+        r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:GetObject","Resource":"*","Condition":{"StringEquals":{"aws:SourceIp":"10.0.0.1"}}}}"#,
+    );
+    let v = validate_json(&ip);
+    let f = &v[0]["findings"][0];
+    assert_eq!(f["code"], "condition-type-mismatch");
+    assert_eq!(f["path"], "Statement.Condition.StringEquals.aws:SourceIp");
+    assert!(
+        f["message"].as_str().unwrap().contains("use `IpAddress`"),
+        "{f}"
+    );
+}
+
+#[test]
+fn validate_strict_fails_on_warnings_and_passes_clean_policies() {
+    let o = podiam(&[
+        "policy",
+        "validate",
+        "--strict",
+        "examples/risky-trust.json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning[oidc-missing-aud]"));
+    let o = podiam(&[
+        "policy",
+        "validate",
+        "--strict",
+        "examples/irsa-trust.json",
+        "examples/app-policy.json",
+        "examples/abac-namespace.json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("0 error(s), 0 warning(s)"),
+        "{}",
+        stdout(&o)
+    );
 }

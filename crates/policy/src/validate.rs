@@ -1,9 +1,17 @@
 //! `podiam policy validate`: errors (the document will be rejected) and warnings (it will be
-//! accepted but probably grants more than intended).
+//! accepted but probably grants more than intended, or names something AWS does not have).
+//!
+//! | module | |
+//! | --- | --- |
+//! | [`catalogue`] | the AWS actions and condition keys (with their types) names are checked against |
 
-use crate::condition::{Operator, SetQualifier};
-use crate::json::{self, Position, Value};
+pub mod catalogue;
+
+use self::catalogue::KeyTypes;
+use crate::condition::{Operator, OperatorSpec, SetQualifier};
+use crate::json::{self, Node, Position, Value};
 use crate::limits::Limits;
+use crate::pattern::{NoVariables, Pattern, Syntax};
 use crate::policy::{Effect, ParseError, Policy, PolicyKind, Statement, Version};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -30,18 +38,8 @@ pub fn detect_kind(document: &str) -> PolicyKind {
     let Ok(root) = json::parse(document) else {
         return PolicyKind::Identity;
     };
-    let statements: Vec<&json::Node> = match &root.value {
-        Value::Object(m) => match m.iter().find(|m| m.key == "Statement").map(|m| &m.value) {
-            Some(json::Node {
-                value: Value::Array(items),
-                ..
-            }) => items.iter().collect(),
-            Some(node) => vec![node],
-            None => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
-    let has = |n: &json::Node, keys: &[&str]| match &n.value {
+    let statements = statement_nodes(&root);
+    let has = |n: &Node, keys: &[&str]| match &n.value {
         Value::Object(m) => m.iter().any(|m| keys.contains(&m.key.as_str())),
         _ => false,
     };
@@ -55,6 +53,25 @@ pub fn detect_kind(document: &str) -> PolicyKind {
         (true, false) => PolicyKind::Trust,
         (true, true) => PolicyKind::Resource,
         _ => PolicyKind::Identity,
+    }
+}
+
+/// The statements of a policy document: `Statement` is one object or an array of them.
+fn statement_nodes(root: &Node) -> Vec<&Node> {
+    match member(root, "Statement") {
+        Some(Node {
+            value: Value::Array(items),
+            ..
+        }) => items.iter().collect(),
+        Some(node) => vec![node],
+        None => Vec::new(),
+    }
+}
+
+fn member<'a>(node: &'a Node, key: &str) -> Option<&'a Node> {
+    match &node.value {
+        Value::Object(m) => m.iter().find(|m| m.key == key).map(|m| &m.value),
+        _ => None,
     }
 }
 
@@ -79,6 +96,11 @@ pub fn validate(document: &str, kind: PolicyKind, limits: &Limits) -> Vec<Findin
         });
     }
     lint(&policy, &mut out);
+    // The policy parsed, so the document is JSON of the policy's shape; the JSON tree is walked
+    // again for the source position of each action and condition key.
+    if let Ok(root) = json::parse(document) {
+        lint_names(&root, &mut out);
+    }
     out
 }
 
@@ -111,11 +133,7 @@ fn lint(policy: &Policy, out: &mut Vec<Finding>) {
     }
     let many = policy.statements.len() > 1;
     for (i, s) in policy.statements.iter().enumerate() {
-        let path = if many {
-            format!("Statement[{i}]")
-        } else {
-            "Statement".into()
-        };
+        let path = statement_path(i, many);
         let mut warn = |code: &'static str, message: String| {
             out.push(Finding {
                 severity: Severity::Warning,
@@ -236,43 +254,272 @@ fn lint_trust_statement(s: &Statement, warn: &mut impl FnMut(&'static str, Strin
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn codes(doc: &str) -> Vec<&'static str> {
-        validate(doc, detect_kind(doc), &Limits::default())
-            .into_iter()
-            .map(|f| f.code)
-            .collect()
-    }
-
-    #[test]
-    fn irsa_trust_warnings() {
-        let wide = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
-            "Principal":{"Federated":"arn:aws:iam::111122223333:oidc-provider/oidc.example.com/id/ABC"},
-            "Action":"sts:AssumeRoleWithWebIdentity",
-            "Condition":{"StringLike":{"oidc.example.com/id/ABC:sub":"system:serviceaccount:*:*"}}}]}"#;
-        assert_eq!(detect_kind(wide), PolicyKind::Trust);
-        assert_eq!(codes(wide), ["oidc-missing-aud", "oidc-wildcard-sub"]);
-        let good = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
-            "Principal":{"Federated":"arn:aws:iam::111122223333:oidc-provider/oidc.example.com/id/ABC"},
-            "Action":"sts:AssumeRoleWithWebIdentity",
-            "Condition":{"StringEquals":{"oidc.example.com/id/ABC:sub":"system:serviceaccount:ns:sa",
-                                          "oidc.example.com/id/ABC:aud":"sts.amazonaws.com"}}}]}"#;
-        assert!(codes(good).is_empty());
-    }
-
-    #[test]
-    fn identity_warnings_and_errors() {
-        let doc = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotAction":"iam:*","Resource":"*"}}"#;
-        assert_eq!(codes(doc), ["allow-notaction-all-resources"]);
-        let doc = r#"{"Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"StringEquals":{"s3:prefix":"home/*"}}}}"#;
-        assert_eq!(codes(doc), ["old-version", "wildcard-in-string-equals"]);
-        let doc = r#"{"Version":"2012-10-17","Statement":{"Effect":"Permit","Action":"s3:*","Resource":"*"}}"#;
-        let f = validate(doc, PolicyKind::Identity, &Limits::default());
-        assert_eq!(f[0].severity, Severity::Error);
-        assert_eq!(f[0].path, "Statement");
-        assert!(f[0].message.contains("`Permit`"));
+/// `Statement[2]`, or `Statement` when the policy has one statement.
+fn statement_path(i: usize, many: bool) -> String {
+    if many {
+        format!("Statement[{i}]")
+    } else {
+        "Statement".into()
     }
 }
+
+// === names: actions and condition keys against the catalogue ===
+
+/// Warns about names AWS does not have: a statement that names a missing action grants or
+/// denies nothing with it, and a condition on a key no request carries (or compared with an
+/// operator of another type) silently never matches.
+fn lint_names(root: &Node, out: &mut Vec<Finding>) {
+    let catalogue = catalogue::catalogue();
+    let statements = statement_nodes(root);
+    let many = statements.len() > 1;
+    for (i, statement) in statements.into_iter().enumerate() {
+        let path = statement_path(i, many);
+        let mut warn = |code: &'static str, path: String, at: Position, message: String| {
+            out.push(Finding {
+                severity: Severity::Warning,
+                code,
+                path,
+                at,
+                message,
+            });
+        };
+        // The services the statement's `Action` names, or `None` when it may cover any
+        // (`*`, `NotAction`, a wildcard prefix, a prefix AWS does not have).
+        let mut services: Option<Vec<&catalogue::Service>> = Some(Vec::new());
+        for element in ["Action", "NotAction"] {
+            for (path, node, action) in strings(statement, element, &path) {
+                match (element, check_action(catalogue, action)) {
+                    ("Action", Ok(Some(service))) => {
+                        services.iter_mut().for_each(|v| v.push(service));
+                    }
+                    (_, Ok(_)) => services = None,
+                    (_, Err((code, message))) => {
+                        services = None;
+                        warn(code, path, node.span.start, message);
+                    }
+                }
+            }
+        }
+        let Some(Node {
+            value: Value::Object(operators),
+            ..
+        }) = member(statement, "Condition")
+        else {
+            continue;
+        };
+        for op in operators {
+            let (Ok(spec), Value::Object(keys)) = (OperatorSpec::parse(&op.key), &op.value.value)
+            else {
+                continue;
+            };
+            for key in keys {
+                let path = format!("{path}.Condition.{}.{}", op.key, key.key);
+                let at = key.value.span.start;
+                if let Some((code, message)) =
+                    check_condition_key(catalogue, services.as_deref(), spec, &key.key)
+                {
+                    warn(code, path, at, message);
+                }
+            }
+        }
+    }
+}
+
+/// The strings of a statement's element that is one string or an array of them, each with its
+/// path (`Statement[0].Action[1]`).
+fn strings<'a>(
+    statement: &'a Node,
+    element: &str,
+    statement_path: &str,
+) -> Vec<(String, &'a Node, &'a str)> {
+    let path = format!("{statement_path}.{element}");
+    match member(statement, element) {
+        Some(
+            node @ Node {
+                value: Value::String(s),
+                ..
+            },
+        ) => vec![(path, node, s.as_str())],
+        Some(Node {
+            value: Value::Array(items),
+            ..
+        }) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(j, node)| match &node.value {
+                Value::String(s) => Some((format!("{path}[{j}]"), node, s.as_str())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+const WILDCARDS: Syntax = Syntax {
+    wildcards: true,
+    variables: false,
+};
+
+/// Checks one `Action`/`NotAction` entry: `Ok(Some(service))` when it names actions of one
+/// known service, `Ok(None)` when it covers every service (`*`), `Err` with the
+/// warning when it matches nothing AWS has.
+fn check_action<'c>(
+    catalogue: &'c catalogue::Catalogue,
+    action: &str,
+) -> Result<Option<&'c catalogue::Service>, (&'static str, String)> {
+    let Some((prefix, name)) = action.split_once(':') else {
+        return Ok(None);
+    };
+    let name_pattern = Pattern::compile(name, WILDCARDS);
+    // The parser has already refused wildcards in the prefix (AWS does too).
+    let Some(service) = catalogue.service(prefix) else {
+        let hint = did_you_mean(
+            catalogue
+                .closest_service(prefix)
+                .map(|p| format!("{p}:{name}")),
+        );
+        return Err((
+            "unknown-service",
+            format!("no AWS service has the prefix `{prefix}` (in `{action}`){hint}"),
+        ));
+    };
+    if name_pattern.has_wildcards() {
+        if !service
+            .actions()
+            .any(|a| name_pattern.matches(a, true, &NoVariables))
+        {
+            return Err((
+                "unknown-action",
+                format!("`{action}` matches no action of `{}`", service.prefix()),
+            ));
+        }
+    } else if service.action(name).is_none() {
+        let hint = match service.closest_action(name) {
+            Some(a) => format!("; did you mean `{}:{a}`?", service.prefix()),
+            None => format!(
+                ": see the actions of `{}` in AWS's Service Authorization Reference",
+                service.prefix()
+            ),
+        };
+        return Err((
+            "unknown-action",
+            format!("`{}` has no action `{name}`{hint}", service.prefix()),
+        ));
+    }
+    Ok(Some(service))
+}
+
+/// `; did you mean `s3:GetObject`?`, or nothing without a suggestion.
+fn did_you_mean(suggestion: Option<impl std::fmt::Display>) -> String {
+    suggestion.map_or_else(String::new, |s| format!("; did you mean `{s}`?"))
+}
+
+/// Checks one condition key: its operator against its type, and (when the statement's actions
+/// are all of known services) that it is a key some request of those actions carries.
+fn check_condition_key(
+    catalogue: &catalogue::Catalogue,
+    services: Option<&[&catalogue::Service]>,
+    spec: OperatorSpec,
+    key: &str,
+) -> Option<(&'static str, String)> {
+    let prefix = key.split_once(':').map(|(p, _)| p);
+    let own_service = prefix.and_then(|p| catalogue.service(p));
+    // A key is known here if it is global or a key of one of the statement's services; a key of
+    // another service still has a type to check the operator against.
+    let known = catalogue
+        .global_key(key)
+        .or_else(|| services?.iter().find_map(|s| s.key(key)));
+    if let Some(types) = known.or_else(|| own_service?.key(key))
+        && let Some(message) = type_mismatch(spec, key, types)
+    {
+        return Some(("condition-type-mismatch", message));
+    }
+    if known.is_some() {
+        return None;
+    }
+    // Keys of identity providers (`accounts.google.com:aud`, an OIDC issuer's `…:sub`) and of
+    // prefixes that are no service are not ours to judge.
+    let services = services.filter(|s| !s.is_empty())?;
+    let prefix = prefix?;
+    if prefix.eq_ignore_ascii_case("aws") {
+        let hint = did_you_mean(catalogue.closest_global_key(key));
+        return Some((
+            "unknown-condition-key",
+            format!("`{key}` is not a global condition key, so no request has it{hint}"),
+        ));
+    }
+    own_service?;
+    let mut names: Vec<&str> = services.iter().map(|s| s.prefix()).collect();
+    names.dedup();
+    Some((
+        "unknown-condition-key",
+        format!(
+            "no action of `{}` in this statement has the condition key `{key}`, so the condition never sees a value: use a key of these services or a global `aws:` key",
+            names.join("`, `")
+        ),
+    ))
+}
+
+/// AWS: an operator compares values of its own type (IAM Access Analyzer's "type mismatch"
+/// check). Only clear mismatches are reported: string operators are accepted on keys of every
+/// type but IP addresses (dates, numbers, booleans and ARNs compare as text), and ARN keys also
+/// accept string operators.
+fn type_mismatch(spec: OperatorSpec, key: &str, types: KeyTypes) -> Option<String> {
+    use Operator::*;
+    let (accepted, compares) = match spec.operator {
+        StringEquals
+        | StringNotEquals
+        | StringEqualsIgnoreCase
+        | StringNotEqualsIgnoreCase
+        | StringLike
+        | StringNotLike => (
+            KeyTypes::STRING
+                .union(KeyTypes::ARN)
+                .union(KeyTypes::BOOL)
+                .union(KeyTypes::NUMERIC)
+                .union(KeyTypes::DATE),
+            "strings",
+        ),
+        NumericEquals
+        | NumericNotEquals
+        | NumericLessThan
+        | NumericLessThanEquals
+        | NumericGreaterThan
+        | NumericGreaterThanEquals => (KeyTypes::NUMERIC, "numbers"),
+        DateEquals
+        | DateNotEquals
+        | DateLessThan
+        | DateLessThanEquals
+        | DateGreaterThan
+        | DateGreaterThanEquals => (KeyTypes::DATE, "dates"),
+        Bool => (KeyTypes::BOOL, "booleans"),
+        IpAddress | NotIpAddress => (KeyTypes::IP_ADDRESS, "IP addresses"),
+        ArnEquals | ArnLike | ArnNotEquals | ArnNotLike => (KeyTypes::ARN, "ARNs"),
+        BinaryEquals | Null => return None,
+    };
+    if types.intersects(accepted) {
+        return None;
+    }
+    let (is, use_instead) = if types.intersects(KeyTypes::IP_ADDRESS) {
+        ("an IP address", "`IpAddress` or `NotIpAddress`")
+    } else if types.intersects(KeyTypes::DATE) {
+        (
+            "a date",
+            "`DateEquals`, `DateLessThan`, `DateGreaterThan`, …",
+        )
+    } else if types.intersects(KeyTypes::NUMERIC) {
+        ("a number", "`NumericEquals`, `NumericLessThan`, …")
+    } else if types.intersects(KeyTypes::BOOL) {
+        ("a boolean", "`Bool`")
+    } else if types.intersects(KeyTypes::ARN) {
+        ("an ARN", "`ArnEquals` or `ArnLike`")
+    } else {
+        ("a string", "`StringEquals` or `StringLike`")
+    };
+    Some(format!(
+        "`{spec}` compares {compares}, but `{key}` is {is}, so the comparison does not work: use {use_instead}"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

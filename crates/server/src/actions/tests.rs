@@ -13,19 +13,26 @@ fn full_request() -> (Vec<(String, String)>, Vec<String>, Vec<Tag>) {
 
 /// Walks every served action: with a request that holds everything, the context carries
 /// exactly the keys the Service Authorization Reference documents for the action.
-#[test]
-fn every_action_carries_exactly_its_documented_keys() {
-    let (tags, removed, resource_tags) = full_request();
-    let r = RequestKeys {
-        request_tags: &tags,
-        removed_tag_keys: &removed,
-        resource_tags: &resource_tags,
+/// A request that holds everything a key can be read from.
+fn everything<'a>(
+    (tags, removed, resource_tags): &'a (Vec<(String, String)>, Vec<String>, Vec<Tag>),
+) -> RequestKeys<'a> {
+    RequestKeys {
+        request_tags: tags,
+        removed_tag_keys: removed,
+        resource_tags,
         iam_resource: true,
         policy_arn: Some("arn:aws:iam::aws:policy/AdministratorAccess"),
         permissions_boundary: Some("arn:aws:iam::000000000000:policy/boundary"),
         passed_to_service: Some("pods.eks.amazonaws.com"),
         associated_resource_arn: Some("arn:aws:eks:us-east-1:000000000000:cluster/c"),
-    };
+    }
+}
+
+#[test]
+fn every_action_carries_exactly_its_documented_keys() {
+    let request = full_request();
+    let r = everything(&request);
     for action in ACTIONS {
         let names: Vec<String> = context_for(action.name, &r)
             .into_iter()
@@ -156,4 +163,35 @@ fn every_action_the_server_names_is_in_the_table() {
         missing.is_empty(),
         "actions missing from ACTIONS: {missing:#?}"
     );
+}
+
+/// `podiam policy validate` must not call an action podiam serves, or a condition key it fills
+/// for one, unknown: each is in the AWS catalogue, spelled as AWS spells it.
+#[test]
+fn every_served_action_is_in_the_validate_catalogue() {
+    let catalogue = podiam_policy::validate::catalogue::catalogue();
+    let request = full_request();
+    let r = everything(&request);
+    for action in ACTIONS {
+        let (prefix, name) = action.name.split_once(':').unwrap();
+        let service = catalogue
+            .service(prefix)
+            .unwrap_or_else(|| panic!("no service `{prefix}` in the catalogue"));
+        assert_eq!(service.action(name), Some(name), "{}", action.name);
+        // `iam:ResourceTag/…` is filled only for IAM resources.
+        let r = RequestKeys {
+            iam_resource: prefix == "iam",
+            ..r
+        };
+        for (key, _) in context_for(action.name, &r) {
+            assert!(
+                catalogue
+                    .global_key(&key)
+                    .or_else(|| service.key(&key))
+                    .is_some(),
+                "{}: key `{key}`",
+                action.name
+            );
+        }
+    }
 }
