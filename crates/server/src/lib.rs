@@ -49,7 +49,9 @@ pub mod jwks;
 pub mod local;
 mod managed;
 pub(crate) mod metrics;
-pub(crate) mod query;
+/// The awsQuery form reader: public for the `query_form` fuzz target (fuzz/), not an API.
+#[doc(hidden)]
+pub mod query;
 mod simulate;
 mod start;
 pub mod state;
