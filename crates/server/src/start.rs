@@ -280,16 +280,14 @@ async fn watch_store(shared: Arc<Shared>) {
                 loop {
                     match listener.recv().await {
                         // This process's own write (or one its state already has): no reload.
-                        Ok(n) if notified.has_committed(n.payload()) => {}
-                        Ok(_) => {
+                        Ok(Some(version)) if notified.has_committed(&version) => {}
+                        Ok(Some(_)) => {
                             if let Err(e) = notified.refresh().await {
                                 tracing::error!(error = %e.message, "cannot reload the state");
                             }
                         }
-                        // The server is stopping: dropping the listener gives its connection
-                        // back, which the pool's close waits for (sqlx keeps it across
-                        // `PoolClosed`).
-                        Err(_) if notified.store().is_closed() => break,
+                        // The server is stopping; dropping the listener lets the store close.
+                        Ok(None) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the database notification channel; polling until it is back");
                             tokio::time::sleep(STORE_POLL).await;

@@ -571,7 +571,7 @@ impl Store {
     }
 
     /// For PostgreSQL: a stream that yields once per write committed by any process.
-    pub async fn listen(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+    pub async fn listen(&self) -> Result<Option<WriteListener>, StoreError> {
         match &self.pool {
             Pool::Sqlite(_) => Ok(None),
             Pool::Postgres(p) => {
@@ -581,17 +581,8 @@ impl Store {
                 l.listen(NOTIFY_CHANNEL)
                     .await
                     .map_err(db("listening for writes"))?;
-                Ok(Some(l))
+                Ok(Some(WriteListener(l)))
             }
-        }
-    }
-
-    /// Whether [`Store::close`] has begun: a task that holds a connection of its own (the
-    /// PostgreSQL listener) lets it go then, or the close waits for it forever.
-    pub fn is_closed(&self) -> bool {
-        match &self.pool {
-            Pool::Sqlite(p) => p.is_closed(),
-            Pool::Postgres(p) => p.is_closed(),
         }
     }
 
@@ -730,3 +721,22 @@ fn encode(change: &Change) -> Result<(&'static str, String, Option<String>), Sto
 
 #[cfg(test)]
 mod tests;
+
+/// The writes other processes commit, as PostgreSQL notifications ([`Store::listen`]).
+pub struct WriteListener(sqlx::postgres::PgListener);
+
+impl WriteListener {
+    /// The next write's payload (its state version); `Ok(None)` once the store is closing. The
+    /// listener holds a connection of the pool, which [`Store::close`] waits for: dropping the
+    /// listener then lets the close finish (sqlx keeps the connection across `PoolClosed`).
+    ///
+    /// # Errors
+    /// The channel was lost; the next call reconnects.
+    pub async fn recv(&mut self) -> Result<Option<String>, StoreError> {
+        match self.0.recv().await {
+            Ok(n) => Ok(Some(n.payload().to_owned())),
+            Err(sqlx::Error::PoolClosed) => Ok(None),
+            Err(e) => Err(db("listening for writes")(e)),
+        }
+    }
+}

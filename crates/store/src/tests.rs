@@ -537,7 +537,7 @@ async fn the_state_version_counts_committed_writes_and_is_announced() {
                     .await
                     .unwrap()
                     .unwrap();
-                assert_eq!(n.payload(), expected.to_string());
+                assert_eq!(n, Some(expected.to_string()));
             }
         }
     }
