@@ -50,7 +50,10 @@ pub mod rotation;
 pub mod session;
 pub mod sigv4;
 
-pub use clock::{Clock, FixedClock, PrefetchedRng, Rng, RngError, SystemClock, SystemRng};
+pub use clock::{
+    Clock, FixedClock, POOL_BYTES, PooledSystemRng, PrefetchedRng, Rng, RngError, SystemClock,
+    SystemRng,
+};
 pub use credentials::{
     AccessKey, AccessKeyId, AccessKeyKind, SecretAccessKey, TemporaryCredentials, UniqueIdPrefix,
 };

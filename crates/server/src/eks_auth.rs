@@ -400,7 +400,7 @@ pub(crate) fn session_tags(
 
 /// Session name: `eks-CLUSTER-POD-UUID`, at most 64 characters.
 fn session_name(cluster: &str, pod: &str) -> Result<String, AwsError> {
-    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::SystemRng)
+    let uuid = podiam_identity::issuer::random_uuid(&podiam_identity::PooledSystemRng)
         .map_err(|e| AwsError::internal(e.to_string()))?;
     let mut session_name: String = format!("eks-{cluster}-{pod}-")
         .chars()

@@ -26,7 +26,11 @@ pub use roles::CreateRole;
 pub(crate) const NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 
 /// Dispatches one IAM action. Returns the XML body.
-pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, AwsError> {
+pub(crate) async fn handle(
+    ctx: &Ctx<'_>,
+    action: &str,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     match action {
         "CreateRole" => roles::create_role_query(ctx, p).await,
         "GetRole" => roles::get_role_query(ctx, p),
@@ -304,7 +308,10 @@ fn policy_xml(x: &mut Xml, state: &State, p: &ManagedPolicy, full: bool) {
 }
 
 /// `Marker`/`MaxItems` pagination. The marker is the key of the first item of the next page.
-fn paginate<T>(items: Vec<(&str, T)>, p: &Params) -> Result<(Vec<T>, Option<String>), AwsError> {
+fn paginate<T>(
+    items: Vec<(&str, T)>,
+    p: &Params<'_>,
+) -> Result<(Vec<T>, Option<String>), AwsError> {
     let max = p.int("MaxItems")?.unwrap_or(100);
     if !(1..=1000).contains(&max) {
         return Err(AwsError::validation(format!(
@@ -531,7 +538,7 @@ fn inline_names_reply(
     ctx: &Ctx<'_>,
     action: &str,
     policies: &BTreeMap<String, String>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let items: Vec<(&str, &str)> = policies.keys().map(|k| (k.as_str(), k.as_str())).collect();
     let (page, next) = paginate(items, p)?;
@@ -551,7 +558,7 @@ fn attached_reply(
     action: &str,
     state: &State,
     arns: &[String],
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let prefix = p.get("PathPrefix").unwrap_or("/");
     let mut attached: Vec<&ManagedPolicy> = arns

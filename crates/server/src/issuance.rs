@@ -13,7 +13,7 @@ use std::time::Duration;
 use podiam_identity::credentials::{assumed_role_arn, mint_temporary_credentials};
 use podiam_identity::jwt::{Claims, JwtError, UnverifiedJwt};
 use podiam_identity::session::{SessionSource, SessionTag};
-use podiam_identity::{Jwks, PrefetchedRng, SessionClaims, SystemRng, Validation};
+use podiam_identity::{Jwks, PooledSystemRng, SessionClaims, Validation};
 use podiam_policy::{
     Context, PolicyKind, PolicySet, Record, Request, RequestPrincipal, evaluate_recorded, trust_set,
 };
@@ -312,9 +312,9 @@ pub(crate) struct NewSession<'a> {
 /// Mints temporary credentials at the request's time and seals them into a session token.
 pub(crate) fn mint(ctx: &Ctx<'_>, s: NewSession<'_>) -> Result<Minted, AwsError> {
     let now = ctx.now();
-    // Key ID (16 bytes), secret (30) and the token's nonce (12) from one draw.
-    let rng = PrefetchedRng::<_, 64>::new(&SystemRng)
-        .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
+    // Key ID, secret and the token's nonce come from the thread's pool of system randomness
+    // (one call into the CSPRNG per ~17 mints).
+    let rng = PooledSystemRng;
     let creds = mint_temporary_credentials(&rng, now, s.duration)
         .map_err(|e| AwsError::internal(format!("could not mint credentials: {e}")))?;
     let claims = SessionClaims {

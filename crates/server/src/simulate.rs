@@ -28,7 +28,7 @@ fn parse_input(doc: &str, id: String) -> Result<Arc<Policy>, AwsError> {
     ))
 }
 
-fn context_entries(p: &Params) -> Result<Context, AwsError> {
+fn context_entries(p: &Params<'_>) -> Result<Context, AwsError> {
     let mut entries = Vec::new();
     let supplied = p.structs("ContextEntries");
     if supplied.len() > MAX_CONTEXT_ENTRIES {
@@ -93,7 +93,7 @@ fn managed_source(
     }))
 }
 
-pub async fn principal(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub async fn principal(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let source_arn = p.required("PolicySourceArn")?;
     let state = ctx.shared.snapshot();
     authorize(
@@ -173,7 +173,7 @@ fn group_sources(
     Ok(())
 }
 
-pub async fn custom(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub async fn custom(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     authorize(
         ctx.shared,
@@ -244,7 +244,7 @@ fn list_rule<'p>(p: &'p Params, name: &str, max: usize) -> Result<Vec<&'p str>, 
 }
 
 /// `Marker`: where the previous page stopped, as podiam wrote it.
-fn marker(p: &Params) -> Result<usize, AwsError> {
+fn marker(p: &Params<'_>) -> Result<usize, AwsError> {
     match p.get("Marker") {
         None => Ok(0),
         Some(m) => m
@@ -261,7 +261,7 @@ fn marker(p: &Params) -> Result<usize, AwsError> {
 
 async fn run(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
     state: Arc<State>,
     mut identity: Vec<Source>,
     mut boundary: Option<Source>,

@@ -25,7 +25,11 @@ mod broker;
 
 pub(crate) const NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-pub(crate) async fn handle(ctx: &Ctx<'_>, action: &str, p: &Params) -> Result<String, AwsError> {
+pub(crate) async fn handle(
+    ctx: &Ctx<'_>,
+    action: &str,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     match action {
         "AssumeRoleWithWebIdentity" => assume_role_with_web_identity(ctx, p).await,
         "AssumeRole" => assume_role(ctx, p).await,
@@ -76,7 +80,11 @@ fn role_by_arn<'s>(state: &'s State, arn: &str, action: &str) -> Result<&'s Role
     })
 }
 
-fn session_policies(ctx: &Ctx<'_>, state: &State, p: &Params) -> Result<SessionPolicies, AwsError> {
+fn session_policies(
+    ctx: &Ctx<'_>,
+    state: &State,
+    p: &Params<'_>,
+) -> Result<SessionPolicies, AwsError> {
     let inline = p.get("Policy").map(str::to_string);
     let mut size = 0;
     if let Some(doc) = &inline {
@@ -157,7 +165,7 @@ fn credentials_xml(x: &mut Xml, m: &Minted) {
     );
 }
 
-async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let role_arn = p.required("RoleArn")?;
     let session_name = p.required("RoleSessionName")?;
     session_name_rule(session_name)?;
@@ -325,7 +333,7 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     result
 }
 
-async fn assume_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+async fn assume_role(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let caller = ctx.signed_caller()?;
     let role_arn = p.required("RoleArn")?;
     let session_name = p.required("RoleSessionName")?;

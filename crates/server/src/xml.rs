@@ -38,7 +38,8 @@ pub fn escape(s: &str, out: &mut String) {
 impl Xml {
     /// Starts `<{action}Response xmlns="{ns}"><{action}Result>`.
     pub fn response(action: &str, ns: &str) -> Xml {
-        let mut out = String::with_capacity(1024);
+        // An STS answer with credentials is about 1.4 KB: it is written without a reallocation.
+        let mut out = String::with_capacity(2048);
         let _ = write!(out, "<{action}Response xmlns=\"{ns}\">\n  <{action}Result>");
         Xml {
             out,

@@ -19,7 +19,7 @@ pub(super) fn group_xml(x: &mut Xml, g: &Group) {
 }
 
 /// AWS's `CreateGroup`: name and path rules, at most 300 groups (the default quota).
-pub(super) async fn create_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_group(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?.to_string();
     name_rule("GroupName", &name, 128)?;
     let path = p.get("Path").unwrap_or("/").to_string();
@@ -75,7 +75,7 @@ fn members<'s>(state: &'s State, g: &Group) -> Vec<(&'s str, &'s User)> {
 }
 
 /// AWS's `GetGroup`: the group and a page of its users.
-pub(super) fn get_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_group(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let g = authorized_group(
         ctx,
@@ -100,7 +100,7 @@ pub(super) fn get_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
     Ok(reply(ctx, "GetGroup", x))
 }
 
-pub(super) fn list_groups(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_groups(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     ctx.check(&state, "iam:ListGroups", "*")?;
     let prefix = p.get("PathPrefix").unwrap_or("/");
@@ -125,7 +125,7 @@ pub(super) fn list_groups(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError>
 
 /// AWS's `UpdateGroup`: a new name and/or path, with `iam:UpdateGroup` on the group as it is and
 /// as it will be. Members are held by user ID, so they stay.
-pub(super) async fn update_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn update_group(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?.to_string();
     let new_name = p.get("NewGroupName").map(str::to_string);
     if let Some(n) = &new_name {
@@ -174,7 +174,7 @@ pub(super) async fn update_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
 }
 
 /// AWS's `DeleteGroup`: "The group must not contain any users or have any attached policies."
-pub(super) async fn delete_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_group(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?.to_string();
     ctx.shared
         .write(|state| {
@@ -230,7 +230,7 @@ async fn modify_group(
 
 /// AWS's `AddUserToGroup` (authorised on the group): adding a member again is no change; a user
 /// is in at most 10 groups (the default quota).
-pub(super) async fn add_user_to_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn add_user_to_group(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let user_name = p.required("UserName")?.to_string();
     modify_group(
@@ -260,7 +260,10 @@ pub(super) async fn add_user_to_group(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
 }
 
 /// AWS's `RemoveUserFromGroup` (authorised on the group).
-pub(super) async fn remove_user_from_group(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn remove_user_from_group(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let user_name = p.required("UserName")?.to_string();
     modify_group(
@@ -284,7 +287,7 @@ pub(super) async fn remove_user_from_group(ctx: &Ctx<'_>, p: &Params) -> Result<
 
 // === the group's policies ===
 
-pub(super) async fn put_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn put_group_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let policy_name = p.required("PolicyName")?.to_string();
     name_rule("PolicyName", &policy_name, 128)?;
@@ -310,7 +313,7 @@ pub(super) async fn put_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String
     Ok(empty(ctx, "PutGroupPolicy"))
 }
 
-pub(super) fn get_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_group_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let g = authorized_group(
         ctx,
@@ -331,7 +334,7 @@ pub(super) fn get_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     Ok(reply(ctx, "GetGroupPolicy", x))
 }
 
-pub(super) async fn delete_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_group_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let policy_name = p.required("PolicyName")?.to_string();
     modify_group(
@@ -350,7 +353,7 @@ pub(super) async fn delete_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Str
     Ok(empty(ctx, "DeleteGroupPolicy"))
 }
 
-pub(super) fn list_group_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_group_policies(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let g = authorized_group(
         ctx,
@@ -362,7 +365,7 @@ pub(super) fn list_group_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
     inline_names_reply(ctx, "ListGroupPolicies", &g.inline_policies, p)
 }
 
-pub(super) async fn attach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn attach_group_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let arn = p.required("PolicyArn")?.to_string();
     arn_rule("PolicyArn", &arn)?;
@@ -377,7 +380,7 @@ pub(super) async fn attach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Str
     Ok(empty(ctx, "AttachGroupPolicy"))
 }
 
-pub(super) async fn detach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn detach_group_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("GroupName")?;
     let arn = p.required("PolicyArn")?.to_string();
     arn_rule("PolicyArn", &arn)?;
@@ -392,7 +395,10 @@ pub(super) async fn detach_group_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Str
     Ok(empty(ctx, "DetachGroupPolicy"))
 }
 
-pub(super) fn list_attached_group_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_attached_group_policies(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let g = authorized_group(
         ctx,

@@ -65,7 +65,7 @@ pub struct CreateOpenIdConnectProvider {
 
 pub(super) async fn create_oidc_provider_query(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let input = CreateOpenIdConnectProvider {
         url: p.required("Url")?.to_string(),
@@ -177,7 +177,7 @@ pub(crate) fn get_oidc_provider(ctx: &Ctx<'_>, arn: &str) -> Result<OidcProvider
     Ok(o.clone())
 }
 
-pub(super) fn get_oidc_provider_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_oidc_provider_query(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let o = &get_oidc_provider(ctx, p.required("OpenIDConnectProviderArn")?)?;
     let mut x = Xml::response("GetOpenIDConnectProvider", NS);
     // AWS returns the URL without its scheme.
@@ -197,7 +197,7 @@ pub(super) fn get_oidc_provider_query(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
     Ok(reply(ctx, "GetOpenIDConnectProvider", x))
 }
 
-pub(super) fn list_oidc_providers(ctx: &Ctx<'_>, _p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_oidc_providers(ctx: &Ctx<'_>, _p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     ctx.check(&state, "iam:ListOpenIDConnectProviders", "*")?;
     let mut x = Xml::response("ListOpenIDConnectProviders", NS);
@@ -209,7 +209,10 @@ pub(super) fn list_oidc_providers(ctx: &Ctx<'_>, _p: &Params) -> Result<String, 
     Ok(reply(ctx, "ListOpenIDConnectProviders", x))
 }
 
-pub(super) async fn delete_oidc_provider(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_oidc_provider(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let arn = p.required("OpenIDConnectProviderArn")?.to_string();
     ctx.shared
         .write(|state| {
@@ -237,7 +240,7 @@ pub(super) async fn modify_oidc(
 
 pub(super) async fn oidc_client_id(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
     add: bool,
 ) -> Result<String, AwsError> {
     let arn = p.required("OpenIDConnectProviderArn")?.to_string();
@@ -275,7 +278,10 @@ pub(super) async fn oidc_client_id(
     Ok(empty(ctx, op))
 }
 
-pub(super) async fn update_oidc_thumbprint(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn update_oidc_thumbprint(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let arn = p.required("OpenIDConnectProviderArn")?.to_string();
     let list = p.list("ThumbprintList");
     thumbprint_rule(&list)?;

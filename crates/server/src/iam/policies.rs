@@ -8,7 +8,7 @@ use crate::ids;
 
 // === managed policies ===
 
-pub(super) async fn create_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("PolicyName")?.to_string();
     name_rule("PolicyName", &name, 128)?;
     let path = p.get("Path").unwrap_or("/").to_string();
@@ -79,7 +79,7 @@ pub(crate) fn get_policy(ctx: &Ctx<'_>, arn: &str) -> Result<ManagedPolicy, AwsE
     Ok(pol.clone())
 }
 
-pub(super) fn get_policy_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_policy_query(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let pol = &get_policy(ctx, p.required("PolicyArn")?)?;
     let state = ctx.shared.snapshot();
     let mut x = Xml::response("GetPolicy", NS);
@@ -89,7 +89,7 @@ pub(super) fn get_policy_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     Ok(reply(ctx, "GetPolicy", x))
 }
 
-pub(super) async fn delete_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let arn = p.required("PolicyArn")?.to_string();
     ctx.shared
         .write(|state| {
@@ -112,7 +112,7 @@ pub(super) async fn delete_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, A
     Ok(empty(ctx, "DeletePolicy"))
 }
 
-pub(super) fn list_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_policies(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     ctx.check(&state, "iam:ListPolicies", "*")?;
     let scope = p.get("Scope").unwrap_or("All");
@@ -169,7 +169,10 @@ pub(super) async fn modify_policy<T>(
         .await
 }
 
-pub(super) async fn create_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_policy_version(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let arn = p.required("PolicyArn")?.to_string();
     let doc = p.required("PolicyDocument")?.to_string();
     let compiled = parse_policy(&doc, PolicyKind::Identity)?;
@@ -204,7 +207,7 @@ pub(super) async fn create_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<S
     Ok(reply(ctx, "CreatePolicyVersion", x))
 }
 
-pub(super) fn get_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_policy_version(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let pol = authorized_policy(
         ctx,
@@ -233,7 +236,7 @@ pub(super) fn get_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
     Ok(reply(ctx, "GetPolicyVersion", x))
 }
 
-pub(super) fn list_policy_versions(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_policy_versions(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let pol = authorized_policy(
         ctx,
@@ -281,7 +284,7 @@ pub(super) fn list_policy_versions(ctx: &Ctx<'_>, p: &Params) -> Result<String, 
 
 pub(super) async fn set_default_policy_version(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let arn = p.required("PolicyArn")?.to_string();
     let id = p.required("VersionId")?.to_string();
@@ -298,7 +301,10 @@ pub(super) async fn set_default_policy_version(
     Ok(empty(ctx, "SetDefaultPolicyVersion"))
 }
 
-pub(super) async fn delete_policy_version(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_policy_version(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let arn = p.required("PolicyArn")?.to_string();
     let id = p.required("VersionId")?.to_string();
     modify_policy(ctx, &arn, "iam:DeletePolicyVersion", |pol| {

@@ -22,7 +22,7 @@ pub struct CreateRole {
     pub permissions_boundary: Option<String>,
 }
 
-pub(super) async fn create_role_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_role_query(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let input = CreateRole {
         role_name: p.required("RoleName")?.to_string(),
         path: p.get("Path").map(str::to_string),
@@ -124,7 +124,7 @@ pub(super) fn max_session_rule(max: i64) -> Result<(), AwsError> {
     }
 }
 
-pub(super) fn get_role_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_role_query(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let r = get_role(ctx, p.required("RoleName")?)?;
     let mut x = Xml::response("GetRole", NS);
     x.start("Role");
@@ -140,7 +140,7 @@ pub(crate) fn get_role(ctx: &Ctx<'_>, name: &str) -> Result<Role, AwsError> {
     Ok(r.clone())
 }
 
-pub(super) async fn delete_role_query(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_role_query(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     delete_role(ctx, p.required("RoleName")?).await?;
     Ok(empty(ctx, "DeleteRole"))
 }
@@ -164,7 +164,7 @@ pub(crate) async fn delete_role(ctx: &Ctx<'_>, name: &str) -> Result<(), AwsErro
         .await
 }
 
-pub(super) fn list_roles(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_roles(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     ctx.check(&state, "iam:ListRoles", "*")?;
     let prefix = p.get("PathPrefix").unwrap_or("/");
@@ -224,7 +224,7 @@ pub(super) async fn modify_role_with(
         .await
 }
 
-pub(super) async fn update_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn update_role(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let description = p.get("Description").map(str::to_string);
     let max = p.int("MaxSessionDuration")?;
@@ -254,7 +254,7 @@ pub(super) async fn update_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
 
 pub(super) async fn update_assume_role_policy_query(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     update_assume_role_policy(ctx, p.required("RoleName")?, p.required("PolicyDocument")?).await?;
     Ok(empty(ctx, "UpdateAssumeRolePolicy"))
@@ -277,7 +277,7 @@ pub(crate) async fn update_assume_role_policy(
     Ok(())
 }
 
-pub(super) async fn tag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn tag_role(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let new = p.tags("Tags")?;
     let keys = crate::actions::RequestKeys {
@@ -304,7 +304,7 @@ pub(super) async fn tag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
     Ok(empty(ctx, "TagRole"))
 }
 
-pub(super) async fn untag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn untag_role(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let keys: Vec<String> = p.list("TagKeys").into_iter().map(str::to_string).collect();
     let request = crate::actions::RequestKeys {
@@ -319,7 +319,7 @@ pub(super) async fn untag_role(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     Ok(empty(ctx, "UntagRole"))
 }
 
-pub(super) fn list_role_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_role_tags(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:ListRoleTags")?;
     let items: Vec<(&str, &Tag)> = r.tags.iter().map(|t| (t.key.as_str(), t)).collect();
@@ -337,7 +337,7 @@ pub(super) fn list_role_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
     Ok(reply(ctx, "ListRoleTags", x))
 }
 
-pub(super) async fn put_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn put_role_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let policy_name = p.required("PolicyName")?.to_string();
     name_rule("PolicyName", &policy_name, 128)?;
@@ -358,7 +358,7 @@ pub(super) async fn put_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String,
     Ok(empty(ctx, "PutRolePolicy"))
 }
 
-pub(super) fn get_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_role_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:GetRolePolicy")?;
     let name = p.required("PolicyName")?;
@@ -374,7 +374,7 @@ pub(super) fn get_role_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
 
 pub(super) async fn delete_role_policy_query(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     delete_role_policy(ctx, p.required("RoleName")?, p.required("PolicyName")?).await?;
     Ok(empty(ctx, "DeleteRolePolicy"))
@@ -399,7 +399,7 @@ pub(crate) async fn delete_role_policy(
     Ok(())
 }
 
-pub(super) fn list_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_role_policies(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = authorized_role(ctx, &state, p.required("RoleName")?, "iam:ListRolePolicies")?;
     let items: Vec<(&str, &str)> = r
@@ -420,7 +420,7 @@ pub(super) fn list_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
 
 pub(super) async fn attach_role_policy_query(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     attach_role_policy(ctx, p.required("RoleName")?, p.required("PolicyArn")?).await?;
     Ok(empty(ctx, "AttachRolePolicy"))
@@ -457,7 +457,7 @@ pub(crate) async fn attach_role_policy(
 
 pub(super) async fn detach_role_policy_query(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     detach_role_policy(ctx, p.required("RoleName")?, p.required("PolicyArn")?).await?;
     Ok(empty(ctx, "DetachRolePolicy"))
@@ -486,7 +486,10 @@ pub(crate) async fn detach_role_policy(
     Ok(())
 }
 
-pub(super) fn list_attached_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_attached_role_policies(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let r = authorized_role(
         ctx,
@@ -523,7 +526,7 @@ pub(super) fn list_attached_role_policies(ctx: &Ctx<'_>, p: &Params) -> Result<S
 
 pub(super) async fn put_role_permissions_boundary(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     let arn = p.required("PermissionsBoundary")?.to_string();
@@ -539,7 +542,7 @@ pub(super) async fn put_role_permissions_boundary(
 
 pub(super) async fn delete_role_permissions_boundary(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
 ) -> Result<String, AwsError> {
     let name = p.required("RoleName")?;
     modify_role(ctx, name, "iam:DeleteRolePermissionsBoundary", |_, r| {

@@ -22,7 +22,7 @@ pub(super) fn user_xml(x: &mut Xml, u: &User, full: bool) {
     }
 }
 
-pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?.to_string();
     name_rule("UserName", &name, 64)?;
     let path = p.get("Path").unwrap_or("/").to_string();
@@ -79,7 +79,7 @@ pub(super) async fn create_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
 pub(super) fn target_user<'s>(
     ctx: &Ctx<'_>,
     state: &'s State,
-    p: &Params,
+    p: &Params<'_>,
     action: &str,
 ) -> Result<&'s User, AwsError> {
     let name = match (p.get("UserName"), ctx.signed_caller()?) {
@@ -94,7 +94,7 @@ pub(super) fn target_user<'s>(
     authorized_user(ctx, state, &name, action, RequestKeys::default())
 }
 
-pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = target_user(ctx, &state, p, "iam:GetUser")?;
     let mut x = Xml::response("GetUser", NS);
@@ -106,7 +106,7 @@ pub(super) fn get_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
 
 // === access keys ===
 
-pub(super) async fn create_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn create_access_key(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let (id, secret) = ids::access_key()?;
     let key = ctx
         .shared
@@ -150,7 +150,7 @@ pub(super) async fn create_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
     Ok(reply(ctx, "CreateAccessKey", x))
 }
 
-pub(super) async fn delete_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_access_key(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let id = p.required("AccessKeyId")?.to_string();
     ctx.shared
         .write(|state| {
@@ -169,7 +169,7 @@ pub(super) async fn delete_access_key(ctx: &Ctx<'_>, p: &Params) -> Result<Strin
     Ok(empty(ctx, "DeleteAccessKey"))
 }
 
-pub(super) fn list_access_keys(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_access_keys(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = target_user(ctx, &state, p, "iam:ListAccessKeys")?;
     let mut x = Xml::response("ListAccessKeys", NS);
@@ -191,7 +191,7 @@ pub(super) fn list_access_keys(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     Ok(reply(ctx, "ListAccessKeys", x))
 }
 
-pub(super) fn list_users(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_users(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     ctx.check(&state, "iam:ListUsers", "*")?;
     let prefix = p.get("PathPrefix").unwrap_or("/");
@@ -217,7 +217,7 @@ pub(super) fn list_users(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> 
 /// AWS's `UpdateUser`: a new name and/or path. The caller needs `iam:UpdateUser` on the user as
 /// it is and as it will be ("to change Bob to Robert, … permission on Bob and Robert"). The
 /// user's access keys follow it; its groups hold it by ID, so they need no change.
-pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?.to_string();
     let new_name = p.get("NewUserName").map(str::to_string);
     if let Some(n) = &new_name {
@@ -282,7 +282,7 @@ pub(super) async fn update_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aws
 
 /// AWS's `DeleteUser`: refused while the user has access keys, policies or groups ("you must
 /// delete the items attached to the user manually").
-pub(super) async fn delete_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?.to_string();
     ctx.shared
         .write(|state| {
@@ -343,7 +343,7 @@ async fn modify_user(
         .await
 }
 
-pub(super) async fn tag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn tag_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let new = p.tags("Tags")?;
     if new.is_empty() {
@@ -375,7 +375,7 @@ pub(super) async fn tag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
     Ok(empty(ctx, "TagUser"))
 }
 
-pub(super) async fn untag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn untag_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let keys: Vec<String> = p.list("TagKeys").into_iter().map(str::to_string).collect();
     if keys.is_empty() {
@@ -395,7 +395,7 @@ pub(super) async fn untag_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsE
     Ok(empty(ctx, "UntagUser"))
 }
 
-pub(super) fn list_user_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_user_tags(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = authorized_user(
         ctx,
@@ -421,7 +421,7 @@ pub(super) fn list_user_tags(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsErr
 
 // === the user's policies ===
 
-pub(super) async fn put_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn put_user_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let policy_name = p.required("PolicyName")?.to_string();
     name_rule("PolicyName", &policy_name, 128)?;
@@ -447,7 +447,7 @@ pub(super) async fn put_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String,
     Ok(empty(ctx, "PutUserPolicy"))
 }
 
-pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = authorized_user(
         ctx,
@@ -468,7 +468,7 @@ pub(super) fn get_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsEr
     Ok(reply(ctx, "GetUserPolicy", x))
 }
 
-pub(super) async fn delete_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn delete_user_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let policy_name = p.required("PolicyName")?.to_string();
     modify_user(
@@ -487,7 +487,7 @@ pub(super) async fn delete_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     Ok(empty(ctx, "DeleteUserPolicy"))
 }
 
-pub(super) fn list_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_user_policies(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = authorized_user(
         ctx,
@@ -499,7 +499,7 @@ pub(super) fn list_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, Aw
     inline_names_reply(ctx, "ListUserPolicies", &u.inline_policies, p)
 }
 
-pub(super) async fn attach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn attach_user_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let arn = p.required("PolicyArn")?.to_string();
     arn_rule("PolicyArn", &arn)?;
@@ -514,7 +514,7 @@ pub(super) async fn attach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     Ok(empty(ctx, "AttachUserPolicy"))
 }
 
-pub(super) async fn detach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) async fn detach_user_policy(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let name = p.required("UserName")?;
     let arn = p.required("PolicyArn")?.to_string();
     arn_rule("PolicyArn", &arn)?;
@@ -529,7 +529,10 @@ pub(super) async fn detach_user_policy(ctx: &Ctx<'_>, p: &Params) -> Result<Stri
     Ok(empty(ctx, "DetachUserPolicy"))
 }
 
-pub(super) fn list_attached_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_attached_user_policies(
+    ctx: &Ctx<'_>,
+    p: &Params<'_>,
+) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = authorized_user(
         ctx,
@@ -547,7 +550,7 @@ pub(super) fn list_attached_user_policies(ctx: &Ctx<'_>, p: &Params) -> Result<S
     )
 }
 
-pub(super) fn list_groups_for_user(ctx: &Ctx<'_>, p: &Params) -> Result<String, AwsError> {
+pub(super) fn list_groups_for_user(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<String, AwsError> {
     let state = ctx.shared.snapshot();
     let u = authorized_user(
         ctx,

@@ -36,7 +36,7 @@ const IRSA_AUDIENCE: &str = "sts.amazonaws.com";
 
 pub(super) async fn web_identity(
     ctx: &Ctx<'_>,
-    p: &Params,
+    p: &Params<'_>,
     presented: PresentedToken<'_>,
     iss: &str,
     event: &mut Event,
