@@ -166,7 +166,11 @@ impl<'a> Params<'a> {
 /// Form-decodes one name or value: borrowed when there is nothing to decode.
 fn decode(raw: &[u8]) -> Cow<'_, str> {
     if memchr::memchr2(b'%', b'+', raw).is_none() {
-        return String::from_utf8_lossy(raw);
+        // `from_utf8` first: its check is vectorised, `from_utf8_lossy`'s chunking is not.
+        return match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
