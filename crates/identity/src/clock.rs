@@ -126,49 +126,6 @@ impl Rng for PooledSystemRng {
     }
 }
 
-/// Random bytes drawn from another [`Rng`] in one call and handed out in order, each byte once.
-///
-/// A credential mint needs three small random values (key ID, secret, token nonce); the system
-/// CSPRNG costs about as much per call as per 64 bytes, so one request draws once. Requests
-/// larger than what is left go to the inner source directly.
-pub struct PrefetchedRng<'a, R: Rng, const N: usize> {
-    inner: &'a R,
-    buf: std::cell::RefCell<([u8; N], usize)>,
-}
-
-impl<'a, R: Rng, const N: usize> PrefetchedRng<'a, R, N> {
-    /// Draws `N` bytes from `inner`.
-    ///
-    /// # Errors
-    /// [`RngError`] when `inner` fails.
-    pub fn new(inner: &'a R) -> Result<Self, RngError> {
-        let mut bytes = [0u8; N];
-        inner.fill(&mut bytes)?;
-        Ok(Self {
-            inner,
-            buf: std::cell::RefCell::new((bytes, 0)),
-        })
-    }
-}
-
-impl<R: Rng, const N: usize> Rng for PrefetchedRng<'_, R, N> {
-    fn fill(&self, dest: &mut [u8]) -> Result<(), RngError> {
-        let Ok(mut guard) = self.buf.try_borrow_mut() else {
-            return self.inner.fill(dest);
-        };
-        let (bytes, used) = &mut *guard;
-        let end = *used + dest.len();
-        if end > N {
-            return self.inner.fill(dest);
-        }
-        dest.copy_from_slice(&bytes[*used..end]);
-        // Handed-out bytes do not linger in the buffer.
-        bytes[*used..end].fill(0);
-        *used = end;
-        Ok(())
-    }
-}
-
 impl<R: Rng + ?Sized> Rng for &R {
     fn fill(&self, dest: &mut [u8]) -> Result<(), RngError> {
         (**self).fill(dest)
@@ -333,23 +290,6 @@ impl Rng for TestRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefetched_rng_hands_out_each_byte_once_then_falls_through() {
-        let inner = TestRng(std::cell::Cell::new(7));
-        let mut direct = [0u8; 40];
-        TestRng(std::cell::Cell::new(7)).fill(&mut direct).unwrap();
-        let rng = PrefetchedRng::<_, 16>::new(&inner).unwrap();
-        let (mut a, mut b) = ([0u8; 10], [0u8; 6]);
-        rng.fill(&mut a).unwrap();
-        rng.fill(&mut b).unwrap();
-        // The first 16 bytes are the inner source's first 16, in order.
-        assert_eq!([&a[..], &b[..]].concat(), direct[..16]);
-        // Exhausted: the next request comes from the inner source, not a replay.
-        let mut c = [0u8; 4];
-        rng.fill(&mut c).unwrap();
-        assert_eq!(c, direct[16..20]);
-    }
 
     #[test]
     fn pooled_rng_hands_out_each_byte_once() {

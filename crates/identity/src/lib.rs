@@ -51,8 +51,7 @@ pub mod session;
 pub mod sigv4;
 
 pub use clock::{
-    Clock, FixedClock, POOL_BYTES, PooledSystemRng, PrefetchedRng, Rng, RngError, SystemClock,
-    SystemRng,
+    Clock, FixedClock, POOL_BYTES, PooledSystemRng, Rng, RngError, SystemClock, SystemRng,
 };
 pub use credentials::{
     AccessKey, AccessKeyId, AccessKeyKind, SecretAccessKey, TemporaryCredentials, UniqueIdPrefix,
