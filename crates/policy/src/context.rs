@@ -58,10 +58,19 @@ pub struct ContextValue {
 /// Condition keys with their values. Keys are case-insensitive, as in AWS.
 ///
 /// Kept as a vector sorted by lowercased key: requests carry a handful to a few dozen keys, so a
-/// binary search beats hashing and the lookup allocates nothing.
+/// binary search beats hashing and the lookup allocates nothing. The order compares the keys'
+/// ASCII-lowercased bytes as it goes, so an entry holds its key once, as the caller spelled it
+/// (one allocation fewer per key than keeping a lowercased copy beside it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
-    entries: Vec<(Box<str>, ContextValue)>,
+    entries: Vec<ContextValue>,
+}
+
+/// `a.to_ascii_lowercase().cmp(&b.to_ascii_lowercase())`, without the copies.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 impl Context {
@@ -84,15 +93,14 @@ impl Context {
     }
 
     pub fn set(&mut self, key: &str, values: Vec<String>, multi: bool) -> &mut Self {
-        let lower = key.to_ascii_lowercase().into_boxed_str();
         let value = ContextValue {
             name: key.into(),
             values,
             multi,
         };
-        match self.entries.binary_search_by(|(k, _)| (**k).cmp(&*lower)) {
-            Ok(i) => self.entries[i].1 = value,
-            Err(i) => self.entries.insert(i, (lower, value)),
+        match self.lookup(key) {
+            Ok(i) => self.entries[i] = value,
+            Err(i) => self.entries.insert(i, value),
         }
         self
     }
@@ -111,32 +119,29 @@ impl Context {
     }
 
     pub fn remove(&mut self, key: &str) {
-        let lower = key.to_ascii_lowercase();
-        if let Ok(i) = self.lookup(&lower) {
+        if let Ok(i) = self.lookup(key) {
             self.entries.remove(i);
         }
     }
 
-    fn lookup(&self, lower: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| (**k).cmp(lower))
+    /// The entry of `key` in any case, or where it would go.
+    fn lookup(&self, key: &str) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| cmp_ignore_ascii_case(&e.name, key))
     }
 
     /// Looks up a key that is already lowercased (compiled policies store their keys so).
     pub fn get_lowercase(&self, lower: &str) -> Option<&ContextValue> {
-        self.lookup(lower).ok().map(|i| &self.entries[i].1)
+        self.lookup(lower).ok().map(|i| &self.entries[i])
     }
 
     /// Looks up a key in any case.
     pub fn get(&self, key: &str) -> Option<&ContextValue> {
-        if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.get_lowercase(&key.to_ascii_lowercase())
-        } else {
-            self.get_lowercase(key)
-        }
+        self.lookup(key).ok().map(|i| &self.entries[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ContextValue> {
-        self.entries.iter().map(|(_, v)| v)
+        self.entries.iter()
     }
 
     pub fn len(&self) -> usize {
@@ -176,5 +181,42 @@ mod tests {
         assert_eq!(ctx.resolve("aws:tagkeys"), None, "lists never resolve");
         ctx.remove("AWS:TAGKEYS");
         assert!(ctx.get("aws:TagKeys").is_none());
+    }
+
+    #[test]
+    fn keys_are_found_in_any_case_among_many() {
+        let keys = [
+            "aws:SourceIp",
+            "aws:PrincipalTag/Team",
+            "oidc.example.com/id/X:sub",
+            "sts:RoleSessionName",
+            "aws:RequestTag/a",
+            "aws:RequestTag/B",
+            "aws:EpochTime",
+            "Zeta:key",
+            "aws:principaltag/team-lead",
+        ];
+        let mut ctx = Context::new();
+        for (i, k) in keys.iter().enumerate() {
+            ctx.insert(k, i.to_string());
+        }
+        assert_eq!(ctx.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let want = i.to_string();
+            for spelled in [
+                k.to_string(),
+                k.to_ascii_lowercase(),
+                k.to_ascii_uppercase(),
+            ] {
+                let got = ctx.get(&spelled).map(|v| v.values.clone());
+                assert_eq!(got, Some(vec![want.clone()]), "{spelled}");
+            }
+            assert_eq!(
+                ctx.get_lowercase(&k.to_ascii_lowercase()).map(|v| &*v.name),
+                Some(*k)
+            );
+        }
+        assert!(ctx.get("aws:PrincipalTag/Tea").is_none());
+        assert!(ctx.get("aws:PrincipalTag/Teams").is_none());
     }
 }

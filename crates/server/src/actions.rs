@@ -180,6 +180,25 @@ pub(crate) fn action(name: &str) -> Option<&'static Action> {
     ACTIONS.iter().find(|a| a.name == name)
 }
 
+/// The name of an awsQuery action podiam serves (`"CreateRole"`, `"GetCallerIdentity"`), as a
+/// static string for a metrics label; anything else is `"Unknown"`. The label set stays the
+/// finite set of served actions whatever a caller sends: `Action=` is the client's to choose
+/// before any authentication, and each distinct label value would be a new series held forever.
+pub(crate) fn query_action_label(sts: bool, action: &str) -> &'static str {
+    let service = if sts { "sts:" } else { "iam:" };
+    if sts && action == "GetCallerIdentity" {
+        return "GetCallerIdentity";
+    }
+    ACTIONS
+        .iter()
+        .find_map(|a| {
+            a.name
+                .strip_prefix(service)
+                .filter(|n| *n == action && !matches!(*n, "TagSession" | "SetSourceIdentity"))
+        })
+        .unwrap_or("Unknown")
+}
+
 /// What a request holds that condition keys may test. Handlers fill what they have; only the
 /// keys the action documents reach the context.
 #[derive(Clone, Copy, Debug, Default)]

@@ -145,7 +145,9 @@ async fn pod_identity(
         .clone();
     let tags = session_tags(&c, &a, &namespace, &service_account, Some(&pod));
     if crate::upstream::is_upstream_role(&ctx.shared.config, &a.role_arn) {
-        return broker::pod_identity(
+        // Boxed: the upstream call's future is kilobytes, and inline it would make every pod
+        // request's future (moved by each wrapper above) that large.
+        return Box::pin(broker::pod_identity(
             ctx,
             broker::Pod {
                 cluster: &c,
@@ -156,7 +158,7 @@ async fn pod_identity(
                 tags: &tags,
             },
             event,
-        )
+        ))
         .await;
     }
     let role = role_by_arn(&state, &a.role_arn)?.clone();

@@ -243,7 +243,8 @@ async fn aws_query(
     }
     .await;
     let service = if is_sts { "sts" } else { "iam" };
-    record_metrics(&app, service, &action, &result, Protocol::Query, started);
+    let label = crate::actions::query_action_label(is_sts, &action);
+    record_metrics(&app, service, label, &result, Protocol::Query, started);
     log_request(
         service,
         &action,
@@ -304,7 +305,7 @@ fn iam_denial_event(ctx: &Ctx<'_>, action: &str, r: &Result<String, AwsError>) -
 fn record_metrics<T>(
     app: &App,
     service: &'static str,
-    action: &str,
+    action: &'static str,
     result: &Result<T, AwsError>,
     protocol: Protocol,
     started: std::time::Instant,

@@ -10,9 +10,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub service: &'static str,
-    pub action: String,
+    pub action: &'static str,
     /// `OK`, or the AWS error code.
-    pub code: String,
+    pub code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,7 +22,7 @@ pub struct ServiceLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
-    pub action: String,
+    pub action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,8 +32,8 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DenialLabels {
-    pub action: String,
-    pub reason: String,
+    pub action: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,12 +202,14 @@ impl Metrics {
     }
 
     /// One answered request: `failure` is the code the client saw and whether it was a denial
-    /// ([`crate::error::ErrorKind::is_denial`]).
+    /// ([`crate::error::ErrorKind::is_denial`]). Every label is a static string (the served
+    /// action's name, an error code of the enum): no allocation per request, and a finite set
+    /// of series whatever the callers send.
     pub fn record(
         &self,
         service: &'static str,
-        action: &str,
-        failure: Option<(&str, bool)>,
+        action: &'static str,
+        failure: Option<(&'static str, bool)>,
         seconds: f64,
     ) {
         let code = failure.map(|(c, _)| c);
@@ -215,8 +217,8 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 service,
-                action: action.to_string(),
-                code: code_label.to_string(),
+                action,
+                code: code_label,
             })
             .inc();
         self.duration
@@ -224,18 +226,11 @@ impl Metrics {
             .observe(seconds);
         match code {
             None if ISSUING.contains(&action) => {
-                self.issued
-                    .get_or_create(&ActionLabels {
-                        action: action.to_string(),
-                    })
-                    .inc();
+                self.issued.get_or_create(&ActionLabels { action }).inc();
             }
             Some(c) if failure.is_some_and(|(_, denial)| denial) => {
                 self.denials
-                    .get_or_create(&DenialLabels {
-                        action: action.to_string(),
-                        reason: c.to_string(),
-                    })
+                    .get_or_create(&DenialLabels { action, reason: c })
                     .inc();
             }
             _ => {}

@@ -142,7 +142,7 @@ impl Shared {
         if self.known_version() == Some(self.store.version().await?) {
             return Ok(false);
         }
-        let (version, fresh) = self.store.load_versioned().await?;
+        let (version, fresh) = Box::pin(self.store.load_versioned()).await?;
         let changed = *self.snapshot() != fresh;
         if changed {
             self.replace(fresh);
@@ -234,7 +234,10 @@ impl Shared {
                 .iter()
                 .map(|c| (c.clone(), current.current(c)))
                 .collect();
-            match self.store.apply_checked(&checked).await {
+            // The store's futures (sqlx, both backends) are ~15 KB: boxed here, once, every
+            // IAM and EKS handler's future stays small instead of carrying them (and the
+            // awsQuery adapter's with them, which each axum wrapper moves).
+            match Box::pin(self.store.apply_checked(&checked)).await {
                 Ok(version) => {
                     // O(changes × log n): the maps are persistent, so the clone shares every
                     // node the changes do not touch (and readers keep the previous snapshot).
@@ -255,7 +258,7 @@ impl Shared {
                 }
                 Err(podiam_store::StoreError::Conflict { kind, key }) if attempt < ATTEMPTS => {
                     tracing::debug!(kind, key = %key, attempt, "write conflict: reloading and deciding again");
-                    let (version, fresh) = self.store.load_versioned().await?;
+                    let (version, fresh) = Box::pin(self.store.load_versioned()).await?;
                     self.replace(fresh);
                     self.version.store(version, Ordering::Release);
                 }

@@ -191,7 +191,8 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
         event.subject = presented.subject().map(str::to_string);
         // Broker mode: another account's role, for a pod of a registered cluster.
         if crate::upstream::is_upstream_role(&ctx.shared.config, role_arn) {
-            return broker::web_identity(ctx, p, presented, &iss, &mut event).await;
+            // Boxed: the upstream call's future is kilobytes (see `broker::pod_identity`).
+            return Box::pin(broker::web_identity(ctx, p, presented, &iss, &mut event)).await;
         }
         let state = ctx.shared.snapshot();
         let id = provider_key(&iss).ok_or_else(|| {
@@ -227,14 +228,14 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
             .unwrap_or_default();
         let mut node_name = None;
         if let Some(k) = claims.kubernetes().ok().flatten() {
-            event.namespace = Some(k.namespace.clone());
-            event.service_account = Some(k.serviceaccount.name.clone());
-            event.pod = k.pod.as_ref().map(|p| p.name.clone());
             // A pod's token on a node (the node agent's own): the session remembers the node, so
             // EKS Auth can bind the pod tokens this session exchanges to it.
             node_name =
                 crate::eks_auth::token_node(&k).map_err(AwsError::invalid_identity_token)?;
             event.node.clone_from(&node_name);
+            event.namespace = Some(k.namespace);
+            event.service_account = Some(k.serviceaccount.name);
+            event.pod = k.pod.map(|p| p.name);
         }
         event.token_age_seconds = claims.issued_at().map(|iat| ctx.facts.now / 1000 - iat);
         let tags_claim = claims.session_tags().map_err(|e| {
@@ -272,16 +273,17 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
         };
         insert_request_tags(&mut context, &tags, &transitive);
         let principal = RequestPrincipal::federated(provider.arn.as_str());
-        let mut actions = vec![action];
-        if !tags.is_empty() {
-            actions.push("sts:TagSession");
-        }
+        let actions: &[&str] = if tags.is_empty() {
+            &[action]
+        } else {
+            &[action, "sts:TagSession"]
+        };
         check_trust(
             ctx,
             &TrustRequest {
                 role,
                 principal: &principal,
-                actions: &actions,
+                actions,
                 context: &context,
                 caller: &PolicySet::default(),
                 wording: TrustWording::Sts,

@@ -194,6 +194,39 @@ async fn a_good_token_gets_credentials() {
     assert_eq!(raw_get(f.server.addr, "/readyz").await.0, 200);
 }
 
+/// `Action=` is the caller's to choose before any authentication: names podiam does not serve
+/// are counted under one `Unknown` series, never one series each (memory held forever).
+#[tokio::test]
+async fn unknown_actions_share_one_metrics_series() {
+    let f = fixture().await;
+    // Unsigned: refused before dispatch, as on AWS, but counted all the same.
+    for i in 0..20 {
+        let name = format!("NoSuchAction{i}");
+        let (status, body) = post(f.server.addr, &[("Action", &name)]).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(code(&body), "MissingAuthenticationToken", "{body}");
+    }
+    let (status, body) = post(
+        f.server.addr,
+        &[("Action", "GetRole"), ("Version", "2010-05-08")],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, metrics) = raw_get(f.server.addr, "/metrics").await;
+    assert!(!metrics.contains("NoSuchAction"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "podiam_requests_total{service=\"iam\",action=\"Unknown\",code=\"MissingAuthenticationToken\"} 20"
+        ),
+        "{metrics}"
+    );
+    // A served action keeps its own name.
+    assert!(
+        metrics.contains("action=\"GetRole\",code=\"MissingAuthenticationToken\""),
+        "{metrics}"
+    );
+}
+
 async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

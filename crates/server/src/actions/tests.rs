@@ -195,3 +195,26 @@ fn every_served_action_is_in_the_validate_catalogue() {
         }
     }
 }
+
+#[test]
+fn metrics_labels_name_only_served_actions() {
+    assert_eq!(
+        query_action_label(true, "AssumeRoleWithWebIdentity"),
+        "AssumeRoleWithWebIdentity"
+    );
+    assert_eq!(
+        query_action_label(true, "GetCallerIdentity"),
+        "GetCallerIdentity"
+    );
+    assert_eq!(query_action_label(false, "CreateRole"), "CreateRole");
+    assert_eq!(
+        query_action_label(false, "SimulatePrincipalPolicy"),
+        "SimulatePrincipalPolicy"
+    );
+    // The other service's names, STS permissions that are not actions, and anything else.
+    assert_eq!(query_action_label(false, "AssumeRole"), "Unknown");
+    assert_eq!(query_action_label(true, "CreateRole"), "Unknown");
+    assert_eq!(query_action_label(true, "TagSession"), "Unknown");
+    assert_eq!(query_action_label(false, "NoSuchAction1"), "Unknown");
+    assert_eq!(query_action_label(false, ""), "Unknown");
+}
