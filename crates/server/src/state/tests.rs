@@ -184,3 +184,37 @@ fn a_role_is_found_by_its_arn_with_a_path_and_any_case() {
     assert_eq!(by_arn("arn:aws:iam::000000000000:role/team/app"), None);
     assert_eq!(by_arn("not-an-arn"), None);
 }
+
+/// The handlers' futures stay small (ARCHITECTURE.md, "Futures stay small"): the store's
+/// futures are large and boxed in `Shared::write`. Inline, every IAM handler's future, and the
+/// awsQuery adapter's that holds it, was over 16 KB in a release build (5.8 KB in this debug
+/// build, against 1.5 KB boxed), and axum moves it several times per request.
+#[tokio::test]
+async fn handler_futures_stay_small() {
+    let (_dir, shared, _other) = shared().await;
+    let audit = crate::audit::Audit::disabled();
+    let ctx = crate::ctx::Ctx {
+        shared: &shared,
+        caller: None,
+        facts: crate::auth::RequestFacts {
+            source_ip: None,
+            secure_transport: true,
+            user_agent: None,
+            now: 0,
+        },
+        request_id: "test",
+        audit: &audit,
+        offline: false,
+    };
+    let p = crate::query::Params::parse(b"");
+    let iam = std::mem::size_of_val(&crate::iam::handle(&ctx, "CreateRole", &p));
+    let sts = std::mem::size_of_val(&crate::sts::handle(&ctx, "AssumeRoleWithWebIdentity", &p));
+    let write = std::mem::size_of_val(&shared.write(|_: &State| Ok((Vec::new(), ()))));
+    for (what, size) in [
+        ("iam::handle", iam),
+        ("sts::handle", sts),
+        ("Shared::write", write),
+    ] {
+        assert!(size <= 4 * 1024, "{what}'s future is {size} bytes");
+    }
+}
