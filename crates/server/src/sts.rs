@@ -248,10 +248,18 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
 
         // The trust policy, with the provider's condition keys (`host/path:sub`, `:aud`, `:amr`).
         let mut context = Context::new();
-        context.insert(&format!("{id}:sub"), sub.as_str());
-        context.insert(&format!("{id}:aud"), aud.as_str());
+        // One buffer for the provider's three keys.
+        let mut key = String::with_capacity(id.len() + 4);
+        key.push_str(id);
+        key.push_str(":sub");
+        context.insert(&key, sub.as_str());
+        key.truncate(id.len());
+        key.push_str(":aud");
+        context.insert(&key, aud.as_str());
         if let Some(amr) = claims.get("amr").and_then(|v| v.as_array()) {
-            context.insert_list(&format!("{id}:amr"), amr.iter().filter_map(|v| v.as_str()));
+            key.truncate(id.len());
+            key.push_str(":amr");
+            context.insert_list(&key, amr.iter().filter_map(|v| v.as_str()));
         }
         context.insert("aws:FederatedProvider", provider.arn.as_str());
         context.insert("sts:RoleSessionName", session_name);
@@ -299,6 +307,10 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
         )
         .map_err(duration_error)?;
         let policies = session_policies(ctx, &state, p)?;
+        // The answer starts before the mint, so that the session can take `sub` and `aud`.
+        let mut x = Xml::response("AssumeRoleWithWebIdentity", NS);
+        x.text("SubjectFromWebIdentityToken", &sub)
+            .text("Audience", &aud);
         let minted = mint(
             ctx,
             NewSession {
@@ -314,15 +326,12 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
                 source_identity: source_identity.clone(),
                 source: SessionSource::WebIdentity {
                     issuer: iss.clone(),
-                    subject: sub.clone(),
-                    audience: aud.clone(),
+                    subject: sub,
+                    audience: aud,
                     node_name,
                 },
             },
         )?;
-        let mut x = Xml::response("AssumeRoleWithWebIdentity", NS);
-        x.text("SubjectFromWebIdentityToken", &sub)
-            .text("Audience", &aud);
         credentials_xml(&mut x, &minted);
         x.num("PackedPolicySize", policies.packed_percent)
             .text("Provider", &iss)

@@ -41,19 +41,8 @@ async fn fixture(require_node_binding: bool) -> Fixture {
     // The agent's role (docs/operating.md): web identity of the agent's ServiceAccount, allowed
     // nothing but eks-auth:AssumeRoleForPodIdentity.
     let host = server.endpoint.trim_start_matches("http://").to_string();
-    let agent_trust = json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                format!("{host}:sub"): "system:serviceaccount:podiam:podiam-agent",
-                format!("{host}:aud"): "sts.amazonaws.com"
-            }}
-        }]
-    })
-    .to_string();
+    let agent_trust =
+        support::web_identity_trust(&host, "system:serviceaccount:podiam:podiam-agent");
     for (name, trust) in [("agent", agent_trust.as_str()), ("pod", POD_TRUST)] {
         let role = CreateRole {
             role_name: name.into(),

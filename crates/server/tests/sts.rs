@@ -12,6 +12,8 @@ use podiam_server::{Options, Server, start};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
 const ACCOUNT: &str = "000000000000";
 const ROLE: &str = "app";
 
@@ -44,19 +46,7 @@ async fn fixture() -> Fixture {
     .await
     .unwrap();
     let host = server.endpoint.trim_start_matches("http://").to_string();
-    let trust = json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                format!("{host}:sub"): "system:serviceaccount:ns:sa",
-                format!("{host}:aud"): "sts.amazonaws.com"
-            }}
-        }]
-    })
-    .to_string();
+    let trust = support::web_identity_trust(&host, "system:serviceaccount:ns:sa");
     create_role(&data_dir, ROLE, &trust).await;
     // The running server picks up writes from other processes within its poll interval.
     server.shared.refresh().await.unwrap();

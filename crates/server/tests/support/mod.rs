@@ -207,3 +207,21 @@ pub async fn rest(
         serde_json::from_str(&text).unwrap_or(Value::Null),
     )
 }
+
+/// A trust policy admitting the web identity tokens of the issuer `host` (the provider's ARN is
+/// its host/path) for the ServiceAccount `sub`, audience `sts.amazonaws.com`.
+pub fn web_identity_trust(host: &str, sub: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{ACCOUNT}:oidc-provider/{host}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{host}:sub"): sub,
+                format!("{host}:aud"): "sts.amazonaws.com"
+            }}
+        }]
+    })
+    .to_string()
+}
