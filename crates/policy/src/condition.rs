@@ -416,7 +416,9 @@ impl Condition {
             operator: self.spec.to_string(),
             key: self.key.to_string(),
             expected: self.raw_values.to_vec(),
-            actual: ctx.get_lowercase(&self.key_lower).map(|v| v.values.clone()),
+            actual: ctx
+                .get_lowercase(&self.key_lower)
+                .map(|v| v.values.to_vec()),
             result,
             why: why.to_string(),
         }

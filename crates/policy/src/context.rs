@@ -1,5 +1,7 @@
 //! The request context: condition keys and their values.
 
+use smallvec::{SmallVec, smallvec};
+
 use crate::pattern::Resolve;
 
 /// The type of a context entry, as in AWS's `ContextEntry.ContextKeyType`.
@@ -49,7 +51,8 @@ pub struct ContextEntry {
 pub struct ContextValue {
     /// The key as the caller spelled it (for traces).
     pub name: Box<str>,
-    pub values: Vec<String>,
+    /// Inline for the usual one value: a single-valued key costs no separate list allocation.
+    pub values: SmallVec<[String; 1]>,
     /// A multivalued key (`aws:TagKeys`): set operators apply to it, and it never resolves a
     /// policy variable.
     pub multi: bool,
@@ -80,7 +83,7 @@ impl Context {
 
     /// Sets a single-valued key, replacing any earlier value.
     pub fn insert(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
-        self.set(key, vec![value.into()], false)
+        self.put(key, smallvec![value.into()], false)
     }
 
     /// Sets a multivalued key, replacing any earlier value.
@@ -89,10 +92,14 @@ impl Context {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.set(key, values.into_iter().map(Into::into).collect(), true)
+        self.put(key, values.into_iter().map(Into::into).collect(), true)
     }
 
     pub fn set(&mut self, key: &str, values: Vec<String>, multi: bool) -> &mut Self {
+        self.put(key, SmallVec::from_vec(values), multi)
+    }
+
+    fn put(&mut self, key: &str, values: SmallVec<[String; 1]>, multi: bool) -> &mut Self {
         let value = ContextValue {
             name: key.into(),
             values,
@@ -176,7 +183,10 @@ mod tests {
         ctx.insert("AWS:principaltag/team", "b");
         ctx.insert_list("aws:TagKeys", ["x", "y"]);
         assert_eq!(ctx.len(), 2);
-        assert_eq!(ctx.get("aws:principalTag/TEAM").unwrap().values, ["b"]);
+        assert_eq!(
+            ctx.get("aws:principalTag/TEAM").unwrap().values.as_slice(),
+            ["b"]
+        );
         assert_eq!(ctx.resolve("aws:principaltag/team"), Some("b"));
         assert_eq!(ctx.resolve("aws:tagkeys"), None, "lists never resolve");
         ctx.remove("AWS:TAGKEYS");
@@ -208,7 +218,7 @@ mod tests {
                 k.to_ascii_lowercase(),
                 k.to_ascii_uppercase(),
             ] {
-                let got = ctx.get(&spelled).map(|v| v.values.clone());
+                let got = ctx.get(&spelled).map(|v| v.values.to_vec());
                 assert_eq!(got, Some(vec![want.clone()]), "{spelled}");
             }
             assert_eq!(

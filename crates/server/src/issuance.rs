@@ -357,11 +357,11 @@ mod tests {
             &["team".into()],
         );
         assert_eq!(
-            c.get("aws:RequestTag/team").map(|v| v.values.clone()),
+            c.get("aws:RequestTag/team").map(|v| v.values.to_vec()),
             Some(vec!["a".to_string()])
         );
         assert_eq!(
-            c.get("aws:TagKeys").map(|v| v.values.clone()),
+            c.get("aws:TagKeys").map(|v| v.values.to_vec()),
             Some(vec!["team".to_string(), "env".to_string()])
         );
         let mut empty = Context::new();

@@ -364,7 +364,7 @@ impl Simulation {
             context.set(&k, v, multi);
         }
         for v in self.supplied.iter() {
-            context.set(&v.name, v.values.clone(), v.multi);
+            context.set(&v.name, v.values.to_vec(), v.multi);
         }
         context
     }
