@@ -137,9 +137,10 @@ impl Context {
             .binary_search_by(|e| cmp_ignore_ascii_case(&e.name, key))
     }
 
-    /// Looks up a key that is already lowercased (compiled policies store their keys so).
+    /// Looks up a key that is already lowercased (compiled policies store their keys so). The
+    /// search compares without case either way, so this is [`Context::get`], kept for its callers.
     pub fn get_lowercase(&self, lower: &str) -> Option<&ContextValue> {
-        self.lookup(lower).ok().map(|i| &self.entries[i])
+        self.get(lower)
     }
 
     /// Looks up a key in any case.
