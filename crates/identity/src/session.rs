@@ -431,23 +431,24 @@ impl SessionKeyRing {
         let key = self
             .active(claims.issued_at)
             .ok_or(SealError::NoActiveKey)?;
-        let plaintext = codec::encode(claims)
-            .map_err(|e| SealError::Serialize(format!("{} is too long", e.0)))?;
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce)?;
         let header = header(key.id);
-        let mut blob = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
+        // One buffer: header, nonce, then the claims, encrypted in place, then the tag.
+        let mut blob = Vec::with_capacity(HEADER_LEN + NONCE_LEN + 512 + TAG_LEN);
         blob.extend_from_slice(&header);
         blob.extend_from_slice(&nonce);
-        let mut in_out = plaintext;
-        key.key
-            .seal_in_place_append_tag(
+        codec::encode_into(claims, &mut blob)
+            .map_err(|e| SealError::Serialize(format!("{} is too long", e.0)))?;
+        let tag = key
+            .key
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(&header)),
-                &mut in_out,
+                &mut blob[HEADER_LEN + NONCE_LEN..],
             )
             .map_err(|_| SealError::Encrypt)?;
-        blob.extend_from_slice(&in_out);
+        blob.extend_from_slice(tag.as_ref());
         Ok(b64_encode(&blob))
     }
 
@@ -510,10 +511,14 @@ fn header(key_id: SessionKeyId) -> [u8; HEADER_LEN] {
     [SESSION_TOKEN_VERSION, id[0], id[1], id[2], id[3]]
 }
 
-fn aad(header: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(DOMAIN.len() + header.len());
-    aad.extend_from_slice(DOMAIN);
-    aad.extend_from_slice(header);
+/// The associated data: the domain, then the header (on the stack: it is made per token).
+fn aad(header: &[u8]) -> [u8; DOMAIN.len() + HEADER_LEN] {
+    let mut aad = [0u8; DOMAIN.len() + HEADER_LEN];
+    aad[..DOMAIN.len()].copy_from_slice(DOMAIN);
+    // The header is always HEADER_LEN bytes (a token's first bytes, split off at that length).
+    for (dst, src) in aad[DOMAIN.len()..].iter_mut().zip(header) {
+        *dst = *src;
+    }
     aad
 }
 

@@ -107,6 +107,14 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// Formats milliseconds since the epoch as `2020-01-01T00:00:00Z` (for traces and wire output).
 pub fn format_date(millis: i64) -> String {
+    let mut out = String::with_capacity(20);
+    format_date_into(millis, &mut out);
+    out
+}
+
+/// [`format_date`], appended to `out` (an answer being written needs no string of its own).
+pub fn format_date_into(millis: i64, target: &mut String) {
+    use std::fmt::Write as _;
     let secs = millis.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -122,7 +130,8 @@ pub fn format_date(millis: i64) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
     if !(0..=9999).contains(&y) {
-        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
+        let _ = write!(target, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z");
+        return;
     }
     // Written digit by digit: this runs several times per STS request, and `format!` with
     // padding costs more than the calendar arithmetic.
@@ -139,7 +148,7 @@ pub fn format_date(millis: i64) -> String {
     put(&mut out, 11, 2, hh);
     put(&mut out, 14, 2, mm);
     put(&mut out, 17, 2, ss);
-    out.iter().map(|&b| char::from(b)).collect()
+    target.extend(out.iter().map(|&b| char::from(b)));
 }
 
 #[cfg(test)]

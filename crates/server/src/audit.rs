@@ -11,6 +11,7 @@
 //! one place. That happens on a task of its own behind a second bounded queue: a slow or absent
 //! database costs retries there, never a request and never a line of `audit.log`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -36,9 +37,10 @@ pub struct Event {
     /// server's own and leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
-    pub action: String,
+    /// The action's name (borrowed when it is one of the server's own: no copy per event).
+    pub action: Cow<'static, str>,
     /// `allowed`, `denied` or `error`.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,8 +118,11 @@ impl Event {
         }
         cut(&mut self.time, 64);
         cut(&mut self.request_id, 128);
-        cut(&mut self.action, 128);
-        cut(&mut self.outcome, 64);
+        for (field, max) in [(&mut self.action, 128), (&mut self.outcome, 64)] {
+            if field.len() > max {
+                *field = Cow::Owned(crate::text::bounded(field, max).into_owned());
+            }
+        }
         cut_opt(&mut self.reason, MAX_REASON);
         for f in [
             &mut self.replica,
@@ -146,11 +151,11 @@ impl Event {
         }
     }
 
-    pub(crate) fn new(ctx: &Ctx<'_>, action: &str) -> Event {
+    pub(crate) fn new(ctx: &Ctx<'_>, action: impl Into<Cow<'static, str>>) -> Event {
         Event {
             time: podiam_policy::date::format_date(ctx.facts.now),
             request_id: ctx.request_id.to_string(),
-            action: action.to_string(),
+            action: action.into(),
             source_ip: ctx.facts.source_ip.clone(),
             user_agent: ctx.facts.user_agent.clone(),
             ..Event::default()
@@ -685,8 +690,8 @@ impl DatabaseQueue {
         self.rows.push(AuditRow {
             time_ms,
             replica: self.replica.clone(),
-            action: e.action,
-            outcome: e.outcome,
+            action: e.action.into_owned(),
+            outcome: e.outcome.into_owned(),
             role: e.role,
             subject: e.subject,
             data: line,

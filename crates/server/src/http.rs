@@ -161,11 +161,14 @@ fn request_id() -> String {
     out
 }
 
+/// `x-amzn-requestid`, made once (a name given as text is copied into a new one per insert).
+static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-amzn-requestid");
+
 /// The answer, with the request ID header made from the ID's own buffer (no copy).
 fn xml_response(status: StatusCode, body: String, request_id: String) -> Response {
     let mut r = (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
-        r.headers_mut().insert("x-amzn-requestid", v);
+        r.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     r
 }
@@ -186,12 +189,12 @@ async fn aws_query(
         params.extend(Params::parse(&body));
     }
     // STS and IAM share the endpoint; the Version (or, without one, the action) says which.
-    let action = params.get("Action").unwrap_or("").to_string();
+    let action = params.get("Action").unwrap_or("");
     let is_sts = match params.get("Version") {
         Some("2011-06-15") => true,
         Some("2010-05-08") => false,
         _ => matches!(
-            action.as_str(),
+            action,
             "AssumeRole" | "AssumeRoleWithWebIdentity" | "GetCallerIdentity"
         ),
     };
@@ -270,7 +273,7 @@ async fn aws_query(
 /// was issued to when the session says: Pod Identity sessions name the pod, IRSA sessions the
 /// ServiceAccount of their token's `sub`.
 fn iam_denial_event(ctx: &Ctx<'_>, action: &str, r: &Result<String, AwsError>) -> audit::Event {
-    let mut ev = audit::Event::new(ctx, action);
+    let mut ev = audit::Event::new(ctx, action.to_string());
     ev.subject = ctx.caller.as_ref().map(|c| c.arn().to_string());
     if let Some(Caller::Session(s)) = &ctx.caller {
         ev.role = Some(s.role_arn.clone());
@@ -358,7 +361,13 @@ fn log_failure(e: &AwsError, protocol: Protocol, request_id: &str) {
 /// and the request's time, read once.
 fn request_facts(app: &App, peer: SocketAddr, headers: &HeaderMap) -> RequestFacts {
     RequestFacts {
-        source_ip: Some(peer.ip().to_string()),
+        source_ip: Some({
+            use std::fmt::Write as _;
+            // Sized for the longest IPv6 text: written without growing.
+            let mut ip = String::with_capacity(39);
+            let _ = write!(ip, "{}", peer.ip());
+            ip
+        }),
         secure_transport: app.tls,
         user_agent: headers
             .get(header::USER_AGENT)

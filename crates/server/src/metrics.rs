@@ -125,7 +125,24 @@ pub struct Metrics {
     /// queue was full). Every one of them is in `audit.log` either way.
     pub audit_database_events: Family<ResultLabels, Counter>,
     pub upstream: UpstreamMetrics,
+    /// The series every successful issuing call adds to, looked up in their families once
+    /// (the handles share the families' counters): a family lookup is a lock shared by every
+    /// worker and a SipHash of the labels, three of them per call otherwise.
+    issuing_ok: [std::sync::OnceLock<IssuingSeries>; ISSUING.len()],
+    /// `request_duration_seconds` by service, looked up once per service.
+    durations: [std::sync::OnceLock<Histogram>; SERVICES.len()],
 }
+
+/// The `OK` request counter and the issued counter of one issuing action (of one service).
+#[derive(Debug)]
+struct IssuingSeries {
+    service: &'static str,
+    requests: Counter,
+    issued: Counter,
+}
+
+/// The services the server answers as (the `service` label).
+const SERVICES: [&str; 4] = ["sts", "iam", "eks", "eks-auth"];
 
 const ISSUING: [&str; 3] = [
     "AssumeRoleWithWebIdentity",
@@ -198,6 +215,8 @@ impl Metrics {
             store_writes,
             cache_reloads,
             audit_database_events,
+            issuing_ok: Default::default(),
+            durations: Default::default(),
         }
     }
 
@@ -213,17 +232,47 @@ impl Metrics {
         seconds: f64,
     ) {
         let code = failure.map(|(c, _)| c);
-        let code_label = code.unwrap_or("OK");
+        match SERVICES.iter().position(|s| *s == service) {
+            Some(i) => self.durations[i]
+                .get_or_init(|| {
+                    self.duration
+                        .get_or_create(&ServiceLabels { service })
+                        .clone()
+                })
+                .observe(seconds),
+            None => self
+                .duration
+                .get_or_create(&ServiceLabels { service })
+                .observe(seconds),
+        }
+        if code.is_none()
+            && let Some(i) = ISSUING.iter().position(|a| *a == action)
+        {
+            let series = self.issuing_ok[i].get_or_init(|| IssuingSeries {
+                service,
+                requests: self
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        service,
+                        action,
+                        code: "OK",
+                    })
+                    .clone(),
+                issued: self.issued.get_or_create(&ActionLabels { action }).clone(),
+            });
+            if series.service == service {
+                series.requests.inc();
+                series.issued.inc();
+                return;
+            }
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 service,
                 action,
-                code: code_label,
+                code: code.unwrap_or("OK"),
             })
             .inc();
-        self.duration
-            .get_or_create(&ServiceLabels { service })
-            .observe(seconds);
         match code {
             None if ISSUING.contains(&action) => {
                 self.issued.get_or_create(&ActionLabels { action }).inc();
@@ -275,5 +324,30 @@ mod tests {
             text.contains("podiam_request_duration_seconds_count{service=\"iam\"} 1"),
             "{text}"
         );
+    }
+
+    /// The cached handles of the success path count in the families `/metrics` shows, and an
+    /// issuing action's name under another service still gets its own series.
+    #[test]
+    fn the_success_path_handles_are_the_families_series() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.record("sts", "AssumeRole", None, 0.001);
+        }
+        m.record("iam", "AssumeRole", None, 0.001);
+        m.record("eks-auth", "AssumeRoleForPodIdentity", None, 0.001);
+        m.record("custom", "GetRole", None, 0.001);
+        let text = m.render();
+        for line in [
+            "podiam_requests_total{service=\"sts\",action=\"AssumeRole\",code=\"OK\"} 3",
+            "podiam_requests_total{service=\"iam\",action=\"AssumeRole\",code=\"OK\"} 1",
+            "podiam_sts_credentials_issued_total{action=\"AssumeRole\"} 4",
+            "podiam_sts_credentials_issued_total{action=\"AssumeRoleForPodIdentity\"} 1",
+            "podiam_request_duration_seconds_count{service=\"sts\"} 3",
+            "podiam_request_duration_seconds_count{service=\"eks-auth\"} 1",
+            "podiam_request_duration_seconds_count{service=\"custom\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -65,7 +65,13 @@ impl<'a> Params<'a> {
         Ok(())
     }
 
+    /// Adds `other`'s names that are not here yet (a repeated name keeps its first value).
     pub fn extend(&mut self, other: Params<'a>) {
+        if self.map.is_empty() {
+            // A POST's query string is usually empty: take the body's map as it is.
+            self.map = other.map;
+            return;
+        }
         for (k, v) in other.map {
             self.map.entry(k).or_insert(v);
         }
@@ -110,17 +116,20 @@ impl<'a> Params<'a> {
             .transpose()
     }
 
+    /// The names `Name.member.…` and their values, as (what follows `.member.`, value): no
+    /// prefix is built (this runs for `PolicyArns` on every AssumeRole*).
+    fn members<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = (&'s str, &'s str)> {
+        self.map
+            .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(name))
+            .filter_map(move |(k, v)| Some((k[name.len()..].strip_prefix(".member.")?, &**v)))
+    }
+
     /// `Name.member.1`, `Name.member.2`, … in index order.
     pub fn list(&self, name: &str) -> Vec<&str> {
-        let prefix = format!("{name}.member.");
         let mut items: Vec<(u32, &str)> = self
-            .map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(k, v)| Some((k[prefix.len()..].parse().ok()?, &**v)))
+            .members(name)
+            .filter_map(|(i, v)| Some((i.parse().ok()?, v)))
             .collect();
         items.sort_by_key(|(i, _)| *i);
         items.into_iter().map(|(_, v)| v).collect()
@@ -128,21 +137,12 @@ impl<'a> Params<'a> {
 
     /// `Name.member.N.Field` structures, in index order, as field maps.
     pub fn structs(&self, name: &str) -> Vec<BTreeMap<&str, &str>> {
-        let prefix = format!("{name}.member.");
         let mut items: BTreeMap<u32, BTreeMap<&str, &str>> = BTreeMap::new();
-        for (k, v) in self
-            .map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-        {
-            let rest = &k[prefix.len()..];
+        for (rest, v) in self.members(name) {
             if let Some((index, field)) = rest.split_once('.')
                 && let Ok(index) = index.parse::<u32>()
             {
-                items.entry(index).or_default().insert(field, &**v);
+                items.entry(index).or_default().insert(field, v);
             }
         }
         items.into_values().collect()
@@ -214,6 +214,17 @@ mod tests {
               &Tags.member.2.Key=k2&Tags.member.1.Value=v1&Tags.member.1.Key=k1&Tags.member.2.Value=v%202",
         );
         assert_eq!(p.list("ClientIDList"), ["a", "b", "j"]);
+        // A name that merely starts with another is not its member list.
+        let q = Params::parse(
+            b"Tag.member.1=x&TagKeys.member.1=y&Tags.member.1.Key=z&Tags.member.1.Value=w",
+        );
+        assert_eq!(q.list("Tag"), ["x"]);
+        assert_eq!(q.list("TagKeys"), ["y"]);
+        assert_eq!(
+            q.tags("Tags").unwrap(),
+            [("z".to_string(), "w".to_string())]
+        );
+        assert_eq!(q.tags("Tag").unwrap(), []);
         assert_eq!(
             p.tags("Tags").unwrap(),
             [

@@ -65,7 +65,11 @@ pub struct Shared {
 
 /// Compiled documents by kind (index: `PolicyKindKey as usize`) and text. Looked up by `&str`,
 /// so a hit copies nothing.
-type CompiledCache = [HashMap<Arc<str>, Arc<Policy>>; 3];
+/// Keyed by the document's text, hashed with foldhash (randomly seeded per map): every STS call
+/// looks its trust policy up here, and SipHash over a policy document cost more than the rest of
+/// the lookup. The documents are written by authenticated IAM callers and the cache is bounded
+/// ([`COMPILED_CACHE_MAX`]).
+type CompiledCache = [HashMap<Arc<str>, Arc<Policy>, foldhash::fast::RandomState>; 3];
 
 /// `PolicyKind` as a map key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

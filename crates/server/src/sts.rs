@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use podiam_identity::credentials::{DurationError, session_duration};
 use podiam_identity::session::{SessionSource, SessionTag};
-use podiam_policy::date::format_date;
 use podiam_policy::{Context, Policy, PolicyKind, PolicySet, RequestPrincipal};
 use podiam_store::{Role, State};
 
@@ -133,7 +132,8 @@ pub(super) struct SessionXml<'a> {
     pub(super) secret_access_key: &'a str,
     pub(super) session_token: &'a str,
     pub(super) expiration: std::time::SystemTime,
-    pub(super) assumed_role_id: &'a str,
+    /// Its parts, one after the other (`role ID`, `:`, `session name`).
+    pub(super) assumed_role_id: &'a [&'a str],
     pub(super) assumed_role_arn: &'a str,
 }
 
@@ -142,16 +142,15 @@ pub(super) fn credentials_parts_xml(x: &mut Xml, s: &SessionXml<'_>) {
         .text_plain("AccessKeyId", s.access_key_id)
         .text_plain("SecretAccessKey", s.secret_access_key)
         .text_plain("SessionToken", s.session_token)
-        .text_plain("Expiration", &format_date(millis(s.expiration)))
+        .date("Expiration", millis(s.expiration))
         .end();
     x.start("AssumedRoleUser")
-        .text("AssumedRoleId", s.assumed_role_id)
+        .text_joined("AssumedRoleId", s.assumed_role_id)
         .text("Arn", s.assumed_role_arn)
         .end();
 }
 
 fn credentials_xml(x: &mut Xml, m: &Minted) {
-    let assumed_role_id = format!("{}:{}", m.claims.role_id, m.claims.role_session_name);
     credentials_parts_xml(
         x,
         &SessionXml {
@@ -159,7 +158,7 @@ fn credentials_xml(x: &mut Xml, m: &Minted) {
             secret_access_key: m.claims.secret_access_key.expose_secret(),
             session_token: &m.token,
             expiration: m.claims.expires_at,
-            assumed_role_id: &assumed_role_id,
+            assumed_role_id: &[&m.claims.role_id, ":", &m.claims.role_session_name],
             assumed_role_arn: &m.claims.assumed_role_arn,
         },
     );

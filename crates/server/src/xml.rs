@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 pub struct Xml {
     out: String,
-    stack: Vec<&'static str>,
+    /// The open elements: a few levels at most, kept inline.
+    stack: smallvec::SmallVec<[&'static str; 4]>,
 }
 
 /// Appends `s` with XML's special characters escaped. Runs without them (session tokens, keys,
@@ -43,7 +44,7 @@ impl Xml {
         let _ = write!(out, "<{action}Response xmlns=\"{ns}\">\n  <{action}Result>");
         Xml {
             out,
-            stack: Vec::new(),
+            stack: smallvec::SmallVec::new(),
         }
     }
 
@@ -91,6 +92,33 @@ impl Xml {
         self.out.push_str(name);
         self.out.push('>');
         self.out.push_str(value);
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+        self
+    }
+
+    /// An element whose text is `parts` one after the other (each escaped): `AssumedRoleId` is
+    /// `role ID:session name`, written without joining them first.
+    pub fn text_joined(&mut self, name: &str, parts: &[&str]) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        for part in parts {
+            escape(part, &mut self.out);
+        }
+        self.out.push_str("</");
+        self.out.push_str(name);
+        self.out.push('>');
+        self
+    }
+
+    /// An ISO 8601 time (`2020-01-01T00:00:00Z`) from milliseconds since the epoch.
+    pub fn date(&mut self, name: &str, millis: i64) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push('>');
+        podiam_policy::date::format_date_into(millis, &mut self.out);
         self.out.push_str("</");
         self.out.push_str(name);
         self.out.push('>');

@@ -39,8 +39,23 @@ const WEB_IDENTITY_ON_NODE: u8 = 4;
 #[derive(Debug)]
 pub(crate) struct TooLong(pub(crate) &'static str);
 
+#[cfg(test)]
 pub(crate) fn encode(c: &SessionClaims) -> Result<Vec<u8>, TooLong> {
-    let mut w = Writer(Vec::with_capacity(512));
+    let mut out = Vec::with_capacity(512);
+    encode_into(c, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the encoding of `c` to `out` (the sealer writes it after the token's header and
+/// nonce and encrypts it in place: one buffer per token).
+pub(crate) fn encode_into(c: &SessionClaims, out: &mut Vec<u8>) -> Result<(), TooLong> {
+    let mut w = Writer(std::mem::take(out));
+    let r = encode_fields(c, &mut w);
+    *out = w.0;
+    r
+}
+
+fn encode_fields(c: &SessionClaims, w: &mut Writer) -> Result<(), TooLong> {
     w.time(c.issued_at);
     w.time(c.expires_at);
     w.str(c.access_key_id.as_str(), "access_key_id")?;
@@ -95,7 +110,7 @@ pub(crate) fn encode(c: &SessionClaims) -> Result<Vec<u8>, TooLong> {
             w.str(caller_arn, "caller_arn")?;
         }
     }
-    Ok(w.0)
+    Ok(())
 }
 
 /// Decodes a payload [`encode`] produced; the error names the field that did not decode.

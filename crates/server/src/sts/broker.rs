@@ -166,7 +166,7 @@ pub(super) async fn web_identity(
             secret_access_key: issued.secret_access_key.expose_secret(),
             session_token: &issued.session_token,
             expiration: issued.expiration,
-            assumed_role_id: &issued.assumed_role_id,
+            assumed_role_id: &[&issued.assumed_role_id],
             assumed_role_arn: &issued.assumed_role_arn,
         },
     );
