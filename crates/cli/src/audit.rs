@@ -306,8 +306,8 @@ fn text(events: &[Event], with_replica: bool, width: Option<usize>) -> String {
             row.push(e.replica.clone().unwrap_or_else(|| "-".into()));
         }
         row.extend([
-            e.outcome.clone(),
-            e.action.clone(),
+            e.outcome.to_string(),
+            e.action.to_string(),
             role.to_string(),
             who,
             e.pod.clone().unwrap_or_else(|| "-".into()),
@@ -433,7 +433,7 @@ mod tests {
         Event {
             time: time.into(),
             action: "AssumeRoleWithWebIdentity".into(),
-            outcome: outcome.into(),
+            outcome: outcome.to_string().into(),
             role: Some(format!("arn:aws:iam::000000000000:role/{role}")),
             ..Event::default()
         }

@@ -170,7 +170,7 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                     path.display()
                 )
             })?;
-            Context::from_entries(&entries)
+            Context::from_entries(&entries).into_owned()
         }
         None => Context::new(),
     };

@@ -152,7 +152,7 @@ const GUARDRAILS_POLICY: &str = r#"{
 const DOCUMENTS: [&str; 3] = [APP_POLICY, PLATFORM_POLICY, GUARDRAILS_POLICY];
 
 /// The request context of a pod in namespace `payments`: 9 keys.
-fn context() -> Context {
+fn context() -> Context<'static> {
     let mut ctx = Context::new();
     ctx.insert("aws:PrincipalTag/kubernetes-namespace", "payments")
         .insert("aws:PrincipalTag/kubernetes-service-account", "api")

@@ -418,7 +418,7 @@ impl Condition {
             expected: self.raw_values.to_vec(),
             actual: ctx
                 .get_lowercase(&self.key_lower)
-                .map(|v| v.values.to_vec()),
+                .map(|v| v.values.to_strings()),
             result,
             why: why.to_string(),
         }

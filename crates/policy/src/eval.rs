@@ -106,7 +106,7 @@ pub struct Request<'a> {
     pub principal: Option<&'a RequestPrincipal>,
     pub action: &'a str,
     pub resource: &'a str,
-    pub context: &'a Context,
+    pub context: &'a Context<'a>,
 }
 
 /// The policies that apply to a request.

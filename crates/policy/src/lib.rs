@@ -37,7 +37,7 @@ pub mod policy;
 pub mod validate;
 
 pub use condition::{ConditionTrace, Operator, OperatorSpec, SetQualifier};
-pub use context::{Context, ContextEntry, ContextKeyType, ContextValue};
+pub use context::{Context, ContextEntry, ContextKeyType, ContextValue, Values};
 pub use eval::{
     Decision, EvalDecision, PolicySet, PolicyType, PrincipalKind, Reason, Record, Request,
     RequestPrincipal, StatementOutcome, StatementRef, StatementTrace, Trace, evaluate,

@@ -86,7 +86,7 @@ const RESOURCE_POLICY: &str = r#"{
 const DENIED: (&str, &str) = ("s3:GetObject", "arn:aws:s3:::app-data/billing/report.csv");
 const ALLOWED: (&str, &str) = ("s3:GetObject", "arn:aws:s3:::app-data/payments/report.csv");
 
-fn context() -> Context {
+fn context() -> Context<'static> {
     let mut ctx = Context::new();
     ctx.insert("aws:PrincipalTag/kubernetes-namespace", "payments")
         .insert("aws:PrincipalTag/kubernetes-service-account", "api")

@@ -65,7 +65,7 @@ const RESOURCE_PATTERNS: &[&str] = &[
 ];
 
 /// The request context every generated case evaluates against.
-fn context() -> Context {
+fn context() -> Context<'static> {
     let mut ctx = Context::new();
     ctx.insert("aws:PrincipalTag/team", "bucket")
         .insert("aws:SecureTransport", "true")
@@ -803,7 +803,7 @@ fn any_principal() -> impl Strategy<Value = Option<RequestPrincipal>> {
 }
 
 /// Any context: the usual keys with random values of any shape, and random extra keys.
-fn any_context() -> impl Strategy<Value = Context> {
+fn any_context() -> impl Strategy<Value = Context<'static>> {
     let keys = select(
         &[
             "aws:PrincipalTag/team",

@@ -82,12 +82,12 @@ pub fn millis(t: std::time::SystemTime) -> i64 {
 
 /// The context keys AWS sets for a caller: `aws:PrincipalArn`, `aws:userid`, `aws:PrincipalTag/…`,
 /// `aws:TokenIssueTime`, …
-pub fn caller_context(
-    state: &State,
-    caller: &Caller,
-    facts: &RequestFacts,
-    account_id: &str,
-) -> Context {
+pub fn caller_context<'a>(
+    state: &'a State,
+    caller: &'a Caller,
+    facts: &'a RequestFacts,
+    account_id: &'a str,
+) -> Context<'a> {
     let mut ctx = Context::new();
     ctx.insert("aws:PrincipalAccount", account_id);
     ctx.insert(
@@ -127,7 +127,7 @@ pub fn caller_context(
                 ctx.insert("aws:FederatedProvider", issuer.as_str());
             }
             for t in &s.session_tags {
-                ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
+                ctx.insert(format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
             }
         }
     }
@@ -136,24 +136,24 @@ pub fn caller_context(
 
 /// The keys that name an IAM user as the caller: `aws:PrincipalArn`, `aws:PrincipalType`,
 /// `aws:username`, `aws:userid` and its tags as `aws:PrincipalTag/…`.
-pub(crate) fn insert_user(ctx: &mut Context, u: &podiam_store::User) {
+pub(crate) fn insert_user<'a>(ctx: &mut Context<'a>, u: &'a podiam_store::User) {
     ctx.insert("aws:PrincipalArn", u.arn.as_str());
     ctx.insert("aws:PrincipalType", "User");
     ctx.insert("aws:username", u.user_name.as_str());
     ctx.insert("aws:userid", u.user_id.as_str());
     for t in &u.tags {
-        ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
+        ctx.insert(format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
     }
 }
 
 /// The keys that name a session of `role` as the caller, before any session tag:
 /// `aws:PrincipalArn` (the role's ARN), `aws:PrincipalType` and the role's tags as
 /// `aws:PrincipalTag/…`.
-pub(crate) fn insert_role(ctx: &mut Context, role: &podiam_store::Role) {
+pub(crate) fn insert_role<'a>(ctx: &mut Context<'a>, role: &'a podiam_store::Role) {
     ctx.insert("aws:PrincipalArn", role.arn.as_str());
     ctx.insert("aws:PrincipalType", "AssumedRole");
     for t in &role.tags {
-        ctx.insert(&format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
+        ctx.insert(format!("aws:PrincipalTag/{}", t.key), t.value.as_str());
     }
 }
 

@@ -234,24 +234,24 @@ async fn aws_query(
             offline: false,
         };
         if is_sts {
-            sts::handle(&ctx, &action, &params).await
+            sts::handle(&ctx, action, &params).await
         } else {
-            let r = iam::handle(&ctx, &action, &params).await;
+            let r = iam::handle(&ctx, action, &params).await;
             if let Err(e) = &r
                 && e.kind() == ErrorKind::AccessDenied
             {
-                app.audit.record(iam_denial_event(&ctx, &action, &r));
+                app.audit.record(iam_denial_event(&ctx, action, &r));
             }
             r
         }
     }
     .await;
     let service = if is_sts { "sts" } else { "iam" };
-    let label = crate::actions::query_action_label(is_sts, &action);
+    let label = crate::actions::query_action_label(is_sts, action);
     record_metrics(&app, service, label, &result, Protocol::Query, started);
     log_request(
         service,
-        &action,
+        action,
         &result,
         Protocol::Query,
         started,

@@ -187,13 +187,13 @@ pub(crate) fn role_by_arn<'s>(state: &'s State, arn: &str) -> Option<&'s Role> {
 
 /// The request keys AWS sets for session tags: `aws:RequestTag/…`, `aws:TagKeys`,
 /// `sts:TransitiveTagKeys`.
-pub(crate) fn insert_request_tags(
-    context: &mut Context,
-    tags: &[(String, String)],
-    transitive: &[String],
+pub(crate) fn insert_request_tags<'a>(
+    context: &mut Context<'a>,
+    tags: &'a [(String, String)],
+    transitive: &'a [String],
 ) {
     for (k, v) in tags {
-        context.insert(&format!("aws:RequestTag/{k}"), v.as_str());
+        context.insert(format!("aws:RequestTag/{k}"), v.as_str());
     }
     if !tags.is_empty() {
         context.insert_list("aws:TagKeys", tags.iter().map(|(k, _)| k.as_str()));
@@ -217,7 +217,7 @@ pub(crate) struct TrustRequest<'a> {
     pub(crate) role: &'a Role,
     pub(crate) principal: &'a RequestPrincipal,
     pub(crate) actions: &'a [&'a str],
-    pub(crate) context: &'a Context,
+    pub(crate) context: &'a Context<'a>,
     /// The caller's own policies (role chaining, `AssumeRole`); empty for federated callers.
     pub(crate) caller: &'a PolicySet<'a>,
     pub(crate) wording: TrustWording,
@@ -350,18 +350,16 @@ mod tests {
 
     #[test]
     fn request_tags_become_the_keys_aws_sets() {
+        let tags = [("team".into(), "a".into()), ("env".into(), "p".into())];
+        let transitive = ["team".into()];
         let mut c = Context::new();
-        insert_request_tags(
-            &mut c,
-            &[("team".into(), "a".into()), ("env".into(), "p".into())],
-            &["team".into()],
-        );
+        insert_request_tags(&mut c, &tags, &transitive);
         assert_eq!(
-            c.get("aws:RequestTag/team").map(|v| v.values.to_vec()),
+            c.get("aws:RequestTag/team").map(|v| v.values.to_strings()),
             Some(vec!["a".to_string()])
         );
         assert_eq!(
-            c.get("aws:TagKeys").map(|v| v.values.to_vec()),
+            c.get("aws:TagKeys").map(|v| v.values.to_strings()),
             Some(vec!["team".to_string(), "env".to_string()])
         );
         let mut empty = Context::new();

@@ -118,7 +118,7 @@ impl<'a> Params<'a> {
 
     /// The names `Name.member.…` and their values, as (what follows `.member.`, value): no
     /// prefix is built (this runs for `PolicyArns` on every AssumeRole*).
-    fn members<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = (&'s str, &'s str)> {
+    fn members<'s>(&'s self, name: &str) -> impl Iterator<Item = (&'s str, &'s str)> {
         self.map
             .range::<str, _>((std::ops::Bound::Included(name), std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(name))

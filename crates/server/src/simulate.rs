@@ -28,7 +28,7 @@ fn parse_input(doc: &str, id: String) -> Result<Arc<Policy>, AwsError> {
     ))
 }
 
-fn context_entries(p: &Params<'_>) -> Result<Context, AwsError> {
+fn context_entries(p: &Params<'_>) -> Result<Context<'static>, AwsError> {
     let mut entries = Vec::new();
     let supplied = p.structs("ContextEntries");
     if supplied.len() > MAX_CONTEXT_ENTRIES {
@@ -69,7 +69,7 @@ fn context_entries(p: &Params<'_>) -> Result<Context, AwsError> {
             context_key_type: ty,
         });
     }
-    Ok(Context::from_entries(&entries))
+    Ok(Context::from_entries(&entries).into_owned())
 }
 
 fn managed_source(
@@ -222,9 +222,9 @@ struct Simulation {
     actions: Vec<String>,
     resources: Vec<String>,
     /// The principal's keys (its ARN, type, tags), as a real call of it would carry.
-    principal_context: Context,
+    principal_context: Context<'static>,
     /// What the request supplied in `ContextEntries`: it wins over what the store knows.
-    supplied: Context,
+    supplied: Context<'static>,
     caller: Option<RequestPrincipal>,
     start: usize,
     max: usize,
@@ -338,7 +338,7 @@ async fn run(
         resource_policy,
         actions: actions.into_iter().map(str::to_string).collect(),
         resources: resources.into_iter().map(str::to_string).collect(),
-        principal_context,
+        principal_context: principal_context.into_owned(),
         supplied,
         caller: caller_arn.map(RequestPrincipal::from_arn),
         start,
@@ -356,15 +356,15 @@ async fn run(
 impl Simulation {
     /// The context of one simulated call: the principal's keys, the resource's keys the action
     /// documents ([`crate::actions`]), then what the request supplied, which wins.
-    fn context_for(&self, action: &str, resource: &str) -> Context {
+    fn context_for(&self, action: &str, resource: &str) -> Context<'_> {
         let mut context = self.principal_context.clone();
         let keys = crate::actions::resource_keys(&self.state, resource);
         for (k, v) in crate::actions::context_for(action, &keys) {
             let multi = k.eq_ignore_ascii_case("aws:TagKeys");
-            context.set(&k, v, multi);
+            context.set(k, v, multi);
         }
         for v in self.supplied.iter() {
-            context.set(&v.name, v.values.to_vec(), v.multi);
+            context.set(&*v.name, v.values.to_strings(), v.multi);
         }
         context
     }

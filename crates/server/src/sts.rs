@@ -245,58 +245,53 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
             .map_err(|e| AwsError::invalid_identity_token(e.to_string()))?
             .map(str::to_string);
 
-        // The trust policy, with the provider's condition keys (`host/path:sub`, `:aud`, `:amr`).
-        let mut context = Context::new();
-        // One buffer for the provider's three keys.
-        let mut key = String::with_capacity(id.len() + 4);
-        key.push_str(id);
-        key.push_str(":sub");
-        context.insert(&key, sub.as_str());
-        key.truncate(id.len());
-        key.push_str(":aud");
-        context.insert(&key, aud.as_str());
-        if let Some(amr) = claims.get("amr").and_then(|v| v.as_array()) {
-            key.truncate(id.len());
-            key.push_str(":amr");
-            context.insert_list(&key, amr.iter().filter_map(|v| v.as_str()));
-        }
-        context.insert("aws:FederatedProvider", provider.arn.as_str());
-        context.insert("sts:RoleSessionName", session_name);
-        context.insert(
-            "aws:CurrentTime",
-            podiam_policy::date::format_date(ctx.facts.now),
-        );
-        context.insert("aws:EpochTime", (ctx.facts.now / 1000).to_string());
-        if let Some(ip) = &ctx.facts.source_ip {
-            context.insert("aws:SourceIp", ip.as_str());
-        }
-        if let Some(si) = &source_identity {
-            context.insert("aws:SourceIdentity", si.as_str());
-            context.insert("sts:SourceIdentity", si.as_str());
-        }
         let (tags, transitive) = match &tags_claim {
             Some(t) => (t.principal_tags.clone(), t.transitive_tag_keys.clone()),
             None => (Vec::new(), Vec::new()),
         };
-        insert_request_tags(&mut context, &tags, &transitive);
-        let principal = RequestPrincipal::federated(provider.arn.as_str());
-        let actions: &[&str] = if tags.is_empty() {
-            &[action]
-        } else {
-            &[action, "sts:TagSession"]
-        };
-        check_trust(
-            ctx,
-            &TrustRequest {
-                role,
-                principal: &principal,
-                actions,
-                context: &context,
-                caller: &PolicySet::default(),
-                wording: TrustWording::Sts,
-            },
-            &mut event,
-        )?;
+        // The trust policy, with the provider's condition keys (`host/path:sub`, `:aud`, `:amr`).
+        // The context borrows the request's values; it ends before the session takes them.
+        {
+            let mut context = Context::new();
+            context.insert(format!("{id}:sub"), sub.as_str());
+            context.insert(format!("{id}:aud"), aud.as_str());
+            if let Some(amr) = claims.get("amr").and_then(|v| v.as_array()) {
+                context.insert_list(format!("{id}:amr"), amr.iter().filter_map(|v| v.as_str()));
+            }
+            context.insert("aws:FederatedProvider", provider.arn.as_str());
+            context.insert("sts:RoleSessionName", session_name);
+            context.insert(
+                "aws:CurrentTime",
+                podiam_policy::date::format_date(ctx.facts.now),
+            );
+            context.insert("aws:EpochTime", (ctx.facts.now / 1000).to_string());
+            if let Some(ip) = &ctx.facts.source_ip {
+                context.insert("aws:SourceIp", ip.as_str());
+            }
+            if let Some(si) = &source_identity {
+                context.insert("aws:SourceIdentity", si.as_str());
+                context.insert("sts:SourceIdentity", si.as_str());
+            }
+            insert_request_tags(&mut context, &tags, &transitive);
+            let principal = RequestPrincipal::federated(provider.arn.as_str());
+            let actions: &[&str] = if tags.is_empty() {
+                &[action]
+            } else {
+                &[action, "sts:TagSession"]
+            };
+            check_trust(
+                ctx,
+                &TrustRequest {
+                    role,
+                    principal: &principal,
+                    actions,
+                    context: &context,
+                    caller: &PolicySet::default(),
+                    wording: TrustWording::Sts,
+                },
+                &mut event,
+            )?;
+        }
 
         let duration = session_duration(
             p.int("DurationSeconds")?

@@ -10,7 +10,7 @@ fn event(i: usize, outcome: &str) -> Event {
         time: "2026-01-02T03:04:05Z".into(),
         request_id: format!("req-{i}"),
         action: "AssumeRoleWithWebIdentity".into(),
-        outcome: outcome.into(),
+        outcome: outcome.to_string().into(),
         role: Some("arn:aws:iam::000000000000:role/app".into()),
         subject: Some("system:serviceaccount:ns:sa".into()),
         ..Event::default()
