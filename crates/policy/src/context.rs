@@ -117,6 +117,14 @@ impl<'a> Context<'a> {
         Context::default()
     }
 
+    /// An empty context with room for `keys` keys (one allocation where growing would take
+    /// several).
+    pub fn with_capacity(keys: usize) -> Context<'a> {
+        Context {
+            entries: Vec::with_capacity(keys),
+        }
+    }
+
     /// Sets a single-valued key, replacing any earlier value. A `&str` key or value is
     /// borrowed for the context's life, a `String` kept.
     pub fn insert(

@@ -88,7 +88,8 @@ pub fn caller_context<'a>(
     facts: &'a RequestFacts,
     account_id: &'a str,
 ) -> Context<'a> {
-    let mut ctx = Context::new();
+    // The keys below, a few tags, and the action's own keys added by the caller.
+    let mut ctx = Context::with_capacity(24);
     ctx.insert("aws:PrincipalAccount", account_id);
     ctx.insert(
         "aws:CurrentTime",

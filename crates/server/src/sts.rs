@@ -252,7 +252,8 @@ async fn assume_role_with_web_identity(ctx: &Ctx<'_>, p: &Params<'_>) -> Result<
         // The trust policy, with the provider's condition keys (`host/path:sub`, `:aud`, `:amr`).
         // The context borrows the request's values; it ends before the session takes them.
         {
-            let mut context = Context::new();
+            // The keys below, and three per session tag.
+            let mut context = Context::with_capacity(11 + 3 * tags.len());
             context.insert(format!("{id}:sub"), sub.as_str());
             context.insert(format!("{id}:aud"), aud.as_str());
             if let Some(amr) = claims.get("amr").and_then(|v| v.as_array()) {

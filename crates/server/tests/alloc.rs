@@ -17,8 +17,8 @@ use support::ACCOUNT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// What AssumeRoleWithWebIdentity may allocate beyond `/healthz`. Measured 2026-12-07: 81
-/// against 34, so 47 (70 before the policy context borrowed its keys and values, the token was
+/// What AssumeRoleWithWebIdentity may allocate beyond `/healthz`. Measured 2026-12-07: 80
+/// against 34, so 46 (70 before the policy context borrowed its keys and values, the token was
 /// sealed in one buffer and the success metrics were cached; 83 before the answer took
 /// `sub`/`aud` and the request ID by move). The few blocks of slack are for another
 /// toolchain's std; `--nocapture` prints the counts.
