@@ -49,13 +49,7 @@ pub(crate) fn encode(c: &SessionClaims) -> Result<Vec<u8>, TooLong> {
 /// Appends the encoding of `c` to `out` (the sealer writes it after the token's header and
 /// nonce and encrypts it in place: one buffer per token).
 pub(crate) fn encode_into(c: &SessionClaims, out: &mut Vec<u8>) -> Result<(), TooLong> {
-    let mut w = Writer(std::mem::take(out));
-    let r = encode_fields(c, &mut w);
-    *out = w.0;
-    r
-}
-
-fn encode_fields(c: &SessionClaims, w: &mut Writer) -> Result<(), TooLong> {
+    let mut w = Writer(out);
     w.time(c.issued_at);
     w.time(c.expires_at);
     w.str(c.access_key_id.as_str(), "access_key_id")?;
@@ -183,9 +177,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SessionClaims, String> {
     })
 }
 
-struct Writer(Vec<u8>);
+struct Writer<'b>(&'b mut Vec<u8>);
 
-impl Writer {
+impl Writer<'_> {
     fn time(&mut self, t: SystemTime) {
         self.0.extend_from_slice(&unix_seconds(t).to_be_bytes());
     }
